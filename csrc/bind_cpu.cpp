@@ -1,0 +1,464 @@
+// pybind11 module deepkern._cpu: argument checks and calls only, no kernel code.
+// deepkern.ops validates first; these checks are the second line, so that no call from
+// Python can make a kernel read or write out of bounds.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/errors.hpp"
+#include "common/parallel.hpp"
+#include "cpu/activation.hpp"
+#include "cpu/conv2d.hpp"
+#include "cpu/loss.hpp"
+#include "cpu/matmul.hpp"
+#include "cpu/optim.hpp"
+#include "cpu/pool.hpp"
+
+namespace py = pybind11;
+using deepkern::ShapeError;
+namespace k = deepkern::cpu;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style>;
+using Shape = std::vector<py::ssize_t>;
+
+// A float32 C-contiguous array of the given rank (-1: any rank); no conversion, no copy.
+py::array checked(const py::handle& obj, const char* name, int ndim = -1) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + ": expected a numpy.ndarray");
+    auto arr = py::reinterpret_borrow<py::array>(obj);
+    if (!arr.dtype().is(py::dtype::of<float>()))
+        throw py::type_error(std::string(name) + ": expected dtype float32, got " +
+                             std::string(py::str(arr.dtype())));
+    if (ndim >= 0 && arr.ndim() != ndim)
+        throw ShapeError(std::string(name) + ": expected a " + std::to_string(ndim) + "-D array, got " +
+                         std::to_string(arr.ndim()) + "-D");
+    if (!(arr.flags() & py::array::c_style))
+        throw ShapeError(std::string(name) + ": expected a C-contiguous array");
+    for (py::ssize_t i = 0; i < arr.ndim(); ++i)
+        if (arr.shape(i) > std::numeric_limits<int>::max())
+            throw ShapeError(std::string(name) + ": dimension too large for 32-bit indices");
+    return arr;
+}
+
+py::array checked_writable(const py::handle& obj, const char* name) {
+    py::array arr = checked(obj, name);
+    if (!arr.writeable()) throw ShapeError(std::string(name) + ": array is read-only");
+    return arr;
+}
+
+void same_shape(const py::array& a, const char* an, const py::array& b, const char* bn) {
+    if (a.ndim() != b.ndim()) throw ShapeError(std::string(bn) + ": shape differs from " + an);
+    for (py::ssize_t i = 0; i < a.ndim(); ++i)
+        if (a.shape(i) != b.shape(i)) throw ShapeError(std::string(bn) + ": shape differs from " + an);
+}
+
+const float* cptr(const py::array& a) { return static_cast<const float*>(a.data()); }
+float* mptr(py::array& a) { return static_cast<float*>(a.mutable_data()); }
+int dim(const py::array& a, int i) { return static_cast<int>(a.shape(i)); }
+
+// ------------------------------------------------------------------------ matmul
+py::array matmul(py::handle a_obj, py::handle b_obj, std::optional<py::handle> bias_obj,
+                 bool relu, bool trans_a, bool trans_b) {
+    py::array a = checked(a_obj, "a", 2), b = checked(b_obj, "b", 2);
+    int M = trans_a ? dim(a, 1) : dim(a, 0), K = trans_a ? dim(a, 0) : dim(a, 1);
+    int KB = trans_b ? dim(b, 1) : dim(b, 0), N = trans_b ? dim(b, 0) : dim(b, 1);
+    if (K != KB) throw ShapeError("a and b: inner dimensions differ");
+    const float* bias = nullptr;
+    py::array bias_arr;
+    if (bias_obj && !bias_obj->is_none()) {
+        bias_arr = checked(*bias_obj, "bias", 1);
+        if (dim(bias_arr, 0) != N) throw ShapeError("bias: expected one value per output column");
+        bias = cptr(bias_arr);
+    }
+    FloatArray c(Shape{M, N});
+    const float *pa = cptr(a), *pb = cptr(b);
+    float* pc = c.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::matmul_forward(pa, pb, bias, pc, M, N, K, trans_a, trans_b, relu);
+    }
+    return std::move(c);
+}
+
+py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
+                          std::optional<py::handle> out_obj, bool trans_a, bool trans_b, bool want_bias) {
+    py::array g = checked(g_obj, "grad_out", 2), a = checked(a_obj, "a", 2), b = checked(b_obj, "b", 2);
+    int M = trans_a ? dim(a, 1) : dim(a, 0), K = trans_a ? dim(a, 0) : dim(a, 1);
+    int KB = trans_b ? dim(b, 1) : dim(b, 0), N = trans_b ? dim(b, 0) : dim(b, 1);
+    if (K != KB) throw ShapeError("a and b: inner dimensions differ");
+    if (dim(g, 0) != M || dim(g, 1) != N) throw ShapeError("grad_out: expected shape (M, N)");
+    const float* out = nullptr;
+    py::array out_arr;
+    if (out_obj && !out_obj->is_none()) {
+        out_arr = checked(*out_obj, "out", 2);
+        same_shape(g, "grad_out", out_arr, "out");
+        out = cptr(out_arr);
+    }
+    FloatArray da(Shape{a.shape(0), a.shape(1)}), db(Shape{b.shape(0), b.shape(1)});
+    py::object dbias = py::none();
+    float* pdbias = nullptr;
+    if (want_bias) {
+        FloatArray arr(Shape{N});
+        pdbias = arr.mutable_data();
+        dbias = std::move(arr);
+    }
+    const float *pg = cptr(g), *pa = cptr(a), *pb = cptr(b);
+    float *pda = da.mutable_data(), *pdb = db.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::matmul_backward(pg, pa, pb, out, pda, pdb, pdbias, M, N, K, trans_a, trans_b);
+    }
+    return py::make_tuple(da, db, dbias);
+}
+
+// ------------------------------------------------------------------------ conv2d
+using Pair = std::pair<int, int>;
+
+k::Conv2dShape conv_shape(const py::array& x, const py::array& w, Pair stride, Pair padding) {
+    k::Conv2dShape s{};
+    s.N = dim(x, 0); s.C = dim(x, 1); s.H = dim(x, 2); s.W = dim(x, 3);
+    s.OC = dim(w, 0); s.KH = dim(w, 2); s.KW = dim(w, 3);
+    s.SH = stride.first; s.SW = stride.second; s.PH = padding.first; s.PW = padding.second;
+    if (dim(w, 1) != s.C) throw ShapeError("w: input channels differ from x");
+    if (s.SH < 1 || s.SW < 1) throw ShapeError("stride: expected values >= 1");
+    if (s.PH < 0 || s.PW < 0) throw ShapeError("padding: expected values >= 0");
+    if (s.KH > s.H + 2 * s.PH || s.KW > s.W + 2 * s.PW)
+        throw ShapeError("w: kernel is larger than the padded input");
+    s.OH = (s.H + 2 * s.PH - s.KH) / s.SH + 1;
+    s.OW = (s.W + 2 * s.PW - s.KW) / s.SW + 1;
+    return s;
+}
+
+py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj,
+                 Pair stride, Pair padding) {
+    py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4);
+    k::Conv2dShape s = conv_shape(x, w, stride, padding);
+    const float* bias = nullptr;
+    py::array bias_arr;
+    if (bias_obj && !bias_obj->is_none()) {
+        bias_arr = checked(*bias_obj, "bias", 1);
+        if (dim(bias_arr, 0) != s.OC) throw ShapeError("bias: expected one value per output channel");
+        bias = cptr(bias_arr);
+    }
+    FloatArray y(Shape{s.N, s.OC, s.OH, s.OW});
+    const float *px = cptr(x), *pw = cptr(w);
+    float* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::conv2d_forward(s, px, pw, bias, py_);
+    }
+    return std::move(y);
+}
+
+py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, Pair stride, Pair padding,
+                          bool want_bias) {
+    py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4), g = checked(g_obj, "grad_out", 4);
+    k::Conv2dShape s = conv_shape(x, w, stride, padding);
+    if (dim(g, 0) != s.N || dim(g, 1) != s.OC || dim(g, 2) != s.OH || dim(g, 3) != s.OW)
+        throw ShapeError("grad_out: expected shape (N, OC, OH, OW)");
+    FloatArray gx(Shape{s.N, s.C, s.H, s.W}), gw(Shape{s.OC, s.C, s.KH, s.KW});
+    py::object gb = py::none();
+    float* pgb = nullptr;
+    if (want_bias) {
+        FloatArray arr(Shape{s.OC});
+        pgb = arr.mutable_data();
+        gb = std::move(arr);
+    }
+    const float *pg = cptr(g), *px = cptr(x), *pw = cptr(w);
+    float *pgx = gx.mutable_data(), *pgw = gw.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::conv2d_backward(s, pg, px, pw, pgx, pgw, pgb);
+    }
+    return py::make_tuple(gx, gw, gb);
+}
+
+// ------------------------------------------------------------------------ pooling
+k::Pool2dShape pool_shape(const py::array& x, Pair kernel, Pair stride, Pair padding) {
+    k::Pool2dShape s{};
+    s.N = dim(x, 0); s.C = dim(x, 1); s.H = dim(x, 2); s.W = dim(x, 3);
+    s.KH = kernel.first; s.KW = kernel.second; s.SH = stride.first; s.SW = stride.second;
+    s.PH = padding.first; s.PW = padding.second;
+    if (s.KH < 1 || s.KW < 1) throw ShapeError("kernel_size: expected values >= 1");
+    if (s.SH < 1 || s.SW < 1) throw ShapeError("stride: expected values >= 1");
+    if (s.PH < 0 || s.PW < 0 || s.PH > s.KH / 2 || s.PW > s.KW / 2)
+        throw ShapeError("padding: expected 0 <= padding <= kernel_size / 2");
+    if (s.KH > s.H + 2 * s.PH || s.KW > s.W + 2 * s.PW)
+        throw ShapeError("kernel_size: kernel is larger than the padded input");
+    s.OH = (s.H + 2 * s.PH - s.KH) / s.SH + 1;
+    s.OW = (s.W + 2 * s.PW - s.KW) / s.SW + 1;
+    return s;
+}
+
+template <void (*Forward)(const k::Pool2dShape&, const float*, float*)>
+py::array pool_forward(py::handle x_obj, Pair kernel, Pair stride, Pair padding) {
+    py::array x = checked(x_obj, "x", 4);
+    k::Pool2dShape s = pool_shape(x, kernel, stride, padding);
+    FloatArray y(Shape{s.N, s.C, s.OH, s.OW});
+    const float* px = cptr(x);
+    float* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        Forward(s, px, py_);
+    }
+    return std::move(y);
+}
+
+k::Pool2dShape pool_grad_shape(const py::array& g, const py::array& x, Pair kernel, Pair stride, Pair padding) {
+    k::Pool2dShape s = pool_shape(x, kernel, stride, padding);
+    if (dim(g, 0) != s.N || dim(g, 1) != s.C || dim(g, 2) != s.OH || dim(g, 3) != s.OW)
+        throw ShapeError("grad_out: expected shape (N, C, OH, OW)");
+    return s;
+}
+
+py::array max_pool2d_backward(py::handle g_obj, py::handle x_obj, Pair kernel, Pair stride, Pair padding) {
+    py::array g = checked(g_obj, "grad_out", 4), x = checked(x_obj, "x", 4);
+    k::Pool2dShape s = pool_grad_shape(g, x, kernel, stride, padding);
+    FloatArray gx(Shape{s.N, s.C, s.H, s.W});
+    const float *pg = cptr(g), *px = cptr(x);
+    float* pgx = gx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::max_pool2d_backward(s, pg, px, pgx);
+    }
+    return std::move(gx);
+}
+
+py::array avg_pool2d_backward(py::handle g_obj, py::handle x_obj, Pair kernel, Pair stride, Pair padding) {
+    py::array g = checked(g_obj, "grad_out", 4), x = checked(x_obj, "x", 4);
+    k::Pool2dShape s = pool_grad_shape(g, x, kernel, stride, padding);
+    FloatArray gx(Shape{s.N, s.C, s.H, s.W});
+    const float* pg = cptr(g);
+    float* pgx = gx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::avg_pool2d_backward(s, pg, pgx);
+    }
+    return std::move(gx);
+}
+
+// ------------------------------------------------------------------------ activations
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+py::array relu(py::handle x_obj) {
+    py::array x = checked(x_obj, "x");
+    FloatArray y(shape_of(x));
+    const float* px = cptr(x);
+    float* py_ = y.mutable_data();
+    int64_t n = x.size();
+    {
+        py::gil_scoped_release nogil;
+        k::relu_forward(px, py_, n);
+    }
+    return std::move(y);
+}
+
+py::array relu_backward(py::handle g_obj, py::handle x_obj) {
+    py::array g = checked(g_obj, "grad_out"), x = checked(x_obj, "x");
+    same_shape(x, "x", g, "grad_out");
+    FloatArray gx(shape_of(x));
+    const float *pg = cptr(g), *px = cptr(x);
+    float* pgx = gx.mutable_data();
+    int64_t n = x.size();
+    {
+        py::gil_scoped_release nogil;
+        k::relu_backward(pg, px, pgx, n);
+    }
+    return std::move(gx);
+}
+
+// (outer, dim, inner) view of an array around axis
+void split_axis(const py::array& x, int axis, int64_t& outer, int64_t& d, int64_t& inner) {
+    if (axis < 0 || axis >= x.ndim()) throw ShapeError("axis: out of range");
+    outer = 1; inner = 1; d = x.shape(axis);
+    for (int i = 0; i < axis; ++i) outer *= x.shape(i);
+    for (int i = axis + 1; i < x.ndim(); ++i) inner *= x.shape(i);
+}
+
+template <void (*Forward)(const float*, float*, int64_t, int64_t, int64_t)>
+py::array softmax_like(py::handle x_obj, int axis) {
+    py::array x = checked(x_obj, "x");
+    int64_t outer, d, inner;
+    split_axis(x, axis, outer, d, inner);
+    FloatArray y(shape_of(x));
+    const float* px = cptr(x);
+    float* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        Forward(px, py_, outer, d, inner);
+    }
+    return std::move(y);
+}
+
+template <void (*Backward)(const float*, const float*, float*, int64_t, int64_t, int64_t)>
+py::array softmax_like_backward(py::handle g_obj, py::handle y_obj, int axis) {
+    py::array g = checked(g_obj, "grad_out"), y = checked(y_obj, "y");
+    same_shape(y, "y", g, "grad_out");
+    int64_t outer, d, inner;
+    split_axis(y, axis, outer, d, inner);
+    FloatArray gx(shape_of(y));
+    const float *pg = cptr(g), *py_ = cptr(y);
+    float* pgx = gx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        Backward(pg, py_, pgx, outer, d, inner);
+    }
+    return std::move(gx);
+}
+
+// ------------------------------------------------------------------------ loss
+py::array checked_labels(py::handle obj, int N, int C) {
+    if (!py::isinstance<py::array>(obj)) throw py::type_error("labels: expected a numpy.ndarray");
+    auto arr = py::reinterpret_borrow<py::array>(obj);
+    if (!arr.dtype().is(py::dtype::of<int64_t>())) throw py::type_error("labels: expected dtype int64");
+    if (arr.ndim() != 1 || arr.shape(0) != N) throw ShapeError("labels: expected shape (N,)");
+    if (!(arr.flags() & py::array::c_style)) throw ShapeError("labels: expected a C-contiguous array");
+    const int64_t* p = static_cast<const int64_t*>(arr.data());
+    for (int i = 0; i < N; ++i)
+        if (p[i] < 0 || p[i] >= C)
+            throw ShapeError("labels: label " + std::to_string(p[i]) + " is out of range for " +
+                             std::to_string(C) + " classes");
+    return arr;
+}
+
+py::array cross_entropy(py::handle logits_obj, py::handle labels_obj) {
+    py::array logits = checked(logits_obj, "logits", 2);
+    int N = dim(logits, 0), C = dim(logits, 1);
+    py::array labels = checked_labels(labels_obj, N, C);
+    const float* pl = cptr(logits);
+    const int64_t* py_ = static_cast<const int64_t*>(labels.data());
+    float loss;
+    {
+        py::gil_scoped_release nogil;
+        loss = k::cross_entropy_forward(pl, py_, N, C);
+    }
+    FloatArray out(Shape{});
+    *out.mutable_data() = loss;
+    return std::move(out);
+}
+
+py::array cross_entropy_backward(py::handle logits_obj, py::handle labels_obj, float grad) {
+    py::array logits = checked(logits_obj, "logits", 2);
+    int N = dim(logits, 0), C = dim(logits, 1);
+    py::array labels = checked_labels(labels_obj, N, C);
+    FloatArray gl(Shape{N, C});
+    const float* pl = cptr(logits);
+    const int64_t* py_ = static_cast<const int64_t*>(labels.data());
+    float* pg = gl.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::cross_entropy_backward(pl, py_, pg, N, C, grad);
+    }
+    return std::move(gl);
+}
+
+// ------------------------------------------------------------------------ optimizers
+void sgd_update(py::handle p_obj, py::handle g_obj, std::optional<py::handle> v_obj, float lr,
+                float momentum, float weight_decay, bool nesterov) {
+    py::array p = checked_writable(p_obj, "param"), g = checked(g_obj, "grad");
+    same_shape(p, "param", g, "grad");
+    float* pv = nullptr;
+    py::array v;
+    if (v_obj && !v_obj->is_none()) {
+        v = checked_writable(*v_obj, "velocity");
+        same_shape(p, "param", v, "velocity");
+        pv = mptr(v);
+    }
+    if (momentum != 0.0f && pv == nullptr) throw ShapeError("velocity: required when momentum > 0");
+    float* pp = mptr(p);
+    const float* pg = cptr(g);
+    int64_t n = p.size();
+    py::gil_scoped_release nogil;
+    k::sgd_update(pp, pg, pv, n, lr, momentum, weight_decay, nesterov);
+}
+
+void adam_update(py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj, int64_t step,
+                 float lr, float beta1, float beta2, float eps, float weight_decay) {
+    py::array p = checked_writable(p_obj, "param"), g = checked(g_obj, "grad");
+    py::array m = checked_writable(m_obj, "m"), v = checked_writable(v_obj, "v");
+    same_shape(p, "param", g, "grad");
+    same_shape(p, "param", m, "m");
+    same_shape(p, "param", v, "v");
+    if (step < 1) throw ShapeError("step: expected >= 1");
+    float *pp = mptr(p), *pm = mptr(m), *pv = mptr(v);
+    const float* pg = cptr(g);
+    int64_t n = p.size();
+    py::gil_scoped_release nogil;
+    k::adam_update(pp, pg, pm, pv, n, step, lr, beta1, beta2, eps, weight_decay);
+}
+
+void rmsprop_update(py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr, float alpha, float eps,
+                    float weight_decay) {
+    py::array p = checked_writable(p_obj, "param"), g = checked(g_obj, "grad");
+    py::array s = checked_writable(s_obj, "square_avg");
+    same_shape(p, "param", g, "grad");
+    same_shape(p, "param", s, "square_avg");
+    float *pp = mptr(p), *ps = mptr(s);
+    const float* pg = cptr(g);
+    int64_t n = p.size();
+    py::gil_scoped_release nogil;
+    k::rmsprop_update(pp, pg, ps, n, lr, alpha, eps, weight_decay);
+}
+
+py::dict cpu_features() {
+    __builtin_cpu_init();
+    py::dict d;
+    d["avx2"] = static_cast<bool>(__builtin_cpu_supports("avx2"));
+    d["fma"] = static_cast<bool>(__builtin_cpu_supports("fma"));
+    d["avx512f"] = static_cast<bool>(__builtin_cpu_supports("avx512f"));
+    d["gemm_variant"] = k::gemm_variant();
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+    m.doc() = "deepkern C++ CPU kernels (OpenMP, AVX-512/AVX2 dispatched at run time)";
+    m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("bias").none(true), py::arg("relu"),
+          py::arg("trans_a"), py::arg("trans_b"));
+    m.def("matmul_backward", &matmul_backward, py::arg("grad_out"), py::arg("a"), py::arg("b"),
+          py::arg("out").none(true), py::arg("trans_a"), py::arg("trans_b"), py::arg("want_bias"));
+    m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
+          py::arg("padding"));
+    m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
+          py::arg("stride"), py::arg("padding"), py::arg("want_bias"));
+    m.def("max_pool2d", &pool_forward<k::max_pool2d_forward>, py::arg("x"), py::arg("kernel"),
+          py::arg("stride"), py::arg("padding"));
+    m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("kernel"),
+          py::arg("stride"), py::arg("padding"));
+    m.def("avg_pool2d", &pool_forward<k::avg_pool2d_forward>, py::arg("x"), py::arg("kernel"),
+          py::arg("stride"), py::arg("padding"));
+    m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("kernel"),
+          py::arg("stride"), py::arg("padding"));
+    m.def("relu", &relu, py::arg("x"));
+    m.def("relu_backward", &relu_backward, py::arg("grad_out"), py::arg("x"));
+    m.def("softmax", &softmax_like<k::softmax_forward>, py::arg("x"), py::arg("axis"));
+    m.def("softmax_backward", &softmax_like_backward<k::softmax_backward>, py::arg("grad_out"), py::arg("y"),
+          py::arg("axis"));
+    m.def("log_softmax", &softmax_like<k::log_softmax_forward>, py::arg("x"), py::arg("axis"));
+    m.def("log_softmax_backward", &softmax_like_backward<k::log_softmax_backward>, py::arg("grad_out"),
+          py::arg("y"), py::arg("axis"));
+    m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("labels"));
+    m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("labels"),
+          py::arg("grad"));
+    m.def("sgd_update", &sgd_update, py::arg("param"), py::arg("grad"), py::arg("velocity").none(true),
+          py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
+    m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
+          py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+          py::arg("weight_decay"));
+    m.def("rmsprop_update", &rmsprop_update, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
+          py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"));
+    m.def("cpu_features", &cpu_features, "CPU instruction sets seen at run time and the GEMM variant in use");
+    m.def("num_threads", &deepkern::max_threads, "OpenMP threads the kernels use");
+    m.def("gemm_variant", &k::gemm_variant);
+    m.def("set_gemm_variant", &k::set_gemm_variant, py::arg("name"),
+          "Force the GEMM micro-kernel: 'avx512', 'avx2', 'scalar' or 'auto'");
+}

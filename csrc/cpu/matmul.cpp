@@ -1,0 +1,51 @@
+// matmul op family on top of sgemm. The GEMM itself lives in gemm.cpp.
+#include "cpu/matmul.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "common/parallel.hpp"
+
+namespace deepkern::cpu {
+
+// A is (M, K) [or (K, M)], B is (K, N) [or (N, K)], bias (N,), C (M, N)
+void matmul_forward(const float* A, const float* B, const float* bias, float* C,
+                    int M, int N, int K, bool trans_a, bool trans_b, bool relu) {
+    int lda = trans_a ? M : K;
+    int ldb = trans_b ? K : N;
+    sgemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, C, N, bias, relu);
+}
+
+// G (M, N); out (M, N) or null; dA like A, dB like B, dbias (N,) or null
+void matmul_backward(const float* G, const float* A, const float* B, const float* out,
+                     float* dA, float* dB, float* dbias,
+                     int M, int N, int K, bool trans_a, bool trans_b) {
+    std::vector<float> masked;
+    if (out != nullptr) {  // the forward fused a ReLU: gradient flows only where out > 0
+        masked.resize(static_cast<size_t>(M) * N);
+        const int64_t total = static_cast<int64_t>(M) * N;
+#pragma omp parallel for if (worth_parallel(total))
+        for (int64_t i = 0; i < total; ++i) masked[i] = out[i] > 0.0f ? G[i] : 0.0f;
+        G = masked.data();
+    }
+    const int lda = trans_a ? M : K;
+    const int ldb = trans_b ? K : N;
+    // d op(A) = G op(B)^T (M, K);  d op(B) = op(A)^T G (K, N)
+    if (!trans_a)
+        sgemm(false, !trans_b, M, K, N, G, N, B, ldb, 0.0f, dA, lda, nullptr, false);
+    else  // dA (K, M) = op(B) G^T
+        sgemm(trans_b, true, K, M, N, B, ldb, G, N, 0.0f, dA, lda, nullptr, false);
+    if (!trans_b)
+        sgemm(!trans_a, false, K, N, M, A, lda, G, N, 0.0f, dB, ldb, nullptr, false);
+    else  // dB (N, K) = G^T op(A)
+        sgemm(true, trans_a, N, K, M, G, N, A, lda, 0.0f, dB, ldb, nullptr, false);
+    if (dbias != nullptr) {
+        std::fill(dbias, dbias + N, 0.0f);
+        for (int i = 0; i < M; ++i) {
+            const float* row = G + static_cast<int64_t>(i) * N;
+            for (int j = 0; j < N; ++j) dbias[j] += row[j];
+        }
+    }
+}
+
+}  // namespace deepkern::cpu

@@ -1,0 +1,15 @@
+"""deepkern: compiled-kernel deep learning for Python.
+
+    import deepkern as dk
+    dk.info()                      # which backends are built and usable
+    y = dk.ops.matmul(a, b, bias, activation="relu")
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import ops
+from .backends import get_backend, set_backend
+from ._info import info
+
+__all__ = ["__version__", "ops", "info", "set_backend", "get_backend"]

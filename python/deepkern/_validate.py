@@ -1,0 +1,103 @@
+"""Argument checks shared by ``deepkern.ops``.
+
+Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError`` (right kind,
+wrong value) and names the argument, so a bad call fails before any kernel runs.
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import numpy as np
+
+# The C++ and CUDA kernels index dimensions with 32-bit ints (offsets are 64-bit):
+# any single dimension, and the rows/columns of any matrix a GEMM sees, must fit.
+INDEX_LIMIT = 2**31 - 1
+
+
+def is_gpu_array(x: Any) -> bool:
+    """True for CuPy arrays (or anything exposing the CUDA array interface)."""
+    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+
+
+def check_array(x: Any, name: str, ndim: int | Tuple[int, ...] | None = None,
+                dtype: Any = np.float32) -> None:
+    """Require a float32 (or given dtype), C-contiguous array of the given rank."""
+    if not (isinstance(x, np.ndarray) or is_gpu_array(x)):
+        raise TypeError(f"{name}: expected a numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
+    if dtype is not None and x.dtype != np.dtype(dtype):
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype).name}, got {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            raise ValueError(f"{name}: expected a {want}-D array, got shape {tuple(x.shape)} ({x.ndim}-D)")
+    for d in x.shape:
+        if d > INDEX_LIMIT:
+            raise ValueError(f"{name}: dimension {d} in shape {tuple(x.shape)} exceeds the kernels' "
+                             f"32-bit index limit ({INDEX_LIMIT})")
+    if x.size == 0:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {tuple(x.shape)}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array (use numpy.ascontiguousarray); "
+                         f"got strides {tuple(x.strides)} for shape {tuple(x.shape)}")
+
+
+def check_labels(labels: Any, name: str, n: int, classes: int) -> None:
+    """Integer class labels of shape (n,), each in [0, classes)."""
+    if not (isinstance(labels, np.ndarray) or is_gpu_array(labels)):
+        raise TypeError(f"{name}: expected an integer numpy.ndarray or cupy.ndarray, got {type(labels).__name__}")
+    if labels.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
+        raise TypeError(f"{name}: expected dtype int64 or int32, got {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},) to match the batch of logits, got {tuple(labels.shape)}")
+    if not labels.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name}: label {bad} is out of range for {classes} classes (expected 0 <= label < {classes})")
+
+
+def same_device(name_a: str, a: Any, name_b: str, b: Any) -> None:
+    if is_gpu_array(a) != is_gpu_array(b):
+        where = lambda x: "GPU" if is_gpu_array(x) else "CPU"  # noqa: E731
+        raise ValueError(f"{name_b} is on the {where(b)} but {name_a} is on the {where(a)}; "
+                         f"move both to one device")
+    if is_gpu_array(a) and is_gpu_array(b):
+        da, db = getattr(a, "device", None), getattr(b, "device", None)
+        if da is not None and db is not None and da != db:
+            raise ValueError(f"{name_b} is on {db} but {name_a} is on {da}")
+
+
+def pair(value: Any, name: str, minimum: int) -> Tuple[int, int]:
+    """An int or a pair of ints, each >= minimum, as a tuple."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        items = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
+        items = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    for v in items:
+        if v < minimum:
+            raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+    return items
+
+
+def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}: {axis} is out of range for a {ndim}-D array")
+    return int(axis) % ndim
+
+
+def window_output(size: int, kernel: int, stride: int, padding: int, what: str) -> int:
+    """Output length of a sliding window; refuses windows larger than the padded input."""
+    padded = size + 2 * padding
+    if kernel > padded:
+        raise ValueError(f"{what}: kernel size {kernel} is larger than the padded input "
+                         f"({size} + 2*{padding} = {padded})")
+    return (padded - kernel) // stride + 1

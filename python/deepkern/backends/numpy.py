@@ -1,0 +1,231 @@
+"""The plain NumPy reference. Never optimised: every other backend is tested against it.
+
+Computes in float64 and returns the inputs' dtype (float32 from ``deepkern.ops``; float64 when
+the gradient tests call it directly for finite differences). Arguments arrive validated and normalised by
+``deepkern.ops`` (pairs for stride/padding/kernel, a bool for the fused ReLU, a positive axis).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+Pair = Tuple[int, int]
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------- matmul
+def matmul(a, b, bias, relu: bool, trans_a: bool, trans_b: bool):
+    out_dtype = a.dtype
+    # a is (M, K) [or (K, M)], b is (K, N) [or (N, K)], bias (N,), out (M, N)
+    A = _f64(a).T if trans_a else _f64(a)
+    B = _f64(b).T if trans_b else _f64(b)
+    out = A @ B
+    if bias is not None:
+        out = out + _f64(bias)
+    if relu:
+        out = np.maximum(out, 0.0)
+    return out.astype(out_dtype)
+
+
+def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool):
+    out_dtype = grad_out.dtype
+    g = _f64(grad_out)
+    if out is not None:  # fused relu: gradient flows where the output was positive
+        g = np.where(_f64(out) > 0, g, 0.0)
+    A = _f64(a).T if trans_a else _f64(a)   # op(a), (M, K)
+    B = _f64(b).T if trans_b else _f64(b)   # op(b), (K, N)
+    d_opa = g @ B.T                          # (M, K)
+    d_opb = A.T @ g                          # (K, N)
+    grad_a = d_opa.T if trans_a else d_opa
+    grad_b = d_opb.T if trans_b else d_opb
+    grad_bias = g.sum(axis=0).astype(out_dtype) if want_bias else None
+    return (np.ascontiguousarray(grad_a, dtype=out_dtype), np.ascontiguousarray(grad_b, dtype=out_dtype), grad_bias)
+
+
+# ---------------------------------------------------------------------------- conv2d
+def _windows(x: np.ndarray, kh: int, kw: int, stride: Pair, oh: int, ow: int) -> np.ndarray:
+    """View of x (N, C, Hp, Wp) as (N, C, OH, OW, KH, KW) windows."""
+    n, c, _, _ = x.shape
+    s0, s1, s2, s3 = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, shape=(n, c, oh, ow, kh, kw),
+        strides=(s0, s1, s2 * stride[0], s3 * stride[1], s2, s3), writeable=False)
+
+
+def _out_size(h: int, w: int, kh: int, kw: int, stride: Pair, padding: Pair) -> Pair:
+    return ((h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1)
+
+
+def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def conv2d(x, w, bias, stride: Pair, padding: Pair):
+    out_dtype = x.dtype
+    # x is (N, C, H, W), w is (OC, C, KH, KW), out is (N, OC, OH, OW)
+    oc, c, kh, kw = w.shape
+    oh, ow = _out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
+    cols = _windows(_pad(_f64(x), padding), kh, kw, stride, oh, ow)
+    out = np.einsum("ncpqij,ocij->nopq", cols, _f64(w), optimize=True)
+    if bias is not None:
+        out += _f64(bias)[None, :, None, None]
+    return out.astype(out_dtype)
+
+
+def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool):
+    out_dtype = grad_out.dtype
+    n, c, h, wd = x.shape
+    oc, _, kh, kw = w.shape
+    oh, ow = _out_size(h, wd, kh, kw, stride, padding)
+    g = _f64(grad_out)
+    xp = _pad(_f64(x), padding)
+    cols = _windows(xp, kh, kw, stride, oh, ow)
+    grad_w = np.einsum("nopq,ncpqij->ocij", g, cols, optimize=True)
+    # scatter each output's gradient back over its window
+    dcols = np.einsum("nopq,ocij->ncpqij", g, _f64(w), optimize=True)
+    dxp = np.zeros_like(xp)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] += dcols[:, :, :, :, i, j]
+    ph, pw = padding
+    grad_x = dxp[:, :, ph:ph + h, pw:pw + wd]
+    grad_b = g.sum(axis=(0, 2, 3)).astype(out_dtype) if want_bias else None
+    return np.ascontiguousarray(grad_x, dtype=out_dtype), grad_w.astype(out_dtype), grad_b
+
+
+# ---------------------------------------------------------------------------- pooling
+def max_pool2d(x, kernel: Pair, stride: Pair, padding: Pair):
+    out_dtype = x.dtype
+    oh, ow = _out_size(x.shape[2], x.shape[3], kernel[0], kernel[1], stride, padding)
+    win = _windows(_pad(_f64(x), padding, -np.inf), kernel[0], kernel[1], stride, oh, ow)
+    return win.max(axis=(4, 5)).astype(out_dtype)
+
+
+def max_pool2d_backward(grad_out, x, kernel: Pair, stride: Pair, padding: Pair):
+    out_dtype = grad_out.dtype
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    oh, ow = _out_size(h, w, kh, kw, stride, padding)
+    xp = _pad(_f64(x), padding, -np.inf)
+    win = _windows(xp, kh, kw, stride, oh, ow).reshape(n, c, oh, ow, kh * kw)
+    first_max = win.argmax(axis=4)  # argmax returns the first maximum, row-major in the window
+    di, dj = np.divmod(first_max, kw)
+    rows = np.arange(oh)[None, None, :, None] * stride[0] + di
+    cols = np.arange(ow)[None, None, None, :] * stride[1] + dj
+    dxp = np.zeros_like(xp)
+    nn_, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
+    np.add.at(dxp, (nn_[:, :, None, None], cc[:, :, None, None], rows, cols), _f64(grad_out))
+    ph, pw = padding
+    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w], dtype=out_dtype)
+
+
+def avg_pool2d(x, kernel: Pair, stride: Pair, padding: Pair):
+    out_dtype = x.dtype
+    oh, ow = _out_size(x.shape[2], x.shape[3], kernel[0], kernel[1], stride, padding)
+    win = _windows(_pad(_f64(x), padding), kernel[0], kernel[1], stride, oh, ow)
+    return win.mean(axis=(4, 5)).astype(out_dtype)
+
+
+def avg_pool2d_backward(grad_out, x, kernel: Pair, stride: Pair, padding: Pair):
+    out_dtype = grad_out.dtype
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    oh, ow = _out_size(h, w, kh, kw, stride, padding)
+    share = _f64(grad_out) / (kh * kw)
+    dxp = np.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]))
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] += share
+    ph, pw = padding
+    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w], dtype=out_dtype)
+
+
+# ---------------------------------------------------------------------------- activations
+def relu(x):
+    out_dtype = x.dtype
+    return np.maximum(_f64(x), 0.0).astype(out_dtype)
+
+
+def relu_backward(grad_out, x):
+    out_dtype = grad_out.dtype
+    return np.where(_f64(x) > 0, _f64(grad_out), 0.0).astype(out_dtype)
+
+
+def softmax(x, axis: int):
+    out_dtype = x.dtype
+    z = _f64(x)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(out_dtype)
+
+
+def softmax_backward(grad_out, y, axis: int):
+    out_dtype = grad_out.dtype
+    g, s = _f64(grad_out), _f64(y)
+    return (s * (g - (g * s).sum(axis=axis, keepdims=True))).astype(out_dtype)
+
+
+def _log_softmax64(z: np.ndarray, axis: int) -> np.ndarray:
+    shifted = z - z.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def log_softmax(x, axis: int):
+    out_dtype = x.dtype
+    return _log_softmax64(_f64(x), axis).astype(out_dtype)
+
+
+def log_softmax_backward(grad_out, y, axis: int):
+    out_dtype = grad_out.dtype
+    g = _f64(grad_out)
+    return (g - np.exp(_f64(y)) * g.sum(axis=axis, keepdims=True)).astype(out_dtype)
+
+
+# ---------------------------------------------------------------------------- loss
+def cross_entropy(logits, labels):
+    out_dtype = logits.dtype
+    logp = _log_softmax64(_f64(logits), 1)
+    picked = logp[np.arange(logits.shape[0]), labels.astype(np.int64)]
+    return np.asarray(-picked.mean(), dtype=out_dtype)
+
+
+def cross_entropy_backward(logits, labels, grad: float):
+    out_dtype = logits.dtype
+    n = logits.shape[0]
+    p = np.exp(_log_softmax64(_f64(logits), 1))
+    p[np.arange(n), labels.astype(np.int64)] -= 1.0
+    return (p * (grad / n)).astype(out_dtype)
+
+
+# ---------------------------------------------------------------------------- optimizer updates
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
+    g = _f64(grad) + weight_decay * _f64(param)
+    if momentum > 0:
+        v = momentum * _f64(velocity) + g
+        velocity[...] = v
+        step = g + momentum * v if nesterov else v
+    else:
+        step = g
+    param[...] = _f64(param) - lr * step
+
+
+def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    g = _f64(grad) + weight_decay * _f64(param)
+    m64 = beta1 * _f64(m) + (1 - beta1) * g
+    v64 = beta2 * _f64(v) + (1 - beta2) * g * g
+    m[...] = m64
+    v[...] = v64
+    m_hat = m64 / (1 - beta1 ** step)
+    v_hat = v64 / (1 - beta2 ** step)
+    param[...] = _f64(param) - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay):
+    g = _f64(grad) + weight_decay * _f64(param)
+    s = alpha * _f64(square_avg) + (1 - alpha) * g * g
+    square_avg[...] = s
+    param[...] = _f64(param) - lr * g / (np.sqrt(s) + eps)

@@ -1,0 +1,298 @@
+"""The functional array API: validate, then dispatch to the backend for the arrays' device.
+
+Arrays are float32, C-contiguous ``numpy.ndarray`` (CPU) or ``cupy.ndarray`` (GPU). Layouts
+follow PyTorch: activations NCHW, conv weights (out_channels, in_channels, kh, kw). Nothing
+here copies silently: a wrong dtype, rank, shape, layout or device raises ``TypeError`` or
+``ValueError`` naming the argument. Each forward op has a ``<name>_backward``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from . import backends
+from ._validate import (check_array, check_axis, check_labels, pair, same_device,
+                        window_output)
+
+IntPair = Union[int, Tuple[int, int]]
+Array = np.ndarray  # or cupy.ndarray
+
+__all__ = [
+    "matmul", "matmul_backward", "conv2d", "conv2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "relu", "relu_backward", "softmax", "softmax_backward",
+    "log_softmax", "log_softmax_backward", "cross_entropy", "cross_entropy_backward",
+    "sgd_update", "adam_update", "rmsprop_update",
+]
+
+
+def _activation(activation: Optional[str]) -> bool:
+    if activation is None:
+        return False
+    if activation == "relu":
+        return True
+    raise ValueError(f"activation: expected None or 'relu', got {activation!r}")
+
+
+def _matmul_dims(a: Array, b: Array, trans_a: bool, trans_b: bool) -> Tuple[int, int, int]:
+    check_array(a, "a", 2)
+    check_array(b, "b", 2)
+    same_device("a", a, "b", b)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != kb:
+        raise ValueError(f"a and b: inner dimensions differ: op(a) is ({m}, {k}) and op(b) is ({kb}, {n})"
+                         f" (trans_a={trans_a}, trans_b={trans_b})")
+    return m, n, k
+
+
+# ---------------------------------------------------------------------------- matmul
+def matmul(a: Array, b: Array, bias: Optional[Array] = None, activation: Optional[str] = None,
+           trans_a: bool = False, trans_b: bool = False) -> Array:
+    """``activation(op(a) @ op(b) + bias)`` with op = transpose when ``trans_*``.
+
+    a is (M, K) or (K, M) with trans_a; b is (K, N) or (N, K) with trans_b; bias is (N,);
+    the result is (M, N). ``activation`` is None or "relu" (fused in the store).
+    """
+    m, n, k = _matmul_dims(a, b, trans_a, trans_b)
+    relu_ = _activation(activation)
+    if bias is not None:
+        check_array(bias, "bias", 1)
+        same_device("a", a, "bias", bias)
+        if bias.shape[0] != n:
+            raise ValueError(f"bias: expected shape ({n},) to match the output columns, got {tuple(bias.shape)}")
+    return backends.for_array(a).matmul(a, b, bias, relu_, bool(trans_a), bool(trans_b))
+
+
+def matmul_backward(grad_out: Array, a: Array, b: Array, out: Optional[Array] = None,
+                    activation: Optional[str] = None, trans_a: bool = False, trans_b: bool = False,
+                    bias: bool = False) -> Tuple[Array, Array, Optional[Array]]:
+    """Gradients of ``matmul`` for (a, b, bias), each shaped like its input.
+
+    grad_out is (M, N). With activation="relu", ``out`` (the forward result) masks the
+    gradient. ``bias=True`` also returns the bias gradient (sum of grad over rows), else None.
+    """
+    m, n, k = _matmul_dims(a, b, trans_a, trans_b)
+    relu_ = _activation(activation)
+    check_array(grad_out, "grad_out", 2)
+    same_device("a", a, "grad_out", grad_out)
+    if grad_out.shape != (m, n):
+        raise ValueError(f"grad_out: expected shape {(m, n)}, got {tuple(grad_out.shape)}")
+    if relu_:
+        if out is None:
+            raise ValueError("out: the forward output is required when activation='relu'")
+        check_array(out, "out", 2)
+        if out.shape != (m, n):
+            raise ValueError(f"out: expected shape {(m, n)}, got {tuple(out.shape)}")
+    return backends.for_array(a).matmul_backward(grad_out, a, b, out if relu_ else None,
+                                                 bool(trans_a), bool(trans_b), bool(bias))
+
+
+# ---------------------------------------------------------------------------- conv2d
+def _conv_geometry(x: Array, w: Array, stride: IntPair, padding: IntPair):
+    check_array(x, "x", 4)
+    check_array(w, "w", 4)
+    same_device("x", x, "w", w)
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    n, c, h, wd = x.shape
+    oc, ic, kh, kw = w.shape
+    if ic != c:
+        raise ValueError(f"w: expected {c} input channels (x is {tuple(x.shape)}), got w of shape {tuple(w.shape)}")
+    oh = window_output(h, kh, sh, ph, "conv2d (height)")
+    ow = window_output(wd, kw, sw, pw, "conv2d (width)")
+    if c * kh * kw > 2**31 - 1 or oh * ow > 2**31 - 1:
+        raise ValueError("x/w: the im2col matrix exceeds the kernels' 32-bit index limit")
+    return (sh, sw), (ph, pw), (n, oc, oh, ow)
+
+
+def conv2d(x: Array, w: Array, bias: Optional[Array] = None, stride: IntPair = 1,
+           padding: IntPair = 0) -> Array:
+    """2-D cross-correlation. x is (N, C, H, W), w is (OC, C, KH, KW), bias is (OC,);
+    the result is (N, OC, OH, OW) with OH = (H + 2*ph - KH) // sh + 1."""
+    st, pd, _ = _conv_geometry(x, w, stride, padding)
+    if bias is not None:
+        check_array(bias, "bias", 1)
+        same_device("x", x, "bias", bias)
+        if bias.shape[0] != w.shape[0]:
+            raise ValueError(f"bias: expected shape ({w.shape[0]},) (one per output channel), got {tuple(bias.shape)}")
+    return backends.for_array(x).conv2d(x, w, bias, st, pd)
+
+
+def conv2d_backward(grad_out: Array, x: Array, w: Array, stride: IntPair = 1, padding: IntPair = 0,
+                    bias: bool = False) -> Tuple[Array, Array, Optional[Array]]:
+    """Gradients of ``conv2d`` for (x, w, bias); the bias gradient is None unless ``bias``."""
+    st, pd, out_shape = _conv_geometry(x, w, stride, padding)
+    check_array(grad_out, "grad_out", 4)
+    same_device("x", x, "grad_out", grad_out)
+    if tuple(grad_out.shape) != out_shape:
+        raise ValueError(f"grad_out: expected shape {out_shape}, got {tuple(grad_out.shape)}")
+    return backends.for_array(x).conv2d_backward(grad_out, x, w, st, pd, bool(bias))
+
+
+# ---------------------------------------------------------------------------- pooling
+def _pool_geometry(x: Array, kernel_size: IntPair, stride: Optional[IntPair], padding: IntPair, what: str):
+    check_array(x, "x", 4)
+    k = pair(kernel_size, "kernel_size", 1)
+    s = k if stride is None else pair(stride, "stride", 1)
+    p = pair(padding, "padding", 0)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(f"padding: {p} must be at most half the kernel size {k}")
+    n, c, h, w = x.shape
+    oh = window_output(h, k[0], s[0], p[0], f"{what} (height)")
+    ow = window_output(w, k[1], s[1], p[1], f"{what} (width)")
+    return k, s, p, (n, c, oh, ow)
+
+
+def max_pool2d(x: Array, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0) -> Array:
+    """Max over KH×KW windows of (N, C, H, W); padding never wins (it is -inf)."""
+    k, s, p, _ = _pool_geometry(x, kernel_size, stride, padding, "max_pool2d")
+    return backends.for_array(x).max_pool2d(x, k, s, p)
+
+
+def max_pool2d_backward(grad_out: Array, x: Array, kernel_size: IntPair,
+                        stride: Optional[IntPair] = None, padding: IntPair = 0) -> Array:
+    """Routes each output gradient to its window's first maximum (row-major), like PyTorch."""
+    k, s, p, out_shape = _pool_geometry(x, kernel_size, stride, padding, "max_pool2d")
+    _check_grad(grad_out, x, out_shape)
+    return backends.for_array(x).max_pool2d_backward(grad_out, x, k, s, p)
+
+
+def avg_pool2d(x: Array, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0) -> Array:
+    """Mean over KH×KW windows; padded zeros count in the divisor (PyTorch's default)."""
+    k, s, p, _ = _pool_geometry(x, kernel_size, stride, padding, "avg_pool2d")
+    return backends.for_array(x).avg_pool2d(x, k, s, p)
+
+
+def avg_pool2d_backward(grad_out: Array, x: Array, kernel_size: IntPair,
+                        stride: Optional[IntPair] = None, padding: IntPair = 0) -> Array:
+    k, s, p, out_shape = _pool_geometry(x, kernel_size, stride, padding, "avg_pool2d")
+    _check_grad(grad_out, x, out_shape)
+    return backends.for_array(x).avg_pool2d_backward(grad_out, x, k, s, p)
+
+
+def _check_grad(grad_out: Array, like: Array, shape) -> None:
+    check_array(grad_out, "grad_out", len(shape))
+    same_device("x", like, "grad_out", grad_out)
+    if tuple(grad_out.shape) != tuple(shape):
+        raise ValueError(f"grad_out: expected shape {tuple(shape)}, got {tuple(grad_out.shape)}")
+
+
+# ---------------------------------------------------------------------------- activations
+def relu(x: Array) -> Array:
+    """max(x, 0), any shape."""
+    check_array(x, "x")
+    return backends.for_array(x).relu(x)
+
+
+def relu_backward(grad_out: Array, x: Array) -> Array:
+    """grad_out where x > 0, else 0 (x may be the input or the output of relu)."""
+    check_array(x, "x")
+    _check_grad(grad_out, x, x.shape)
+    return backends.for_array(x).relu_backward(grad_out, x)
+
+
+def softmax(x: Array, axis: int = -1) -> Array:
+    """Numerically stable softmax along ``axis`` (any axis of any rank)."""
+    check_array(x, "x")
+    return backends.for_array(x).softmax(x, check_axis(axis, x.ndim))
+
+
+def softmax_backward(grad_out: Array, y: Array, axis: int = -1) -> Array:
+    """Given y = softmax(x): dx = y * (g - sum(g * y, axis))."""
+    check_array(y, "y")
+    _check_grad(grad_out, y, y.shape)
+    return backends.for_array(y).softmax_backward(grad_out, y, check_axis(axis, y.ndim))
+
+
+def log_softmax(x: Array, axis: int = -1) -> Array:
+    check_array(x, "x")
+    return backends.for_array(x).log_softmax(x, check_axis(axis, x.ndim))
+
+
+def log_softmax_backward(grad_out: Array, y: Array, axis: int = -1) -> Array:
+    """Given y = log_softmax(x): dx = g - exp(y) * sum(g, axis)."""
+    check_array(y, "y")
+    _check_grad(grad_out, y, y.shape)
+    return backends.for_array(y).log_softmax_backward(grad_out, y, check_axis(axis, y.ndim))
+
+
+# ---------------------------------------------------------------------------- loss
+def _check_ce(logits: Array, labels: Array) -> None:
+    check_array(logits, "logits", 2)
+    same_device("logits", logits, "labels", labels)
+    check_labels(labels, "labels", logits.shape[0], logits.shape[1])
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+    """Mean over the batch of -log softmax(logits)[i, labels[i]]; logits (N, C), labels (N,)
+    int64/int32. Returns a 0-d float32 array on the logits' device."""
+    _check_ce(logits, labels)
+    return backends.for_array(logits).cross_entropy(logits, labels)
+
+
+def cross_entropy_backward(logits: Array, labels: Array, grad: float = 1.0) -> Array:
+    """d(loss)/d(logits) = grad * (softmax(logits) - onehot(labels)) / N."""
+    _check_ce(logits, labels)
+    return backends.for_array(logits).cross_entropy_backward(logits, labels, float(grad))
+
+
+# ---------------------------------------------------------------------------- optimizer updates
+def _check_state(param: Array, grad: Array, **state: Array) -> None:
+    check_array(param, "param")
+    for name, arr in {"grad": grad, **state}.items():
+        check_array(arr, name)
+        same_device("param", param, name, arr)
+        if arr.shape != param.shape:
+            raise ValueError(f"{name}: expected shape {tuple(param.shape)} like param, got {tuple(arr.shape)}")
+    if not param.flags.writeable:
+        raise ValueError("param: array is read-only")
+
+
+def _check_hyper(**values: float) -> None:
+    for name, v in values.items():
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name}: expected a finite value >= 0, got {v!r}")
+
+
+def sgd_update(param: Array, grad: Array, velocity: Optional[Array], lr: float, momentum: float = 0.0,
+               weight_decay: float = 0.0, nesterov: bool = False) -> None:
+    """In place, PyTorch's SGD: g = grad + wd*param; v = momentum*v + g;
+    param -= lr * (g + momentum*v if nesterov else v). ``velocity`` may be None when momentum is 0."""
+    _check_hyper(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if momentum > 0 and velocity is None:
+        raise ValueError("velocity: required when momentum > 0")
+    if nesterov and momentum <= 0:
+        raise ValueError("nesterov: requires momentum > 0")
+    state = {} if velocity is None else {"velocity": velocity}
+    _check_state(param, grad, **state)
+    backends.for_array(param).sgd_update(param, grad, velocity, float(lr), float(momentum),
+                                         float(weight_decay), bool(nesterov))
+
+
+def adam_update(param: Array, grad: Array, m: Array, v: Array, step: int, lr: float = 1e-3,
+                beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                weight_decay: float = 0.0) -> None:
+    """In place, Adam with bias correction at ``step`` (1-based); weight decay is L2 added to the gradient."""
+    _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
+    if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+        raise ValueError(f"beta1/beta2: expected values in [0, 1), got {beta1}, {beta2}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step: expected an int >= 1, got {step!r}")
+    _check_state(param, grad, m=m, v=v)
+    backends.for_array(param).adam_update(param, grad, m, v, int(step), float(lr), float(beta1),
+                                          float(beta2), float(eps), float(weight_decay))
+
+
+def rmsprop_update(param: Array, grad: Array, square_avg: Array, lr: float = 1e-3, alpha: float = 0.99,
+                   eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    """In place, RMSprop (PyTorch's form): s = alpha*s + (1-alpha)*g^2; param -= lr*g/(sqrt(s)+eps)."""
+    _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
+    if not 0 <= alpha < 1:
+        raise ValueError(f"alpha: expected a value in [0, 1), got {alpha}")
+    _check_state(param, grad, square_avg=square_avg)
+    backends.for_array(param).rmsprop_update(param, grad, square_avg, float(lr), float(alpha),
+                                             float(eps), float(weight_decay))
