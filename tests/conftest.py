@@ -1,0 +1,67 @@
+"""Shared fixtures: random inputs, backend parametrisation, tolerances."""
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+from deepkern import backends
+
+# DEEPKERN_BACKEND=numba (say) runs the op suite on that backend alone; otherwise every
+# built fast CPU backend is compared with the NumPy reference.
+_FORCED = os.environ.get("DEEPKERN_BACKEND", "").strip().lower()
+if _FORCED and _FORCED in backends.CPU_BACKENDS:
+    CPU_BACKENDS_UNDER_TEST = [_FORCED]
+else:
+    CPU_BACKENDS_UNDER_TEST = [name for name in ("cpu", "numba") if backends.available(name)]
+
+
+def gpu_available() -> bool:
+    """True when a CUDA GPU is usable through the cuda or cupy backend."""
+    for name in ("cuda", "cupy"):
+        if backends.available(name):
+            return True
+    return False
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    # fresh random inputs per test, reproducible from the test's name
+    seed = zlib.crc32(request.node.nodeid.encode())
+    return np.random.default_rng(seed)
+
+
+def randn(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_close(actual, expected, rtol: float = 1e-4, atol: float = 1e-5, what: str = "") -> None:
+    """|actual - expected| <= atol + rtol * |expected| everywhere (the DESIGN's rule)."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    err = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    bound = atol + rtol * np.abs(expected.astype(np.float64))
+    worst = np.argmax(err - bound) if err.size else 0
+    assert np.all(err <= bound), (
+        f"{what}: max excess {float((err - bound).flat[worst]):.3g} at {np.unravel_index(worst, err.shape)}: "
+        f"{actual.flat[worst]!r} vs {expected.flat[worst]!r}")
+
+
+@pytest.fixture(params=CPU_BACKENDS_UNDER_TEST or ["numpy"])
+def cpu_backend(request):
+    """Each built CPU backend (cpu, numba), forced for the test, restored after."""
+    backends.set_backend(request.param)
+    yield request.param
+    backends.set_backend(None)
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    yield
+    backends.set_backend(None)
+    # a DEEPKERN_BACKEND from the environment stays in force across tests
+    backends._apply_environment()
