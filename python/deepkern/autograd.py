@@ -1,0 +1,672 @@
+"""Reverse-mode automatic differentiation: ``Tensor`` and the tape.
+
+A ``Tensor`` wraps a float32 array (``numpy.ndarray`` on the CPU, ``cupy.ndarray`` on a GPU).
+Every operation on tensors that need gradients records its inputs and a backward closure on
+the output (micrograd's design, vectorised): ``out._backward(g)`` receives d(root)/d(out) and
+hands each input its share through ``_accumulate``. ``backward()`` sorts the graph
+topologically, so a tensor used twice receives the sum of both gradients.
+
+Rules kept throughout:
+
+* an incoming gradient is never modified in place (it may be shared by several inputs);
+* gradients are reduced back to the input's shape when the forward op broadcast;
+* hot paths call ``deepkern.ops`` (the compiled kernels); the elementwise algebra here is
+  plain array arithmetic on float32 arrays, which NumPy/CuPy already vectorise.
+
+``no_grad()`` turns recording off (inference, optimizer updates).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._validate import is_gpu_array
+
+__all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
+
+Array = Any  # numpy.ndarray or cupy.ndarray
+Scalar = Union[int, float]
+
+_GRAD_ENABLED = True
+
+
+def is_grad_enabled() -> bool:
+    """True while operations record the graph (outside ``no_grad``)."""
+    return _GRAD_ENABLED
+
+
+class _GradMode(contextlib.ContextDecorator):
+    """Context manager (and decorator) setting whether operations record the graph."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._saved: List[bool] = []
+
+    def __enter__(self) -> "_GradMode":
+        global _GRAD_ENABLED
+        self._saved.append(_GRAD_ENABLED)
+        _GRAD_ENABLED = self._enabled
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _GRAD_ENABLED
+        _GRAD_ENABLED = self._saved.pop()
+
+
+def no_grad() -> _GradMode:
+    """``with dk.no_grad(): ...`` runs without recording the graph (results never need grad)."""
+    return _GradMode(False)
+
+
+def enable_grad() -> _GradMode:
+    """Re-enable recording inside a ``no_grad`` block."""
+    return _GradMode(True)
+
+
+# ---------------------------------------------------------------------------- array helpers
+def xp_of(a: Array):
+    """The array module (numpy or cupy) that owns ``a``."""
+    if is_gpu_array(a):
+        import cupy  # only reached when a cupy array exists, so cupy is importable
+        return cupy
+    return np
+
+
+def _contiguous(a: Array) -> Array:
+    """``a`` as a C-contiguous array (no copy when it already is); ops refuses anything else."""
+    if a.flags.c_contiguous:
+        return a
+    return xp_of(a).ascontiguousarray(a)
+
+
+def as_array(data: Any, dtype: Any = None) -> Array:
+    """Friendly conversion used by ``Tensor``: float32, C-contiguous.
+
+    Integer NumPy/CuPy arrays keep their dtype (class labels, indices); everything else
+    (lists, Python scalars, float64 or bool arrays) becomes float32 unless ``dtype`` is given.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    if is_gpu_array(data):
+        xp = xp_of(data)
+        if dtype is not None:
+            data = data.astype(dtype, copy=False)
+        elif data.dtype.kind not in "iu":
+            data = data.astype(np.float32, copy=False)
+        return xp.ascontiguousarray(data)
+    if dtype is not None:
+        return np.ascontiguousarray(data, dtype=dtype)
+    if isinstance(data, np.ndarray) and data.dtype.kind in "iu":
+        return np.ascontiguousarray(data)
+    if isinstance(data, np.ndarray) and data.dtype.kind not in "biuf":
+        raise TypeError(f"data: expected a numeric array, got dtype {data.dtype}")
+    try:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"data: cannot convert {type(data).__name__} to a float32 array ({exc})") from None
+
+
+def _unbroadcast(grad: Array, shape: Tuple[int, ...]) -> Array:
+    """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _device_of(a: Array) -> str:
+    return "cuda" if is_gpu_array(a) else "cpu"
+
+
+def _move(a: Array, device: str) -> Array:
+    """Copy ``a`` to ``device`` ("cpu" or "cuda"); a no-op when it is already there."""
+    device = _normalise_device(device)
+    if device == _device_of(a):
+        return a
+    if device == "cpu":
+        return a.get()
+    cupy = _cupy_or_raise()
+    return cupy.ascontiguousarray(cupy.asarray(a))
+
+
+def _normalise_device(device: Any) -> str:
+    name = str(device).lower()
+    if name in ("cpu",):
+        return "cpu"
+    if name in ("cuda", "gpu") or name.startswith("cuda:"):
+        return "cuda"
+    raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+
+
+def _cupy_or_raise():
+    try:
+        import cupy
+    except ImportError:
+        raise RuntimeError("device 'cuda': CuPy is not installed (pip install deepkern[cuda])") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # the CUDA runtime reports a missing driver/GPU by raising
+        raise RuntimeError(f"device 'cuda': no usable CUDA GPU ({exc})") from None
+    if count < 1:
+        raise RuntimeError("device 'cuda': no CUDA GPU found")
+    return cupy
+
+
+# ---------------------------------------------------------------------------- Tensor
+class Tensor:
+    """An array with an optional gradient and the record of how it was computed.
+
+    ``Tensor(data, requires_grad=False)``: ``data`` is converted by :func:`as_array` (float32,
+    C-contiguous; integer arrays keep their dtype for labels and indices). ``grad`` is an array
+    like ``data`` or None. Arithmetic follows PyTorch (broadcasting, ``@``, ``**`` by a scalar);
+    ``backward()`` fills ``.grad`` of every leaf that requires it.
+    """
+
+    __slots__ = ("data", "_grad", "_grad_owned", "requires_grad", "_parents", "_backward",
+                 "_retain", "__weakref__")
+    # ndarray <op> Tensor must defer to Tensor.__r<op>__ instead of broadcasting elementwise
+    __array_ufunc__ = None
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
+        self.data: Array = as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"requires_grad: only floating tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad: bool = bool(requires_grad)
+        self._grad: Optional[Array] = None
+        self._grad_owned = False  # True when ._grad is our own buffer (safe to add into in place)
+        self._parents: Tuple["Tensor", ...] = ()
+        self._backward: Optional[Callable[[Array], None]] = None
+        self._retain = False
+
+    @classmethod
+    def _wrap(cls, data: Array) -> "Tensor":
+        """A tensor around an array already float32 and on its device (no conversion)."""
+        t = cls.__new__(cls)
+        t.data = data
+        t.requires_grad = False
+        t._grad = None
+        t._grad_owned = False
+        t._parents = ()
+        t._backward = None
+        t._retain = False
+        return t
+
+    # -- gradient storage ------------------------------------------------------------------
+    @property
+    def grad(self) -> Optional[Array]:
+        """d(root)/d(self) after ``backward()``, shaped like ``data``; None before."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Optional[Array]) -> None:
+        self._grad = value
+        self._grad_owned = False
+
+    def _accumulate(self, g: Array) -> None:
+        # First contribution: keep a reference (no copy). Later ones: add out of place once,
+        # then in place into the buffer we own, never into an array someone else holds.
+        if self._grad is None:
+            if g.dtype != self.data.dtype:
+                g = g.astype(self.data.dtype)
+            if self._backward is None and not (g.flags.c_contiguous and g.flags.writeable):
+                # a leaf's .grad is read by optimizers and users: give it a plain array,
+                # not a broadcast or transposed view
+                g = xp_of(g).ascontiguousarray(g) if g.flags.writeable else g.copy()
+            self._grad = g
+            self._grad_owned = False
+        elif self._grad_owned:
+            self._grad += g
+        else:
+            self._grad = self._grad + g
+            self._grad_owned = True
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` on this intermediate tensor after ``backward()`` (leaves always keep it)."""
+        self._retain = True
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._backward is None
+
+    # -- graph construction ----------------------------------------------------------------
+    @staticmethod
+    def _make(data: Array, parents: Sequence["Tensor"], backward: Callable[[Array], None]) -> "Tensor":
+        """Output tensor of an op; records ``backward`` only when some parent needs a gradient."""
+        out = Tensor._wrap(data)
+        if _GRAD_ENABLED:
+            needed = tuple(p for p in parents if p.requires_grad)
+            if needed:
+                out.requires_grad = True
+                out._parents = needed
+                out._backward = backward
+        return out
+
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``grad`` defaults to 1 for a single-element tensor; otherwise it is required and must
+        have this tensor's shape. The graph is freed afterwards unless ``retain_graph``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (no input had requires_grad=True, "
+                               "or it was computed under no_grad)")
+        xp = xp_of(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: grad can be implied only for a single-element tensor, "
+                                   f"this one has shape {self.shape}; pass grad=")
+            seed = xp.ones(self.data.shape, dtype=self.data.dtype)
+        else:
+            seed = grad.data if isinstance(grad, Tensor) else grad
+            seed = xp.asarray(seed, dtype=self.data.dtype)
+            if seed.shape != self.data.shape:
+                raise ValueError(f"grad: expected shape {self.shape}, got {tuple(seed.shape)}")
+        order = self._topological_order()
+        self._accumulate(seed)
+        for node in reversed(order):
+            fn = node._backward
+            if fn is None:
+                continue  # a leaf
+            g = node._grad
+            if g is not None:
+                fn(g)
+            if not retain_graph:
+                node._backward = _freed_backward
+                node._parents = ()
+            if not node._retain:
+                node._grad = None
+
+    def _topological_order(self) -> List["Tensor"]:
+        """Nodes reachable from self, each after all its parents (iterative DFS, no recursion limit)."""
+        order: List[Tensor] = []
+        seen = {id(self)}
+        stack: List[Tuple[Tensor, Iterator[Tensor]]] = [(self, iter(self._parents))]
+        while stack:
+            node, parents = stack[-1]
+            for p in parents:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    stack.append((p, iter(p._parents)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+        return order
+
+    # -- array-like properties -------------------------------------------------------------
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def device(self) -> str:
+        """"cpu" or "cuda"."""
+        return _device_of(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = "" if self.device == "cpu" else ", device='cuda'"
+        body = np.array2string(self.numpy(), precision=4, threshold=20, separator=", ")
+        return f"Tensor({body}{dev}{grad})"
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (a copy from the GPU; the array itself on the CPU)."""
+        return self.data.get() if is_gpu_array(self.data) else self.data
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def item(self) -> float:
+        """The single value as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item: expected a single-element tensor, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph (never requires grad)."""
+        return Tensor._wrap(self.data)
+
+    def to(self, device: str) -> "Tensor":
+        """This tensor on ``device`` ("cpu" or "cuda"); self when already there.
+
+        Gradients flow back to the original device. "cuda" needs CuPy and a GPU, else RuntimeError.
+        """
+        moved = _move(self.data, device)
+        if moved is self.data:
+            return self
+        src = self.device
+
+        def backward(g: Array) -> None:
+            self._accumulate(_move(g, src))
+        return Tensor._make(moved, (self,), backward)
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    def argmax(self, axis: Optional[int] = None) -> Array:
+        """Indices of the maxima (an integer array; not differentiable)."""
+        return self.data.argmax(axis=axis)
+
+    # -- elementwise arithmetic ------------------------------------------------------------
+    def _operand(self, other: Any) -> "Tensor":
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (int, float, np.number)) and not isinstance(other, bool):
+            return Tensor._wrap(self.data.dtype.type(other))
+        arr = xp_of(self.data).asarray(other)
+        if arr.dtype != self.data.dtype and self.data.dtype.kind == "f":
+            arr = arr.astype(self.data.dtype)
+        return Tensor._wrap(arr)
+
+    def __add__(self, other: Any) -> "Tensor":
+        other = self._operand(other)
+        a, b = self, other
+
+        def backward(g: Array) -> None:
+            if a.requires_grad:
+                a._accumulate(_unbroadcast(g, a.data.shape))
+            if b.requires_grad:
+                b._accumulate(_unbroadcast(g, b.data.shape))
+        return Tensor._make(a.data + b.data, (a, b), backward)
+
+    def __radd__(self, other: Any) -> "Tensor":
+        return self._operand(other) + self
+
+    def __sub__(self, other: Any) -> "Tensor":
+        other = self._operand(other)
+        a, b = self, other
+
+        def backward(g: Array) -> None:
+            if a.requires_grad:
+                a._accumulate(_unbroadcast(g, a.data.shape))
+            if b.requires_grad:
+                b._accumulate(_unbroadcast(-g, b.data.shape))
+        return Tensor._make(a.data - b.data, (a, b), backward)
+
+    def __rsub__(self, other: Any) -> "Tensor":
+        return self._operand(other) - self
+
+    def __mul__(self, other: Any) -> "Tensor":
+        other = self._operand(other)
+        a, b = self, other
+
+        def backward(g: Array) -> None:
+            if a.requires_grad:
+                a._accumulate(_unbroadcast(g * b.data, a.data.shape))
+            if b.requires_grad:
+                b._accumulate(_unbroadcast(g * a.data, b.data.shape))
+        return Tensor._make(a.data * b.data, (a, b), backward)
+
+    def __rmul__(self, other: Any) -> "Tensor":
+        return self._operand(other) * self
+
+    def __truediv__(self, other: Any) -> "Tensor":
+        other = self._operand(other)
+        a, b = self, other
+
+        def backward(g: Array) -> None:
+            if a.requires_grad:
+                a._accumulate(_unbroadcast(g / b.data, a.data.shape))
+            if b.requires_grad:
+                b._accumulate(_unbroadcast(-g * a.data / (b.data * b.data), b.data.shape))
+        return Tensor._make(a.data / b.data, (a, b), backward)
+
+    def __rtruediv__(self, other: Any) -> "Tensor":
+        return self._operand(other) / self
+
+    def __neg__(self) -> "Tensor":
+        def backward(g: Array) -> None:
+            self._accumulate(-g)
+        return Tensor._make(-self.data, (self,), backward)
+
+    def __pos__(self) -> "Tensor":
+        return self
+
+    def __pow__(self, exponent: Scalar) -> "Tensor":
+        if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float, np.number)) \
+                or isinstance(exponent, bool):
+            raise TypeError(f"exponent: expected an int or float, got {type(exponent).__name__}")
+        p = float(exponent)
+        x = self.data
+
+        def backward(g: Array) -> None:
+            if p == 2.0:
+                d = 2 * x
+            elif p == 1.0:
+                d = None
+            else:
+                d = p * x ** (p - 1)
+            self._accumulate(g if d is None else g * d)
+        out = x * x if p == 2.0 else x ** x.dtype.type(p)
+        return Tensor._make(out, (self,), backward)
+
+    def exp(self) -> "Tensor":
+        out = xp_of(self.data).exp(self.data)
+
+        def backward(g: Array) -> None:
+            self._accumulate(g * out)
+        return Tensor._make(out, (self,), backward)
+
+    def log(self) -> "Tensor":
+        x = self.data
+
+        def backward(g: Array) -> None:
+            self._accumulate(g / x)
+        return Tensor._make(xp_of(x).log(x), (self,), backward)
+
+    def sqrt(self) -> "Tensor":
+        out = xp_of(self.data).sqrt(self.data)
+
+        def backward(g: Array) -> None:
+            self._accumulate(g * 0.5 / out)
+        return Tensor._make(out, (self,), backward)
+
+    def abs(self) -> "Tensor":
+        """|x|; the gradient at 0 is 0 (sign(x))."""
+        x = self.data
+        xp = xp_of(x)
+
+        def backward(g: Array) -> None:
+            self._accumulate(g * xp.sign(x))
+        return Tensor._make(xp.abs(x), (self,), backward)
+
+    def __abs__(self) -> "Tensor":
+        return self.abs()
+
+    def relu(self) -> "Tensor":
+        from .nn import functional
+        return functional.relu(self)
+
+    def sigmoid(self) -> "Tensor":
+        from .nn import functional
+        return functional.sigmoid(self)
+
+    def tanh(self) -> "Tensor":
+        from .nn import functional
+        return functional.tanh(self)
+
+    def softmax(self, axis: int = -1) -> "Tensor":
+        from .nn import functional
+        return functional.softmax(self, axis)
+
+    def log_softmax(self, axis: int = -1) -> "Tensor":
+        from .nn import functional
+        return functional.log_softmax(self, axis)
+
+    # -- matmul ----------------------------------------------------------------------------
+    def __matmul__(self, other: Any) -> "Tensor":
+        other = self._operand(other)
+        a, b = self, other
+        if a.ndim == 2 and b.ndim == 2 and a.dtype == np.float32 and b.dtype == np.float32:
+            from . import ops
+            ad, bd = _contiguous(a.data), _contiguous(b.data)
+            out = ops.matmul(ad, bd)
+
+            def backward(g: Array) -> None:
+                g = _contiguous(g)
+                if a.requires_grad:
+                    a._accumulate(ops.matmul(g, bd, trans_b=True))   # (M, N) @ (N, K)
+                if b.requires_grad:
+                    b._accumulate(ops.matmul(ad, g, trans_a=True))   # (K, M) @ (M, N)
+            return Tensor._make(out, (a, b), backward)
+        return a._matmul_general(b)
+
+    def _matmul_general(self, other: "Tensor") -> "Tensor":
+        # vectors and batched matrices: the array module's matmul, gradients by the same rules
+        a, b = self, other
+        xp = xp_of(a.data)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul: both operands must have at least one dimension")
+        out = xp.matmul(a.data, b.data)
+
+        def backward(g: Array) -> None:
+            A = a.data[None, :] if a.ndim == 1 else a.data          # (..., M, K)
+            B = b.data[:, None] if b.ndim == 1 else b.data          # (..., K, N)
+            G = g
+            if a.ndim == 1:
+                G = xp.expand_dims(G, -2)
+            if b.ndim == 1:
+                G = xp.expand_dims(G, -1)
+            if a.requires_grad:
+                ga = xp.matmul(G, xp.swapaxes(B, -1, -2))
+                if a.ndim == 1:
+                    ga = ga.reshape(ga.shape[:-2] + (ga.shape[-1],))
+                    a._accumulate(_unbroadcast(ga, a.data.shape))
+                else:
+                    a._accumulate(_unbroadcast(ga, a.data.shape))
+            if b.requires_grad:
+                gb = xp.matmul(xp.swapaxes(A, -1, -2), G)
+                if b.ndim == 1:
+                    gb = gb[..., 0]
+                b._accumulate(_unbroadcast(gb, b.data.shape))
+        return Tensor._make(out, (a, b), backward)
+
+    def __rmatmul__(self, other: Any) -> "Tensor":
+        return self._operand(other) @ self
+
+    # -- reductions ------------------------------------------------------------------------
+    def sum(self, axis: Union[None, int, Tuple[int, ...]] = None, keepdims: bool = False) -> "Tensor":
+        x = self.data
+        out = x.sum(axis=axis, keepdims=keepdims)
+        xp = xp_of(x)
+
+        def backward(g: Array) -> None:
+            if not keepdims and axis is not None:
+                g = xp.expand_dims(g, _positive_axes(axis, x.ndim))
+            self._accumulate(xp.broadcast_to(g, x.shape))
+        return Tensor._make(xp.asarray(out), (self,), backward)
+
+    def mean(self, axis: Union[None, int, Tuple[int, ...]] = None, keepdims: bool = False) -> "Tensor":
+        axes = tuple(range(self.ndim)) if axis is None else _positive_axes(axis, self.ndim)
+        count = 1
+        for ax in axes:
+            count *= self.data.shape[ax]
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / count)
+
+    # -- shape -----------------------------------------------------------------------------
+    def reshape(self, *shape: Any) -> "Tensor":
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        x = self.data
+        out = x.reshape(shape)
+
+        def backward(g: Array) -> None:
+            self._accumulate(g.reshape(x.shape))
+        return Tensor._make(out, (self,), backward)
+
+    def view(self, *shape: Any) -> "Tensor":
+        return self.reshape(*shape)
+
+    def flatten(self, start_axis: int = 1) -> "Tensor":
+        """Collapse the axes from ``start_axis`` on (the batch axis 0 stays by default)."""
+        return self.reshape(self.shape[:start_axis] + (-1,))
+
+    def transpose(self, *axes: int) -> "Tensor":
+        """Permute axes (reverse them when none are given), like ``numpy.transpose``."""
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        perm = tuple(reversed(range(self.ndim))) if not axes else tuple(_positive_axes(axes, self.ndim))
+        if sorted(perm) != list(range(self.ndim)):
+            raise ValueError(f"axes: {axes} is not a permutation of {self.ndim} axes")
+        inverse = tuple(int(i) for i in np.argsort(perm))
+        xp = xp_of(self.data)
+
+        def backward(g: Array) -> None:
+            self._accumulate(xp.transpose(g, inverse))
+        return Tensor._make(xp.transpose(self.data, perm), (self,), backward)
+
+    @property
+    def T(self) -> "Tensor":
+        return self.transpose()
+
+    def __getitem__(self, index: Any) -> "Tensor":
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        x = self.data
+        xp = xp_of(x)
+
+        parts = index if isinstance(index, tuple) else (index,)
+        fancy = any(not (p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice))) for p in parts)
+
+        def backward(g: Array) -> None:
+            full = xp.zeros(x.shape, dtype=x.dtype)
+            if fancy:
+                # add.at sums repeated indices (an element picked twice gets both gradients)
+                xp.add.at(full, index, g)
+            else:
+                full[index] = g
+            self._accumulate(full)
+        return Tensor._make(xp.asarray(x[index]), (self,), backward)
+
+
+def _freed_backward(_: Array) -> None:
+    raise RuntimeError("backward: this graph was already freed by an earlier backward(); "
+                       "pass retain_graph=True to the first call to differentiate it twice")
+
+
+def _positive_axes(axis: Union[int, Sequence[int]], ndim: int) -> Tuple[int, ...]:
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for ax in axes:
+        ax = int(ax)
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"axis: {ax} is out of range for a {ndim}-D tensor")
+        out.append(ax % ndim)
+    return tuple(out)
+
+
+def tensor(data: Any, requires_grad: bool = False) -> Tensor:
+    """``Tensor(data, requires_grad)`` (PyTorch's spelling)."""
+    return Tensor(data, requires_grad=requires_grad)
