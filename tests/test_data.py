@@ -76,12 +76,12 @@ def _write_csv_gz(path, rows):
 
 def test_mnist_from_path_and_corrupt_files(tmp_path):
     rng = np.random.default_rng(0)
-    rows = np.concatenate([rng.integers(0, 256, size=(20, 784)), np.repeat(np.arange(10), 2)[:, None]],
+    rows = np.concatenate([rng.integers(0, 256, size=(50, 784)), np.repeat(np.arange(10), 5)[:, None]],
                           axis=1)
     good = tmp_path / "good.csv.gz"
     _write_csv_gz(good, rows)
     x_train, y_train, x_test, y_test = data.load_mnist5k(path=good)
-    assert x_train.shape == (16, 1, 28, 28) and x_test.shape == (4, 1, 28, 28)
+    assert x_train.shape == (40, 1, 28, 28) and x_test.shape == (10, 1, 28, 28)
     np.testing.assert_allclose(np.sort(np.concatenate([x_train, x_test]).ravel()),
                                np.sort(rows[:, :784].ravel() / 255.0), rtol=1e-6)
 
@@ -117,6 +117,11 @@ def test_mnist_from_path_and_corrupt_files(tmp_path):
     _write_csv_gz(labels_file, bad_labels)
     with pytest.raises(ValueError, match="labels.csv.gz.*0-9"):
         data.load_mnist5k(path=labels_file)
+
+    tiny = tmp_path / "tiny.csv.gz"
+    _write_csv_gz(tiny, rows[::5])  # one sample per class: nothing to stratify
+    with pytest.raises(ValueError, match="tiny.csv.gz"):
+        data.load_mnist5k(path=tiny)
 
 
 def test_mnist5k_path_points_at_the_shipped_file():

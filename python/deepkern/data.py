@@ -92,8 +92,11 @@ def _stratified_split(images: np.ndarray, labels: np.ndarray, seed: int, flatten
     counts = np.bincount(labels)
     if counts[counts > 0].min() < 2:
         raise ValueError(f"{source}: every class needs at least 2 samples for a stratified split")
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=seed)
+    try:
+        idx_train, idx_test = train_test_split(
+            np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=seed)
+    except ValueError as exc:  # e.g. too few samples to give every class a test example
+        raise ValueError(f"{source}: cannot split {len(labels)} samples stratified: {exc}") from exc
     if flatten:
         images = images.reshape(len(images), -1)
     # fancy indexing copies, so callers get writable, C-contiguous arrays of their own
