@@ -11,5 +11,9 @@ __version__ = "0.1.0"
 from . import ops
 from .backends import get_backend, set_backend
 from ._info import info
+from .autograd import Tensor, no_grad, enable_grad, is_grad_enabled
+from .nn.init import manual_seed
+from . import nn, optim, models
 
-__all__ = ["__version__", "ops", "info", "set_backend", "get_backend"]
+__all__ = ["__version__", "ops", "info", "set_backend", "get_backend",
+           "Tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models"]

@@ -1,0 +1,235 @@
+"""Layers: Linear, Conv2d, pooling, activations, Flatten, Dropout and Sequential.
+
+Weights are drawn from the global generator (``dk.manual_seed``) or an explicit ``rng``;
+``init="he"`` (default, for ReLU nets) or ``"xavier"`` (sigmoid/tanh) picks the scheme,
+biases start at zero (see ``deepkern.nn.init``).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..autograd import Tensor
+from . import functional as F
+from .init import initialize_, zeros_
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Softmax",
+           "LogSoftmax", "Flatten", "Dropout", "Sequential"]
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _int_pair(value: Any, name: str, minimum: int) -> Tuple[int, int]:
+    items = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum
+                              for v in items):
+        raise ValueError(f"{name}: expected an int >= {minimum} or a pair of them, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``, weight (out_features, in_features).
+
+    ``activation="relu"`` fuses a ReLU into the same kernel call. ``init`` is "he" or "xavier".
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 activation: Optional[str] = None, init: str = "he",
+                 rng: Optional[np.random.Generator] = None) -> None:
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation: expected None or 'relu', got {activation!r}")
+        self.activation = activation
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
+        initialize_(self.weight, init, rng)
+        self.bias = zeros_(Parameter(np.empty(self.out_features, dtype=np.float32))) if bias else None
+
+    def forward(self, x: Tensor, activation: Optional[str] = None) -> Tensor:
+        return F.linear(x, self.weight, self.bias, activation or self.activation)
+
+    def extra_repr(self) -> str:
+        act = f", activation={self.activation!r}" if self.activation else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{act}"
+
+
+class Conv2d(Module):
+    """2-D convolution, weight (out_channels, in_channels, kh, kw); input NCHW."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: IntPair = 0, bias: bool = True, init: str = "he",
+                 rng: Optional[np.random.Generator] = None) -> None:
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size = _int_pair(kernel_size, "kernel_size", 1)
+        self.stride = _int_pair(stride, "stride", 1)
+        self.padding = _int_pair(padding, "padding", 0)
+        self.weight = Parameter(np.empty((self.out_channels, self.in_channels) + self.kernel_size,
+                                         dtype=np.float32))
+        initialize_(self.weight, init, rng)
+        self.bias = zeros_(Parameter(np.empty(self.out_channels, dtype=np.float32))) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(OH, OW) for an input of (height, width); either may be < 1 for a too-small input."""
+        kh, kw = self.kernel_size
+        return ((height + 2 * self.padding[0] - kh) // self.stride[0] + 1,
+                (width + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+
+
+class _Pool2d(Module):
+    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0) -> None:
+        super().__init__()
+        self.kernel_size = _int_pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _int_pair(stride, "stride", 1)
+        self.padding = _int_pair(padding, "padding", 0)
+
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        return ((height + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1,
+                (width + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
+    """Max over kernel_size windows (stride defaults to kernel_size)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over kernel_size windows (stride defaults to kernel_size)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class ReLU(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.tanh(x)
+
+
+class Softmax(Module):
+    """Softmax along ``axis`` (for probabilities; train on logits with CrossEntropyLoss)."""
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softmax(x, self.axis)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.log_softmax(x, self.axis)
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1*d2*...) (from ``start_axis``, 1 by default)."""
+
+    def __init__(self, start_axis: int = 1) -> None:
+        super().__init__()
+        self.start_axis = start_axis
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.flatten(x, self.start_axis)
+
+
+class Dropout(Module):
+    """Inverted dropout with drop probability ``p`` while training; the identity in eval mode."""
+
+    def __init__(self, p: float = 0.5, rng: Optional[np.random.Generator] = None) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.rng = rng
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training, self.rng)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Sequential(Module):
+    """Modules applied in order; indexable, sliceable and sized like a list.
+
+    ``Linear`` immediately followed by ``ReLU`` runs as one fused matmul+bias+ReLU kernel call
+    (same result, one pass over the output less).
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
+            modules = tuple(modules[0])
+        for module in modules:
+            self.append(module)
+
+    def append(self, module: Module) -> "Sequential":
+        if not isinstance(module, Module):
+            raise TypeError(f"module: expected a Module, got {type(module).__name__}")
+        setattr(self, str(len(self._module_names)), module)
+        return self
+
+    def _layers(self) -> List[Module]:
+        return [self.__dict__[name] for name in self._module_names]
+
+    def __len__(self) -> int:
+        return len(self._module_names)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers())
+
+    def __getitem__(self, index: Union[int, slice]) -> Any:
+        layers = self._layers()
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        return layers[index]
+
+    def forward(self, x: Tensor) -> Tensor:
+        layers = self._layers()
+        i, n = 0, len(layers)
+        while i < n:
+            layer = layers[i]
+            if (type(layer) is Linear and layer.activation is None and i + 1 < n
+                    and type(layers[i + 1]) is ReLU):
+                x = layer(x, activation="relu")
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
+

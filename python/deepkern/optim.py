@@ -1,0 +1,339 @@
+"""Optimizers (SGD, Adam, RMSprop) over the fused in-place update kernels, and L1/L2 penalties.
+
+Each ``step()`` makes one ``dk.ops.<name>_update`` call per parameter that has a gradient;
+the kernel reads the gradient and updates the parameter and its state buffers in place.
+Parameters without a gradient (unused this step) are skipped, as in PyTorch.
+
+``state_dict()`` is a flat ``{str: numpy.ndarray}`` so ``numpy.savez(path, **sd)`` works with
+``allow_pickle=False``: hyperparameters and the step counter are 0-d arrays, per-parameter
+buffers are named ``state.<index>.<buffer>`` (index = position in the ``params`` list).
+
+Regularisation: ``weight_decay`` in every optimizer adds ``weight_decay * w`` to the gradient
+(an L2 penalty of ``weight_decay/2 * |w|^2``, PyTorch's convention). For an explicit penalty
+in the loss, add ``l1_penalty(params, lam)`` (``lam * sum|w|``) or ``l2_penalty(params, lam)``
+(``lam * sum w^2``) to the loss before ``backward()``; both are differentiable Tensors.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import ops
+from .autograd import Tensor, _move, no_grad, xp_of
+
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "l1_penalty", "l2_penalty"]
+
+
+def _finite(value: Any, name: str, low: float = 0.0, high: Optional[float] = None,
+            high_open: bool = True) -> float:
+    """A finite float in [low, high) (or [low, high]); ValueError naming the argument otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    v = float(value)
+    too_high = high is not None and (v >= high if high_open else v > high)
+    if not math.isfinite(v) or v < low or too_high:
+        upper = "" if high is None else (f", < {high}" if high_open else f", <= {high}")
+        raise ValueError(f"{name}: expected a finite value >= {low}{upper}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: holds the parameters, hyperparameters and per-parameter state buffers.
+
+    Subclasses list their hyperparameters in ``hyperparameters`` and buffers in ``buffers``
+    and implement ``_update(param, grad, state)``.
+    """
+
+    hyperparameters: Tuple[str, ...] = ("lr",)
+    buffers: Tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Tensor], **hyper: Any) -> None:
+        self.params: List[Tensor] = list(params)
+        if not self.params:
+            raise ValueError("params: the optimizer got an empty parameter list")
+        seen = set()
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"params[{i}]: expected a Tensor/Parameter, got {type(p).__name__}")
+            if not p.requires_grad:
+                raise ValueError(f"params[{i}]: the tensor does not require grad")
+            if p.dtype != np.float32:
+                raise TypeError(f"params[{i}]: expected a float32 tensor, got {p.dtype}")
+            if id(p) in seen:
+                raise ValueError(f"params[{i}]: the same parameter appears twice")
+            seen.add(id(p))
+        self.hyper: Dict[str, Any] = {}
+        for name in self.hyperparameters:
+            setattr(self, name, hyper[name])  # validated by the properties below / subclasses
+        self.state: List[Dict[str, Any]] = [{} for _ in self.params]
+        self.step_count = 0
+
+    # -- hyperparameters (validated on every assignment, so schedulers cannot set nonsense) --
+    @property
+    def lr(self) -> float:
+        return self.hyper["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hyper["lr"] = _finite(value, "lr")
+
+    @property
+    def weight_decay(self) -> float:
+        return self.hyper["weight_decay"]
+
+    @weight_decay.setter
+    def weight_decay(self, value: float) -> None:
+        self.hyper["weight_decay"] = _finite(value, "weight_decay")
+
+    # -- the loop API ----------------------------------------------------------------------
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (backward then writes a fresh one without a zero fill)."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Apply one update to every parameter that has a gradient."""
+        self.step_count += 1
+        with no_grad():
+            for p, state in zip(self.params, self.state):
+                g = p.grad
+                if g is None:
+                    continue
+                if g.dtype != np.float32 or not g.flags.c_contiguous:
+                    g = xp_of(g).ascontiguousarray(g, dtype=np.float32)
+                if len(state) != len(self.buffers) + 1:  # first step (or momentum switched on)
+                    xp = xp_of(p.data)
+                    for name in self.buffers:
+                        if name not in state:
+                            state[name] = xp.zeros(p.data.shape, dtype=np.float32)
+                    state.setdefault("step", 0)
+                state["step"] += 1
+                self._update(p.data, g, state)
+
+    def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Flat ``{name: numpy array}``: hyperparameters, "step", and ``state.<i>.<buffer>`` copies."""
+        out: Dict[str, np.ndarray] = {}
+        for name in self.hyperparameters:
+            value = self.hyper[name]
+            out[name] = np.array(value, dtype=np.bool_ if isinstance(value, bool) else np.float64)
+        out["step"] = np.array(self.step_count, dtype=np.int64)
+        for i, state in enumerate(self.state):
+            if not state:
+                continue
+            for name in self.buffers:
+                buf = state[name]
+                out[f"state.{i}.{name}"] = buf.get() if not isinstance(buf, np.ndarray) else buf.copy()
+            out[f"state.{i}.step"] = np.array(state["step"], dtype=np.int64)
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from ``state_dict()`` (e.g. loaded from .npz). Refuses, before changing
+        anything, missing or unexpected keys, a parameter index out of range and shape mismatches."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state: expected a mapping of name -> array, got {type(state).__name__}")
+        problems: List[str] = []
+        required = list(self.hyperparameters) + ["step"]
+        missing = [k for k in required if k not in state]
+        if missing:
+            problems.append(f"missing keys: {missing}")
+        per_param: Dict[int, Dict[str, np.ndarray]] = {}
+        unexpected = []
+        for key in state:
+            if key in required:
+                continue
+            parts = key.split(".")
+            if (len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit()
+                    or parts[2] not in self.buffers + ("step",)):
+                unexpected.append(key)
+                continue
+            index = int(parts[1])
+            if index >= len(self.params):
+                problems.append(f"{key}: parameter index {index} out of range ({len(self.params)} parameters)")
+                continue
+            value = np.asarray(state[key].get() if hasattr(state[key], "get")
+                               and not isinstance(state[key], np.ndarray) else state[key])
+            if parts[2] != "step" and value.shape != self.params[index].shape:
+                problems.append(f"{key}: shape {value.shape} does not match parameter {index}'s "
+                                f"{self.params[index].shape}")
+            per_param.setdefault(index, {})[parts[2]] = value
+        if unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
+        for index, bufs in per_param.items():
+            absent = [b for b in self.buffers + ("step",) if b not in bufs]
+            if absent:
+                problems.append(f"state.{index}: missing buffers {absent}")
+        if problems:
+            raise ValueError(f"load_state_dict for {type(self).__name__}: " + "; ".join(problems))
+        # validate hyperparameters on a copy first, so a bad value leaves self unchanged
+        saved = dict(self.hyper)
+        try:
+            for name in self.hyperparameters:
+                value = np.asarray(state[name]).item()
+                setattr(self, name, bool(value) if isinstance(saved[name], bool) else value)
+        except (TypeError, ValueError):
+            self.hyper = saved
+            raise
+        self.step_count = int(np.asarray(state["step"]))
+        self.state = [{} for _ in self.params]
+        for index, bufs in per_param.items():
+            device = self.params[index].device
+            entry: Dict[str, Any] = {"step": int(bufs["step"])}
+            for name in self.buffers:
+                entry[name] = _move(np.ascontiguousarray(bufs[name], dtype=np.float32).copy(), device)
+            self.state[index] = entry
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v}" for k, v in self.hyper.items())
+        return f"{type(self).__name__}({len(self.params)} parameters, {hyper})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+    PyTorch's update: g = grad + wd*w; v = momentum*v + g; w -= lr * (g + momentum*v if nesterov else v).
+    """
+
+    hyperparameters = ("lr", "momentum", "weight_decay", "nesterov")
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-2, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+    @property
+    def momentum(self) -> float:
+        return self.hyper["momentum"]
+
+    @momentum.setter
+    def momentum(self, value: float) -> None:
+        self.hyper["momentum"] = _finite(value, "momentum")
+
+    @property
+    def nesterov(self) -> bool:
+        return self.hyper["nesterov"]
+
+    @nesterov.setter
+    def nesterov(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"nesterov: expected a bool, got {value!r}")
+        if value and self.hyper["momentum"] <= 0:
+            raise ValueError("nesterov: requires momentum > 0")
+        self.hyper["nesterov"] = bool(value)
+
+    @property
+    def buffers(self) -> Tuple[str, ...]:  # type: ignore[override]
+        # the velocity exists only with momentum (plain SGD keeps no state)
+        return ("velocity",) if self.hyper["momentum"] > 0 else ()
+
+    def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
+        h = self.hyper
+        ops.sgd_update(param, grad, state.get("velocity"), h["lr"], h["momentum"], h["weight_decay"],
+                       h["nesterov"])
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is L2 added to the gradient."""
+
+    hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    buffers = ("m", "v")
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+        super().__init__(params, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+
+    @property
+    def beta1(self) -> float:
+        return self.hyper["beta1"]
+
+    @beta1.setter
+    def beta1(self, value: float) -> None:
+        self.hyper["beta1"] = _finite(value, "betas[0]", 0.0, 1.0)
+
+    @property
+    def beta2(self) -> float:
+        return self.hyper["beta2"]
+
+    @beta2.setter
+    def beta2(self, value: float) -> None:
+        self.hyper["beta2"] = _finite(value, "betas[1]", 0.0, 1.0)
+
+    @property
+    def eps(self) -> float:
+        return self.hyper["eps"]
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        self.hyper["eps"] = _finite(value, "eps")
+
+    @property
+    def betas(self) -> Tuple[float, float]:
+        return self.hyper["beta1"], self.hyper["beta2"]
+
+    def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
+        h = self.hyper
+        ops.adam_update(param, grad, state["m"], state["v"], state["step"], h["lr"], h["beta1"], h["beta2"],
+                        h["eps"], h["weight_decay"])
+
+
+class RMSprop(Optimizer):
+    """RMSprop (PyTorch's form): s = alpha*s + (1-alpha)*g^2; w -= lr * g / (sqrt(s) + eps)."""
+
+    hyperparameters = ("lr", "alpha", "eps", "weight_decay")
+    buffers = ("square_avg",)
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
+
+    @property
+    def alpha(self) -> float:
+        return self.hyper["alpha"]
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self.hyper["alpha"] = _finite(value, "alpha", 0.0, 1.0)
+
+    @property
+    def eps(self) -> float:
+        return self.hyper["eps"]
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        self.hyper["eps"] = _finite(value, "eps")
+
+    def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
+        h = self.hyper
+        ops.rmsprop_update(param, grad, state["square_avg"], h["lr"], h["alpha"], h["eps"], h["weight_decay"])
+
+
+# ---------------------------------------------------------------------------- penalties
+def _penalty_params(params: Iterable[Tensor], lam: float, name: str) -> Tuple[List[Tensor], float]:
+    plist = list(params)
+    if not plist:
+        raise ValueError("params: expected at least one parameter")
+    return plist, _finite(lam, name)
+
+
+def l1_penalty(params: Iterable[Tensor], lam: float) -> Tensor:
+    """``lam * sum_w |w|`` as a differentiable scalar Tensor (add it to the loss)."""
+    plist, lam = _penalty_params(params, lam, "lam")
+    total = plist[0].abs().sum()
+    for p in plist[1:]:
+        total = total + p.abs().sum()
+    return total * lam
+
+
+def l2_penalty(params: Iterable[Tensor], lam: float) -> Tensor:
+    """``lam * sum_w w^2`` as a differentiable scalar Tensor (gradient 2*lam*w)."""
+    plist, lam = _penalty_params(params, lam, "lam")
+    total = (plist[0] * plist[0]).sum()
+    for p in plist[1:]:
+        total = total + (p * p).sum()
+    return total * lam
