@@ -1,25 +1,46 @@
-// conv2d as im2col + GEMM, one image per OpenMP thread.
+// conv2d (NCHW cross-correlation) as im2col + GEMM.
+//
+// Per image n (CKK = C*KH*KW, P = OH*OW):
+//   forward   y_n (OC, P)    = W (OC, CKK) @ cols_n (CKK, P) + bias[oc]      (bias fused in the GEMM store)
+//   backward  gW (OC, CKK)  += gy_n (OC, P) @ cols_n^T (P, CKK)               (or its transpose, see below)
+//             dcols (CKK, P) = W^T (CKK, OC) @ gy_n (OC, P), scattered back onto gx_n by col2im
+// With at least as many images as threads, each thread takes whole images and its GEMMs run
+// single-threaded (sgemm does that inside a parallel region); with fewer images the images run
+// one after another and each GEMM uses the threads. im2col/col2im move O(CKK * P) floats per
+// image, which stays in L2 for the seed networks' layers, against O(OC * CKK * P) multiply-adds.
 #include "cpu/conv2d.hpp"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#include "common/parallel.hpp"
 #include "cpu/matmul.hpp"
 
 namespace deepkern::cpu {
 namespace {
 
+// Output columns [lo, hi) of kernel offset j whose input column ow*SW - PW + j lies inside [0, W).
+void valid_range(int j, int pad, int stride, int in, int out, int& lo, int& hi) {
+    // ow*stride - pad + j >= 0  and  ow*stride - pad + j <= in - 1
+    const int first = pad - j, last = in - 1 + pad - j;  // ow*stride must lie in [first, last]
+    lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+    hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+    if (hi < lo) hi = lo;
+}
+
 // x is (C, H, W) of one image; cols is (C*KH*KW, OH*OW), zero where the window hits padding
 void im2col(const Conv2dShape& s, const float* x, float* cols) {
     const int ohw = s.OH * s.OW;
-    for (int c = 0; c < s.C; ++c)
+    for (int c = 0; c < s.C; ++c) {
+        const float* xc = x + static_cast<int64_t>(c) * s.H * s.W;
         for (int i = 0; i < s.KH; ++i)
             for (int j = 0; j < s.KW; ++j) {
                 float* row = cols + (static_cast<int64_t>(c) * s.KH * s.KW + i * s.KW + j) * ohw;
-                const float* xc = x + static_cast<int64_t>(c) * s.H * s.W;
+                int lo, hi;
+                valid_range(j, s.PW, s.SW, s.W, s.OW, lo, hi);
                 for (int oh = 0; oh < s.OH; ++oh) {
                     const int h = oh * s.SH - s.PH + i;
                     float* out = row + oh * s.OW;
@@ -27,34 +48,50 @@ void im2col(const Conv2dShape& s, const float* x, float* cols) {
                         std::memset(out, 0, sizeof(float) * s.OW);
                         continue;
                     }
-                    const float* xr = xc + static_cast<int64_t>(h) * s.W;
-                    for (int ow = 0; ow < s.OW; ++ow) {
-                        const int w = ow * s.SW - s.PW + j;
-                        out[ow] = (w >= 0 && w < s.W) ? xr[w] : 0.0f;
-                    }
+                    const float* xr = xc + static_cast<int64_t>(h) * s.W - s.PW + j;  // xr[ow*SW] = x[h, w]
+                    std::fill(out, out + lo, 0.0f);
+                    if (s.SW == 1)
+                        std::memcpy(out + lo, xr + lo, sizeof(float) * (hi - lo));
+                    else
+                        for (int ow = lo; ow < hi; ++ow) out[ow] = xr[ow * s.SW];
+                    std::fill(out + hi, out + s.OW, 0.0f);
                 }
             }
+    }
 }
 
-// cols is (C*KH*KW, OH*OW); adds each column entry back onto x (C, H, W), which the caller zeroed
+// cols is (C*KH*KW, OH*OW); adds each entry back onto x (C, H, W), which the caller zeroed
 void col2im(const Conv2dShape& s, const float* cols, float* x) {
     const int ohw = s.OH * s.OW;
-    for (int c = 0; c < s.C; ++c)
+    for (int c = 0; c < s.C; ++c) {
+        float* xc = x + static_cast<int64_t>(c) * s.H * s.W;
         for (int i = 0; i < s.KH; ++i)
             for (int j = 0; j < s.KW; ++j) {
                 const float* row = cols + (static_cast<int64_t>(c) * s.KH * s.KW + i * s.KW + j) * ohw;
-                float* xc = x + static_cast<int64_t>(c) * s.H * s.W;
+                int lo, hi;
+                valid_range(j, s.PW, s.SW, s.W, s.OW, lo, hi);
                 for (int oh = 0; oh < s.OH; ++oh) {
                     const int h = oh * s.SH - s.PH + i;
                     if (h < 0 || h >= s.H) continue;
-                    float* xr = xc + static_cast<int64_t>(h) * s.W;
+                    float* xr = xc + static_cast<int64_t>(h) * s.W - s.PW + j;
                     const float* in = row + oh * s.OW;
-                    for (int ow = 0; ow < s.OW; ++ow) {
-                        const int w = ow * s.SW - s.PW + j;
-                        if (w >= 0 && w < s.W) xr[w] += in[ow];
-                    }
+                    if (s.SW == 1)
+                        for (int ow = lo; ow < hi; ++ow) xr[ow] += in[ow];
+                    else
+                        for (int ow = lo; ow < hi; ++ow) xr[ow * s.SW] += in[ow];
                 }
             }
+    }
+}
+
+// A 1x1, stride-1, unpadded convolution reads the image itself as its column matrix.
+bool cols_are_input(const Conv2dShape& s) {
+    return s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && s.PH == 0 && s.PW == 0;
+}
+
+// Whole images per thread when there are enough of them and no enclosing parallel region.
+bool split_images(const Conv2dShape& s) {
+    return !omp_in_parallel() && omp_get_max_threads() > 1 && s.N >= omp_get_max_threads();
 }
 
 }  // namespace
@@ -62,19 +99,28 @@ void col2im(const Conv2dShape& s, const float* cols, float* x) {
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
-#pragma omp parallel
-    {
-        std::vector<float> cols(static_cast<size_t>(ckk) * ohw);
-#pragma omp for schedule(static)
-        for (int n = 0; n < s.N; ++n) {
-            im2col(s, x + n * x_img, cols.data());
-            float* yn = y + n * y_img;
-            // y_n (OC, OHW) = W (OC, CKK) @ cols (CKK, OHW)
-            sgemm(false, false, s.OC, ohw, ckk, w, ckk, cols.data(), ohw, 0.0f, yn, ohw, nullptr, false);
-            if (bias)
-                for (int o = 0; o < s.OC; ++o)
-                    for (int p = 0; p < ohw; ++p) yn[static_cast<int64_t>(o) * ohw + p] += bias[o];
+    const bool direct = cols_are_input(s);
+    gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
+    auto image = [&](int n, std::vector<float>& cols) {
+        const float* cn = x + n * x_img;
+        if (!direct) {
+            im2col(s, cn, cols.data());
+            cn = cols.data();
         }
+        // y_n (OC, P) = W (OC, CKK) @ cols_n (CKK, P) + bias (per row)
+        sgemm_ex(false, false, s.OC, ohw, ckk, w, ckk, cn, ohw, 0.0f, y + n * y_img, ohw, nullptr, bias, false);
+    };
+    const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * ohw;
+    if (split_images(s)) {
+#pragma omp parallel
+        {
+            std::vector<float> cols(cols_size);
+#pragma omp for schedule(static)
+            for (int n = 0; n < s.N; ++n) image(n, cols);
+        }
+    } else {
+        std::vector<float> cols(cols_size);
+        for (int n = 0; n < s.N; ++n) image(n, cols);
     }
 }
 
@@ -83,25 +129,39 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const size_t w_size = static_cast<size_t>(s.OC) * ckk;
+    const bool direct = cols_are_input(s);
+    // With few kernel taps (CKK < OC) the weight gradient is accumulated transposed, (CKK, OC):
+    // its rows are then the short side and its columns fill whole vectors.
+    const bool gw_transposed = ckk < s.OC;
+    gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
     std::fill(gw, gw + w_size, 0.0f);
     if (gb) std::fill(gb, gb + s.OC, 0.0f);
-#pragma omp parallel
-    {
-        std::vector<float> cols(static_cast<size_t>(ckk) * ohw);
+
+    // One worker's share: images n with n % team == rank; its partial gW/gb are added at the end.
+    auto run = [&](int rank, int team) {
+        std::vector<float> cols(direct ? 0 : static_cast<size_t>(ckk) * ohw);
+        std::vector<float> dcols(direct ? 0 : static_cast<size_t>(ckk) * ohw);
         std::vector<float> gw_local(w_size, 0.0f);
         std::vector<float> gb_local(gb ? s.OC : 0, 0.0f);
-#pragma omp for schedule(static)
-        for (int n = 0; n < s.N; ++n) {
+        for (int n = rank; n < s.N; n += team) {
             const float* gyn = gy + n * y_img;
-            im2col(s, x + n * x_img, cols.data());
-            // gW (OC, CKK) += gy_n (OC, OHW) @ cols^T (OHW, CKK)
-            sgemm(false, true, s.OC, ckk, ohw, gyn, ohw, cols.data(), ohw, 1.0f, gw_local.data(), ckk,
-                  nullptr, false);
-            // dcols (CKK, OHW) = W^T (CKK, OC) @ gy_n (OC, OHW), then scattered back onto gx_n
-            sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyn, ohw, 0.0f, cols.data(), ohw, nullptr, false);
+            const float* cn = x + n * x_img;
+            if (!direct) {
+                im2col(s, cn, cols.data());
+                cn = cols.data();
+            }
+            if (gw_transposed)  // gW^T (CKK, OC) += cols_n (CKK, P) @ gy_n^T (P, OC)
+                sgemm(false, true, ckk, s.OC, ohw, cn, ohw, gyn, ohw, 1.0f, gw_local.data(), s.OC, nullptr, false);
+            else                // gW (OC, CKK) += gy_n (OC, P) @ cols_n^T (P, CKK)
+                sgemm(false, true, s.OC, ckk, ohw, gyn, ohw, cn, ohw, 1.0f, gw_local.data(), ckk, nullptr, false);
             float* gxn = gx + n * x_img;
-            std::fill(gxn, gxn + x_img, 0.0f);
-            col2im(s, cols.data(), gxn);
+            if (direct) {       // gx_n (C, P) = W^T (C, OC) @ gy_n (OC, P)
+                sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyn, ohw, 0.0f, gxn, ohw, nullptr, false);
+            } else {            // dcols (CKK, P) = W^T (CKK, OC) @ gy_n (OC, P), then col2im onto gx_n
+                sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyn, ohw, 0.0f, dcols.data(), ohw, nullptr, false);
+                std::fill(gxn, gxn + x_img, 0.0f);
+                col2im(s, dcols.data(), gxn);
+            }
             if (gb)
                 for (int o = 0; o < s.OC; ++o) {
                     const float* row = gyn + static_cast<int64_t>(o) * ohw;
@@ -110,12 +170,23 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
                     gb_local[o] += acc;
                 }
         }
-#pragma omp critical
+#pragma omp critical(deepkern_conv2d_backward_reduce)
         {
-            for (size_t i = 0; i < w_size; ++i) gw[i] += gw_local[i];
+            if (gw_transposed) {
+                for (int o = 0; o < s.OC; ++o)
+                    for (int k = 0; k < ckk; ++k) gw[static_cast<int64_t>(o) * ckk + k] += gw_local[static_cast<int64_t>(k) * s.OC + o];
+            } else {
+                for (size_t i = 0; i < w_size; ++i) gw[i] += gw_local[i];
+            }
             if (gb)
                 for (int o = 0; o < s.OC; ++o) gb[o] += gb_local[o];
         }
+    };
+    if (split_images(s)) {
+#pragma omp parallel
+        run(omp_get_thread_num(), omp_get_num_threads());
+    } else {
+        run(0, 1);
     }
 }
 

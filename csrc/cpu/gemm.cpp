@@ -1,50 +1,379 @@
-// sgemm: a straightforward, correct, OpenMP-parallel reference GEMM (tuned variants come later).
+// sgemm driver: run-time choice of micro-kernel, OpenMP split, packing and cache blocking.
+//
+// The loops (after GotoBLAS/BLIS, arranged for a row-major C and a wide-in-N register tile):
+//   ic: MC rows of op(A)       -- A block packed (MC x KC), lives in L3
+//    pc: KC deep slice of K     -- beta applies to the first slice, bias/ReLU to the last
+//     jc: NC columns of op(B)   -- B block packed (KC x NC), lives in L2
+//      ir: MR rows              -- one A sliver (MR x KC) stays in L1 ...
+//       jr: NR columns          -- ... while the B slivers stream past it: micro-kernel call
+// Packed slivers are k-major ((KC, MR) for A, (KC, NR) for B) so the micro-kernel reads both
+// sequentially. Small problems (and a tiny K) skip packing where the layout allows it.
+//
+// Threads: the C matrix is cut into tm x tn independent pieces (one per thread), each run by
+// the serial driver with its own thread-local packing buffers. Inside an enclosing parallel
+// region (conv2d over images, a caller's own threads) sgemm runs on the calling thread only.
+#include <omp.h>
+#include <xmmintrin.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
-#include "common/parallel.hpp"
+#include "cpu/gemm_kernels.hpp"
 #include "cpu/matmul.hpp"
 
 namespace deepkern::cpu {
+namespace {
 
-// C (M, N) = op(A) op(B) + beta C (+ bias, relu); see matmul.hpp.
-void sgemm(bool trans_a, bool trans_b, int M, int N, int K,
-           const float* A, int lda, const float* B, int ldb,
-           float beta, float* C, int ldc, const float* bias, bool relu) {
-    // Bring op(B) to (K, N) row-major once so the inner loop runs over contiguous columns.
-    std::vector<float> bt;
-    const float* Bk = B;
-    int ldbk = ldb;
-    if (trans_b) {
-        bt.resize(static_cast<size_t>(K) * N);
-        for (int j = 0; j < N; ++j)
-            for (int p = 0; p < K; ++p) bt[static_cast<size_t>(p) * N + j] = B[static_cast<int64_t>(j) * ldb + p];
-        Bk = bt.data();
-        ldbk = N;
-    }
-#pragma omp parallel for schedule(static) if (worth_parallel(static_cast<int64_t>(M) * N * K))
-    for (int i = 0; i < M; ++i) {
-        float* c = C + static_cast<int64_t>(i) * ldc;
-        if (beta == 0.0f) std::fill(c, c + N, 0.0f);
-        for (int p = 0; p < K; ++p) {
-            const float a = trans_a ? A[static_cast<int64_t>(p) * lda + i] : A[static_cast<int64_t>(i) * lda + p];
-            const float* b = Bk + static_cast<int64_t>(p) * ldbk;
-            for (int j = 0; j < N; ++j) c[j] += a * b[j];
+using gemm::Epilogue;
+using gemm::KernelSet;
+using gemm::Operands;
+
+// ------------------------------------------------------------------ variant choice
+
+bool cpu_supports(const std::string& name) {
+    __builtin_cpu_init();
+    if (name == "scalar") return true;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (name == "avx2") return avx2;
+    if (name == "avx512")
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    return false;
+}
+
+const KernelSet* best_variant() {
+    if (cpu_supports("avx512")) return &gemm::avx512_kernels();
+    if (cpu_supports("avx2")) return &gemm::avx2_kernels();
+    return &gemm::scalar_kernels();
+}
+
+// The variant for `name`, or throws std::invalid_argument saying why not.
+const KernelSet* variant_by_name(const std::string& name, const char* who) {
+    if (name == "auto") return best_variant();
+    if (name != "avx512" && name != "avx2" && name != "scalar")
+        throw std::invalid_argument(std::string(who) + ": unknown GEMM variant '" + name +
+                                    "' (expected 'avx512', 'avx2', 'scalar' or 'auto')");
+    if (!cpu_supports(name))
+        throw std::invalid_argument(std::string(who) + ": GEMM variant '" + name +
+                                    "' needs instructions this CPU does not have");
+    if (name == "avx512") return &gemm::avx512_kernels();
+    if (name == "avx2") return &gemm::avx2_kernels();
+    return &gemm::scalar_kernels();
+}
+
+// The active variant: from DEEPKERN_GEMM when the module loads, else the best the CPU has.
+// A bad DEEPKERN_GEMM is not fatal at load time (that would make `import deepkern` fail);
+// it leaves no variant, and every GEMM call reports the error until set_gemm_variant.
+struct VariantState {
+    std::atomic<const KernelSet*> active{nullptr};
+    std::string env_error;  // written only at load time, before any GEMM can run
+
+    VariantState() {
+        const char* env = std::getenv("DEEPKERN_GEMM");
+        if (env == nullptr || *env == '\0') {
+            active = best_variant();
+            return;
         }
-        if (bias)
-            for (int j = 0; j < N; ++j) c[j] += bias[j];
-        if (relu)
-            for (int j = 0; j < N; ++j) c[j] = std::max(c[j], 0.0f);
+        try {
+            active = variant_by_name(env, "DEEPKERN_GEMM");
+        } catch (const std::invalid_argument& e) {
+            env_error = e.what();
+        }
+    }
+};
+
+VariantState& variant_state() {
+    static VariantState state;
+    return state;
+}
+
+// Read DEEPKERN_GEMM when the shared library is loaded, not at the first GEMM.
+[[maybe_unused]] const bool kVariantReadAtLoad = (variant_state(), true);
+
+const KernelSet& active_variant() {
+    const KernelSet* k = variant_state().active.load(std::memory_order_acquire);
+    if (k == nullptr) throw std::invalid_argument(variant_state().env_error);
+    return *k;
+}
+
+// ------------------------------------------------------------------ problem and scratch
+
+// C (M, N) = op(A) @ op(B) + beta C (+ bias_col[j] + bias_row[i], ReLU); see matmul.hpp.
+struct Problem {
+    bool ta, tb;
+    int M, N, K;
+    const float* A;
+    int64_t lda;
+    const float* B;
+    int64_t ldb;
+    float beta;
+    float* C;
+    int64_t ldc;
+    const float* bias_col;
+    const float* bias_row;
+    bool relu;
+};
+
+// A 64-byte aligned, grow-only buffer; thread_local instances make the driver re-entrant.
+class Scratch {
+public:
+    Scratch() = default;
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    ~Scratch() { std::free(data_); }
+
+    float* get(size_t floats) {
+        if (floats > size_) {
+            std::free(data_);
+            size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+            data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+            if (data_ == nullptr) {
+                size_ = 0;
+                throw std::bad_alloc();
+            }
+            size_ = floats;
+        }
+        return data_;
+    }
+
+private:
+    float* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+thread_local Scratch tl_pack_a;
+thread_local Scratch tl_pack_b;
+
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: a transposing copy in
+// 4 x 4 SSE blocks (baseline x86-64), used to pack A rows and transposed-B rows k-major.
+void transpose_copy(const float* src, int64_t ld_src, int rows, int cols, float* dst, int64_t ld_dst) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const float* s0 = src + r * ld_src;
+        const float* s1 = s0 + ld_src;
+        const float* s2 = s1 + ld_src;
+        const float* s3 = s2 + ld_src;
+        int c = 0;
+        for (; c + 4 <= cols; c += 4) {
+            __m128 x0 = _mm_loadu_ps(s0 + c), x1 = _mm_loadu_ps(s1 + c);
+            __m128 x2 = _mm_loadu_ps(s2 + c), x3 = _mm_loadu_ps(s3 + c);
+            _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+            float* d = dst + c * ld_dst + r;
+            _mm_storeu_ps(d, x0);
+            _mm_storeu_ps(d + ld_dst, x1);
+            _mm_storeu_ps(d + 2 * ld_dst, x2);
+            _mm_storeu_ps(d + 3 * ld_dst, x3);
+        }
+        for (; c < cols; ++c) {
+            float* d = dst + c * ld_dst + r;
+            d[0] = s0[c];
+            d[1] = s1[c];
+            d[2] = s2[c];
+            d[3] = s3[c];
+        }
+    }
+    for (; r < rows; ++r) {
+        const float* s = src + r * ld_src;
+        for (int c = 0; c < cols; ++c) dst[c * ld_dst + r] = s[c];
     }
 }
 
-std::string gemm_variant() { return "scalar"; }
+// Packs op(A)[i0:i0+mc, k0:k0+kc] as slivers of MR rows, each (kc, MR) k-major.
+// Rows past mc in the last sliver are left unset: the edge kernels never read them.
+void pack_a(const Problem& p, int MR, int i0, int mc, int k0, int kc, float* dst) {
+    for (int ir = 0; ir < mc; ir += MR) {
+        const int rows = std::min(MR, mc - ir);
+        float* d = dst + static_cast<int64_t>(ir) * kc;
+        if (!p.ta) {  // A is (M, K): rows of A become columns of the sliver
+            transpose_copy(p.A + (i0 + ir) * p.lda + k0, p.lda, rows, kc, d, MR);
+        } else {      // A is (K, M): each k already holds the sliver's rows contiguously
+            const float* s = p.A + static_cast<int64_t>(k0) * p.lda + i0 + ir;
+            for (int k = 0; k < kc; ++k) std::memcpy(d + k * MR, s + k * p.lda, sizeof(float) * rows);
+        }
+    }
+}
+
+// Packs op(B)[k0:k0+kc, j0:j0+nc] as slivers of NR columns, each (kc, NR) k-major.
+void pack_b(const Problem& p, int NR, int k0, int kc, int j0, int nc, float* dst) {
+    for (int jr = 0; jr < nc; jr += NR) {
+        const int cols = std::min(NR, nc - jr);
+        float* d = dst + static_cast<int64_t>(jr) * kc;
+        if (!p.tb) {  // B is (K, N): copy row segments
+            const float* s = p.B + static_cast<int64_t>(k0) * p.ldb + j0 + jr;
+            for (int k = 0; k < kc; ++k) std::memcpy(d + k * NR, s + k * p.ldb, sizeof(float) * cols);
+        } else {      // B is (N, K): rows of B become columns of the sliver
+            transpose_copy(p.B + (j0 + jr) * p.ldb + k0, p.ldb, cols, kc, d, NR);
+        }
+    }
+}
+
+// Below this many multiply-adds the operands are read in place where the layout allows it
+// (packing would cost about as much as the product).
+constexpr int64_t kSmallMacs = 48 * 48 * 48;
+
+// K == 0: C = beta C (+ biases), ReLU.
+void scale_only(const Problem& p) {
+    for (int i = 0; i < p.M; ++i) {
+        float* c = p.C + i * p.ldc;
+        for (int j = 0; j < p.N; ++j) {
+            float x = p.beta != 0.0f ? p.beta * c[j] : 0.0f;
+            if (p.bias_col) x += p.bias_col[j];
+            if (p.bias_row) x += p.bias_row[i];
+            if (p.relu) x = std::max(x, 0.0f);
+            c[j] = x;
+        }
+    }
+}
+
+// The whole problem on the calling thread.
+void gemm_serial(const KernelSet& ks, const Problem& p) {
+    if (p.M <= 0 || p.N <= 0) return;
+    if (p.K <= 0) {
+        scale_only(p);
+        return;
+    }
+    const int MR = ks.MR, NR = ks.NR;
+    const int MC = ks.MC, NC = ks.NC;
+    const int KC = ks.KC;
+    const bool small = static_cast<int64_t>(p.M) * p.N * p.K <= kSmallMacs;
+    // In place: a transposed A (each k holds MR contiguous rows) or a row-major A with a tiny
+    // K (its MR x K sliver is a few cache lines); a row-major B when the problem is small.
+    const bool a_in_place = p.ta ? small : p.K <= 16;
+    const bool b_in_place = !p.tb && small;
+
+    float* pa = a_in_place ? nullptr : tl_pack_a.get(static_cast<size_t>(std::min(MC, p.M) + MR) * KC);
+    float* pb = b_in_place ? nullptr : tl_pack_b.get(static_cast<size_t>(std::min(NC, p.N) + NR) * KC);
+
+    for (int ic = 0; ic < p.M; ic += MC) {
+        const int mc = std::min(MC, p.M - ic);
+        for (int pc = 0; pc < p.K; pc += KC) {
+            const int kc = std::min(KC, p.K - pc);
+            const bool first = pc == 0, last = pc + kc == p.K;
+            if (!a_in_place) pack_a(p, MR, ic, mc, pc, kc, pa);
+            for (int jc = 0; jc < p.N; jc += NC) {
+                const int nc = std::min(NC, p.N - jc);
+                if (!b_in_place) pack_b(p, NR, pc, kc, jc, nc, pb);
+                for (int ir = 0; ir < mc; ir += MR) {
+                    const int m = std::min(MR, mc - ir);
+                    const int i = ic + ir;
+                    Operands op{};
+                    if (a_in_place) {
+                        op.A = p.ta ? p.A + static_cast<int64_t>(pc) * p.lda + i : p.A + i * p.lda + pc;
+                        op.a_stride = p.lda;
+                        op.a_rows = !p.ta;
+                    } else {
+                        op.A = pa + static_cast<int64_t>(ir) * kc;
+                        op.a_stride = MR;
+                        op.a_rows = false;
+                    }
+                    Epilogue ep{};
+                    ep.beta = first ? p.beta : 1.0f;
+                    ep.bias_row = last && p.bias_row ? p.bias_row + i : nullptr;
+                    ep.relu = last && p.relu;
+                    for (int jr = 0; jr < nc; jr += NR) {
+                        const int n = std::min(NR, nc - jr);
+                        const int j = jc + jr;
+                        if (b_in_place) {
+                            op.B = p.B + static_cast<int64_t>(pc) * p.ldb + j;
+                            op.b_stride = p.ldb;
+                        } else {
+                            op.B = pb + static_cast<int64_t>(jr) * kc;
+                            op.b_stride = NR;
+                        }
+                        ep.bias_col = last && p.bias_col ? p.bias_col + j : nullptr;
+                        ks.kernel(kc, op, p.C + i * p.ldc + j, p.ldc, m, n, ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The rows [i0, i0+mc) x columns [j0, j0+nc) of C as a problem of its own.
+Problem piece(const Problem& p, int i0, int mc, int j0, int nc) {
+    Problem q = p;
+    q.M = mc;
+    q.N = nc;
+    q.A = p.ta ? p.A + i0 : p.A + i0 * p.lda;
+    q.B = p.tb ? p.B + j0 * p.ldb : p.B + j0;
+    q.C = p.C + i0 * p.ldc + j0;
+    if (p.bias_col) q.bias_col = p.bias_col + j0;
+    if (p.bias_row) q.bias_row = p.bias_row + i0;
+    return q;
+}
+
+// Below this many multiply-adds a second thread costs more (fork/join, duplicated packing)
+// than it saves.
+constexpr int64_t kParallelMacs = 64 * 64 * 64;
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+void gemm_run(const KernelSet& ks, const Problem& p) {
+    if (p.M <= 0 || p.N <= 0) return;
+    const int64_t macs = static_cast<int64_t>(p.M) * p.N * std::max(p.K, 1);
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (macs < kParallelMacs) nt = 1;
+    nt = std::min(nt, ceil_div(p.M, ks.MR) * ceil_div(p.N, ks.NR));
+    if (nt <= 1) {
+        gemm_serial(ks, p);
+        return;
+    }
+    // Cut C into tm x tn pieces (tm * tn = nt), choosing the grid with the least per-thread
+    // cost: padded tile work plus the packing each thread repeats for its rows and columns.
+    int tm = nt, tn = 1;
+    double best = -1.0;
+    for (int a = 1; a <= nt; ++a) {
+        if (nt % a != 0) continue;
+        const int b = nt / a;
+        const int rows = std::min(p.M, ceil_div(ceil_div(p.M, ks.MR), a) * ks.MR);
+        const int cols = std::min(p.N, ceil_div(ceil_div(p.N, ks.NR), b) * ks.NR);
+        const double cost = static_cast<double>(rows) * ceil_div(cols, 16) * 16 / 16.0 + 0.5 * (rows + cols);
+        if (best < 0.0 || cost < best) {
+            best = cost;
+            tm = a;
+            tn = b;
+        }
+    }
+    const int rows_per = ceil_div(ceil_div(p.M, ks.MR), tm) * ks.MR;
+    const int cols_per = ceil_div(ceil_div(p.N, ks.NR), tn) * ks.NR;
+#pragma omp parallel num_threads(tm * tn)
+    {
+        // The runtime may give fewer threads than asked: each takes every team-size-th piece.
+        const int team = omp_get_num_threads();
+        for (int t = omp_get_thread_num(); t < tm * tn; t += team) {
+            const int i0 = (t / tn) * rows_per, j0 = (t % tn) * cols_per;
+            if (i0 >= p.M || j0 >= p.N) continue;
+            gemm_serial(ks, piece(p, i0, std::min(rows_per, p.M - i0), j0, std::min(cols_per, p.N - j0)));
+        }
+    }
+}
+
+}  // namespace
+
+void sgemm_ex(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
+              int ldb, float beta, float* C, int ldc, const float* bias_col, const float* bias_row,
+              bool relu) {
+    const KernelSet& ks = active_variant();
+    Problem p{trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, bias_col, bias_row, relu};
+    gemm_run(ks, p);
+}
+
+void sgemm(bool trans_a, bool trans_b, int M, int N, int K,
+           const float* A, int lda, const float* B, int ldb,
+           float beta, float* C, int ldc, const float* bias, bool relu) {
+    sgemm_ex(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, bias, nullptr, relu);
+}
+
+std::string gemm_variant() { return active_variant().name; }
 
 void set_gemm_variant(const std::string& name) {
-    if (name != "scalar" && name != "auto")
-        throw std::invalid_argument("set_gemm_variant: unknown or unsupported variant '" + name + "'");
+    const KernelSet* k = variant_by_name(name, "set_gemm_variant");
+    variant_state().active.store(k, std::memory_order_release);
 }
 
 }  // namespace deepkern::cpu

@@ -13,6 +13,12 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K,
            const float* A, int lda, const float* B, int ldb,
            float beta, float* C, int ldc, const float* bias, bool relu);
 
+// sgemm with a per-row bias as well: + bias_row[m] (M,) after + bias_col[n] (N,); either may be
+// null. Runs on the calling thread alone when called inside an OpenMP parallel region.
+void sgemm_ex(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
+              int ldb, float beta, float* C, int ldc, const float* bias_col, const float* bias_row,
+              bool relu);
+
 // The op: dense row-major operands, C (M, N) overwritten.
 void matmul_forward(const float* A, const float* B, const float* bias, float* C,
                     int M, int N, int K, bool trans_a, bool trans_b, bool relu);

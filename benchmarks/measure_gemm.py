@@ -1,0 +1,131 @@
+"""Side-by-side GEMM and conv2d timings: deepkern's CPU backend against NumPy and PyTorch.
+
+Prints GFLOP/s and the ratio (reference time / deepkern time; > 1 means deepkern is faster)
+for the shapes the seed networks issue, medians over interleaved repeats in one process.
+
+    PYTHONPATH=python python benchmarks/measure_gemm.py [--repeats 15] [--only matmul|conv]
+
+Thread counts follow OMP_NUM_THREADS for deepkern and NumPy's BLAS; torch is set to match.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+
+from deepkern import _cpu
+
+
+def median_seconds(fns: Sequence[Callable[[], object]], repeats: int) -> List[float]:
+    """Medians of interleaved timings of each callable (interleaving spreads machine noise evenly)."""
+    for fn in fns:  # warm up: thread pools, page faults, packing buffers
+        fn()
+        fn()
+    samples: List[List[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            samples[i].append(time.perf_counter() - t0)
+    return [statistics.median(s) for s in samples]
+
+
+# (label, M, K, N, trans_a, trans_b): C (M, N) = op(A) (M, K) @ op(B) (K, N)
+MATMUL_SHAPES: List[Tuple[str, int, int, int, bool, bool]] = [
+    ("square 256", 256, 256, 256, False, False),
+    ("square 512", 512, 512, 512, False, False),
+    ("square 1024", 1024, 1024, 1024, False, False),
+    ("square 2048", 2048, 2048, 2048, False, False),
+    # MLP / CNN linear layers, forward x @ W^T (W stored (out, in))
+    ("fc 100x784x256 fwd", 100, 784, 256, False, True),
+    ("fc 100x256x256 fwd", 100, 256, 256, False, True),
+    ("fc 128x1600x64 fwd", 128, 1600, 64, False, True),
+    # their backward: dX = G W (M, N) @ (N, K); dW = G^T X with trans_a
+    ("fc 100x784x256 dX", 100, 256, 784, False, False),
+    ("fc 100x784x256 dW", 256, 100, 784, True, False),
+    ("fc 100x256x256 dX", 100, 256, 256, False, False),
+    ("fc 100x256x256 dW", 256, 100, 256, True, False),
+    ("fc 128x1600x64 dX", 128, 64, 1600, False, False),
+    ("fc 128x1600x64 dW", 64, 128, 1600, True, False),
+    # im2col shapes of the seed CNN (batch 128): (N*OH*OW, C*KH*KW) @ (C*KH*KW, OC)
+    ("im2col 86528x9x32", 86528, 9, 32, False, False),
+    ("im2col 15488x288x64", 15488, 288, 64, False, False),
+]
+
+
+def bench_matmul(repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    print(f"{'matmul (M x K x N)':28s} {'dk GF/s':>9s} {'np GF/s':>9s} {'np/dk':>7s}")
+    for label, m, k, n, ta, tb in MATMUL_SHAPES:
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        an = a.T if ta else a
+        bn = b.T if tb else b
+        t_dk, t_np = median_seconds(
+            [lambda: _cpu.matmul(a, b, None, False, ta, tb), lambda: np.matmul(an, bn)],
+            repeats if m * n * k < 2**30 else max(3, repeats // 3))
+        flops = 2.0 * m * n * k
+        print(f"{label:28s} {flops / t_dk / 1e9:9.1f} {flops / t_np / 1e9:9.1f} {t_np / t_dk:7.2f}")
+
+
+CONV_LAYERS = [("conv1 1->32 28x28", 128, 1, 28, 32), ("conv2 32->64 13x13", 128, 32, 13, 64)]
+
+
+def bench_conv(repeats: int) -> None:
+    try:
+        import torch
+    except Exception as exc:  # torch is optional: a comparison, never a dependency
+        print(f"conv2d: torch not importable ({exc.__class__.__name__}); skipped")
+        return
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    rng = np.random.default_rng(1)
+    print(f"{'conv2d (batch, 3x3)':28s} {'dk ms':>9s} {'torch ms':>9s} {'torch/dk':>9s}")
+    for label, nb, c, hw, oc in CONV_LAYERS:
+        x = rng.standard_normal((nb, c, hw, hw)).astype(np.float32)
+        w = rng.standard_normal((oc, c, 3, 3)).astype(np.float32)
+        bias = rng.standard_normal(oc).astype(np.float32)
+        oh = hw - 2
+        gy = rng.standard_normal((nb, oc, oh, oh)).astype(np.float32)
+        tx, tw, tb, tgy = (torch.from_numpy(v) for v in (x, w, bias, gy))
+        txg = tx.clone().requires_grad_(True)
+        twg = tw.clone().requires_grad_(True)
+        tbg = tb.clone().requires_grad_(True)
+
+        def torch_fwd():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(tx, tw, tb)
+
+        def torch_bwd():
+            # input, weight and bias gradients of one conv: what conv2d_backward computes
+            return torch.ops.aten.convolution_backward(tgy, txg, twg, [oc], [1, 1], [0, 0], [1, 1],
+                                                       False, [0, 0], 1, [True, True, True])
+
+        t_dk, t_pt = median_seconds(
+            [lambda: _cpu.conv2d(x, w, bias, (1, 1), (0, 0)), torch_fwd], repeats)
+        print(f"{label + ' fwd':28s} {t_dk * 1e3:9.3f} {t_pt * 1e3:9.3f} {t_pt / t_dk:9.2f}")
+        t_dk, t_pt = median_seconds(
+            [lambda: _cpu.conv2d_backward(gy, x, w, (1, 1), (0, 0), True), torch_bwd], repeats)
+        print(f"{label + ' bwd':28s} {t_dk * 1e3:9.3f} {t_pt * 1e3:9.3f} {t_pt / t_dk:9.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--only", choices=["matmul", "conv"], default=None)
+    args = parser.parse_args()
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"deepkern threads {_cpu.num_threads()}, gemm variant {_cpu.gemm_variant()}, "
+          f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
+    if args.only in (None, "matmul"):
+        bench_matmul(args.repeats)
+    if args.only in (None, "conv"):
+        bench_conv(args.repeats)
+
+
+if __name__ == "__main__":
+    main()

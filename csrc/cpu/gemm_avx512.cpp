@@ -1,0 +1,104 @@
+// AVX-512 GEMM micro-kernel: a 14 x 32 register tile (28 zmm accumulators, 2 zmm of B,
+// 1 broadcast of A: 31 of the 32 zmm registers). Per k step it issues 28 FMAs against
+// 2 vector loads + 14 broadcasts, so on cores with one or two FMA pipes the FMAs, not the
+// loads, bound it. Edge tiles are instantiations with fewer rows (R < 14) and/or one
+// vector of columns (V = 1); partial column vectors use AVX-512 masks for loads and stores.
+// Compiled with -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma (see CMakeLists.txt).
+#include <immintrin.h>
+
+#include <array>
+
+#include "cpu/gemm_kernels.hpp"
+
+namespace deepkern::cpu::gemm {
+namespace {
+
+constexpr int kMR = 14;
+constexpr int kNR = 32;
+constexpr int kVec = 16;  // floats per zmm
+
+using TileFn = void (*)(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep);
+
+// C (R, n) = epilogue(A (R, K) @ B (K, n)), n in ((V-1)*16, V*16]
+template <int R, int V, bool ARows>
+void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep) {
+    __m512 acc[R][V];
+#pragma GCC unroll 14
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+
+    const int tail = n - kVec * (V - 1);  // 1..16 valid columns in the last vector
+    const __mmask16 last = tail >= kVec ? static_cast<__mmask16>(0xFFFF)
+                                        : static_cast<__mmask16>((1u << tail) - 1u);
+    const float* a = op.A;
+    const float* b = op.B;
+    const int64_t as = op.a_stride, bs = op.b_stride;
+    for (int k = 0; k < K; ++k) {
+        __m512 bv[V];
+#pragma GCC unroll 2
+        for (int v = 0; v < V - 1; ++v) bv[v] = _mm512_loadu_ps(b + kVec * v);
+        bv[V - 1] = _mm512_maskz_loadu_ps(last, b + kVec * (V - 1));
+#pragma GCC unroll 14
+        for (int r = 0; r < R; ++r) {
+            const __m512 ar = _mm512_set1_ps(ARows ? a[r * as] : a[r]);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+        }
+        a += ARows ? 1 : as;
+        b += bs;
+    }
+
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 beta = _mm512_set1_ps(ep.beta);
+#pragma GCC unroll 14
+    for (int r = 0; r < R; ++r) {
+        float* c = C + r * ldc;
+#pragma GCC unroll 2
+        for (int v = 0; v < V; ++v) {
+            const __mmask16 m = v == V - 1 ? last : static_cast<__mmask16>(0xFFFF);
+            __m512 x = acc[r][v];
+            if (ep.beta != 0.0f) x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m, c + kVec * v), x);
+            if (ep.bias_col) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, ep.bias_col + kVec * v));
+            if (ep.bias_row) x = _mm512_add_ps(x, _mm512_set1_ps(ep.bias_row[r]));
+            if (ep.relu) x = _mm512_max_ps(x, zero);
+            _mm512_mask_storeu_ps(c + kVec * v, m, x);
+        }
+    }
+}
+
+// table[a_rows][rows - 1][vectors - 1]
+using Table = std::array<std::array<std::array<TileFn, 2>, kMR>, 2>;
+
+template <int R>
+void fill(Table& t) {
+    if constexpr (R > 0) {
+        t[0][R - 1] = {&tile<R, 1, false>, &tile<R, 2, false>};
+        t[1][R - 1] = {&tile<R, 1, true>, &tile<R, 2, true>};
+        fill<R - 1>(t);
+    }
+}
+
+const Table& table() {
+    static const Table t = [] {
+        Table x{};
+        fill<kMR>(x);
+        return x;
+    }();
+    return t;
+}
+
+void kernel(int K, const Operands& op, float* C, int64_t ldc, int m, int n, const Epilogue& ep) {
+    table()[op.a_rows ? 1 : 0][m - 1][(n - 1) / kVec](K, op, C, ldc, n, ep);
+}
+
+}  // namespace
+
+// KC x NC block of B (384 x 384 floats, 576 KiB) stays in a 1 MiB L2; the 14 x KC sliver of A
+// (21 KiB) stays in L1 while the B slivers stream past it; MC rows of A (3 MiB) live in L3.
+const KernelSet& avx512_kernels() {
+    static const KernelSet k{"avx512", kMR, kNR, 384, 384, 2016, &kernel};
+    return k;
+}
+
+}  // namespace deepkern::cpu::gemm
