@@ -14,6 +14,8 @@ from ._info import info
 from .autograd import Tensor, no_grad, enable_grad, is_grad_enabled
 from .nn.init import manual_seed
 from . import nn, optim, models
+from . import data, train
 
 __all__ = ["__version__", "ops", "info", "set_backend", "get_backend",
-           "Tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models"]
+           "Tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models",
+           "data", "train"]

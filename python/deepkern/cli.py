@@ -35,6 +35,41 @@ def _add_bench_parser(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import cli_entry  # lazy: the models, tqdm and matplotlib load only here
+    return cli_entry(args)
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a seed network (perceptron, MLP, CNN) on the embedded data",
+                       description="Train a seed network, print its test accuracy and training "
+                                   "samples/s, save a checkpoint and a plot of its history. "
+                                   "Unset options take per-model defaults.")
+    p.add_argument("--model", default="cnn", choices=("perceptron", "mlp", "cnn"),
+                   help="network to train (default cnn; perceptron learns the OR gate)")
+    p.add_argument("--dataset", default=None, choices=("mnist5k", "digits", "or"),
+                   help="mnist5k (real MNIST, 4,000/1,000), digits (sklearn 8x8) or or "
+                        "(default: or for the perceptron, else mnist5k)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training data")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per update")
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--optimizer", default=None, choices=("sgd", "adam", "rmsprop"),
+                   help="default adam (sgd for the perceptron)")
+    p.add_argument("--validation-split", type=float, default=None,
+                   help="fraction of the training data held out for validation curves")
+    p.add_argument("--limit", type=int, default=None, help="train on only the first N training samples")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train")
+    p.add_argument("--backend", default=None, choices=("cpu", "numba", "numpy", "cuda", "cupy"),
+                   help="force a kernel backend (default: the fastest available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling")
+    p.add_argument("--save", default=None, metavar="PATH",
+                   help="checkpoint path (default ./deepkern-<model>.npz)")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="history plot path (default ./deepkern-<model>-history.png)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch instead)")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepkern", description="Compiled-kernel deep learning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_info.add_argument("--json", action="store_true", help="print the report as JSON")
     p_info.set_defaults(func=_cmd_info)
     _add_bench_parser(sub)
+    _add_train_parser(sub)
     # train: added by the training layer; bench: added by the benchmarks (each imports lazily)
     return parser
 
