@@ -90,22 +90,23 @@ def as_array(data: Any, dtype: Any = None) -> Array:
     if isinstance(data, Tensor):
         data = data.data
     if is_gpu_array(data):
-        xp = xp_of(data)
         if dtype is not None:
             data = data.astype(dtype, copy=False)
         elif data.dtype.kind not in "iu":
             data = data.astype(np.float32, copy=False)
-        return xp.ascontiguousarray(data)
-    if dtype is not None:
-        return np.ascontiguousarray(data, dtype=dtype)
-    if isinstance(data, np.ndarray) and data.dtype.kind in "iu":
-        return np.ascontiguousarray(data)
-    if isinstance(data, np.ndarray) and data.dtype.kind not in "biuf":
-        raise TypeError(f"data: expected a numeric array, got dtype {data.dtype}")
+        return _contiguous(data)
+    if dtype is None:
+        if isinstance(data, np.ndarray) and data.dtype.kind in "iu":
+            return _contiguous(data)
+        if isinstance(data, np.ndarray) and data.dtype.kind not in "biuf":
+            raise TypeError(f"data: expected a numeric array, got dtype {data.dtype}")
+        dtype = np.float32
     try:
-        return np.ascontiguousarray(data, dtype=np.float32)
+        # order="C" (not ascontiguousarray, which would turn a 0-d scalar into shape (1,))
+        return np.asarray(data, dtype=dtype, order="C")
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"data: cannot convert {type(data).__name__} to a float32 array ({exc})") from None
+        raise TypeError(f"data: cannot convert {type(data).__name__} to a {np.dtype(dtype).name} array "
+                        f"({exc})") from None
 
 
 def _unbroadcast(grad: Array, shape: Tuple[int, ...]) -> Array:
@@ -133,7 +134,7 @@ def _move(a: Array, device: str) -> Array:
     if device == "cpu":
         return a.get()
     cupy = _cupy_or_raise()
-    return cupy.ascontiguousarray(cupy.asarray(a))
+    return _contiguous(cupy.asarray(a))
 
 
 def _normalise_device(device: Any) -> str:
@@ -549,26 +550,19 @@ class Tensor:
             raise ValueError("matmul: both operands must have at least one dimension")
         out = xp.matmul(a.data, b.data)
 
+        # promote vectors to matrices as matmul does: a (K,) -> (1, K), b (K,) -> (K, 1)
+        A = a.data[None, :] if a.ndim == 1 else a.data                     # (..., M, K)
+        B = b.data[:, None] if b.ndim == 1 else b.data                     # (..., K, N)
+        full_shape = tuple(np.broadcast_shapes(A.shape[:-2], B.shape[:-2])) + (A.shape[-2], B.shape[-1])
+
         def backward(g: Array) -> None:
-            A = a.data[None, :] if a.ndim == 1 else a.data          # (..., M, K)
-            B = b.data[:, None] if b.ndim == 1 else b.data          # (..., K, N)
-            G = g
-            if a.ndim == 1:
-                G = xp.expand_dims(G, -2)
-            if b.ndim == 1:
-                G = xp.expand_dims(G, -1)
+            G = g.reshape(full_shape)                                      # (..., M, N)
             if a.requires_grad:
-                ga = xp.matmul(G, xp.swapaxes(B, -1, -2))
-                if a.ndim == 1:
-                    ga = ga.reshape(ga.shape[:-2] + (ga.shape[-1],))
-                    a._accumulate(_unbroadcast(ga, a.data.shape))
-                else:
-                    a._accumulate(_unbroadcast(ga, a.data.shape))
+                ga = _unbroadcast(xp.matmul(G, xp.swapaxes(B, -1, -2)), A.shape)
+                a._accumulate(ga.reshape(a.data.shape))
             if b.requires_grad:
-                gb = xp.matmul(xp.swapaxes(A, -1, -2), G)
-                if b.ndim == 1:
-                    gb = gb[..., 0]
-                b._accumulate(_unbroadcast(gb, b.data.shape))
+                gb = _unbroadcast(xp.matmul(xp.swapaxes(A, -1, -2), G), B.shape)
+                b._accumulate(gb.reshape(b.data.shape))
         return Tensor._make(out, (a, b), backward)
 
     def __rmatmul__(self, other: Any) -> "Tensor":

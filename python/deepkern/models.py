@@ -2,7 +2,7 @@
 
 MLP and CNN return logits (train them with ``nn.CrossEntropyLoss``, which applies the softmax).
 The Perceptron returns its sigmoid output in [0, 1]; ``predict`` thresholds it at 0.5 (the
-step function) and ``fit`` is the seed's recipe: squared error and plain gradient descent.
+step function) and ``fit`` is the seed's recipe: summed squared error and plain gradient descent.
 
     dk.manual_seed(0)
     p = dk.models.Perceptron(2)
@@ -28,22 +28,16 @@ def _as_input(x: Any) -> Tensor:
 
 
 class Perceptron(nn.Module):
-    """One neuron: ``activation(x @ w.T + b)`` with ``activation`` "sigmoid" (default) or "relu"
-    (the seed's TensorFlow example). Output shape (N, 1)."""
+    """One neuron: ``sigmoid(x @ w.T + b)``, output shape (N, 1); ``predict`` applies the step
+    function (output >= 0.5). The seed's TensorFlow version used ReLU, which can start dead
+    (all outputs 0, no gradient); the sigmoid always learns a linearly separable gate."""
 
-    def __init__(self, in_features: int = 2, activation: str = "sigmoid",
-                 rng: Optional[np.random.Generator] = None) -> None:
+    def __init__(self, in_features: int = 2, rng: Optional[np.random.Generator] = None) -> None:
         super().__init__()
-        if activation not in ("sigmoid", "relu"):
-            raise ValueError(f"activation: expected 'sigmoid' or 'relu', got {activation!r}")
-        self.activation = activation
         self.linear = nn.Linear(in_features, 1, init="xavier", rng=rng)
 
     def forward(self, x: Any) -> Tensor:
-        x = _as_input(x)
-        if self.activation == "relu":
-            return self.linear(x, activation="relu")
-        return F.sigmoid(self.linear(x))
+        return F.sigmoid(self.linear(_as_input(x)))
 
     def predict(self, x: Any) -> np.ndarray:
         """0/1 per sample (the step function on the output at 0.5), shape (N,)."""

@@ -102,7 +102,7 @@ class Optimizer:
                 if g is None:
                     continue
                 if g.dtype != np.float32 or not g.flags.c_contiguous:
-                    g = xp_of(g).ascontiguousarray(g, dtype=np.float32)
+                    g = g.astype(np.float32, order="C")
                 if len(state) != len(self.buffers) + 1:  # first step (or momentum switched on)
                     xp = xp_of(p.data)
                     for name in self.buffers:
@@ -185,7 +185,7 @@ class Optimizer:
             device = self.params[index].device
             entry: Dict[str, Any] = {"step": int(bufs["step"])}
             for name in self.buffers:
-                entry[name] = _move(np.ascontiguousarray(bufs[name], dtype=np.float32).copy(), device)
+                entry[name] = _move(np.array(bufs[name], dtype=np.float32, order="C"), device)
             self.state[index] = entry
 
     def __repr__(self) -> str:
