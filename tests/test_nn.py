@@ -333,6 +333,21 @@ def test_sequential_fuses_linear_relu_with_same_result(rng, cpu_backend):
         assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_sequential_pools_before_relu_with_same_result(rng, cpu_backend):
+    dk.manual_seed(2)
+    seq = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, padding=1), nn.Flatten())
+    x = randn(rng, 2, 2, 7, 6)
+    results = []
+    for run in (seq, lambda t: seq[3](seq[2](seq[1](seq[0](t))))):   # rewritten, then layer by layer
+        seq.zero_grad()
+        tx = Tensor(x, requires_grad=True)
+        out = run(tx)
+        out.backward(np.linspace(-1, 1, out.size, dtype=np.float32).reshape(out.shape))
+        results.append([out.numpy()] + [p.grad.copy() for p in seq.parameters()] + [tx.grad])
+    for got, want in zip(*results):
+        assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_sequential_container():
     seq = nn.Sequential([nn.Linear(2, 3), nn.ReLU()])
     assert len(seq) == 2 and isinstance(seq[0], nn.Linear) and isinstance(seq[-1], nn.ReLU)
