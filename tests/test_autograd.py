@@ -284,6 +284,13 @@ def test_friendly_input_conversion():
         Tensor("abc")
 
 
+def test_scalars_keep_precision_and_integer_tensors_promote():
+    assert (Tensor([1.0, 2.0]) * 0.1).dtype == np.float32
+    assert (Tensor([1.0]) + np.float64(2)).dtype == np.float32
+    halves = Tensor(np.array([1, 3])) * 0.5
+    assert halves.numpy().tolist() == [0.5, 1.5]
+
+
 def test_accessors():
     t = Tensor([[1.5, 2.0]], requires_grad=True)
     assert t.shape == (1, 2) and t.ndim == 2 and t.size == 2 and len(t) == 1

@@ -24,7 +24,7 @@ import numpy as np
 
 from ._validate import is_gpu_array
 
-__all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
+__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 Scalar = Union[int, float]
@@ -33,7 +33,7 @@ _GRAD_ENABLED = True
 
 
 def is_grad_enabled() -> bool:
-    """True while operations record the graph (outside ``no_grad``)."""
+    """True while operations record the graph (outside ``no_grad``). The mode is process-wide."""
     return _GRAD_ENABLED
 
 
@@ -383,7 +383,10 @@ class Tensor:
         if isinstance(other, Tensor):
             return other
         if isinstance(other, (int, float, np.number)) and not isinstance(other, bool):
-            return Tensor._wrap(self.data.dtype.type(other))
+            if self.data.dtype.kind == "f":
+                # a Python scalar keeps the tensor's precision (float32 stays float32)
+                return Tensor._wrap(self.data.dtype.type(other))
+            return Tensor._wrap(np.asarray(other))  # integer tensors promote as NumPy does
         arr = xp_of(self.data).asarray(other)
         if arr.dtype != self.data.dtype and self.data.dtype.kind == "f":
             arr = arr.astype(self.data.dtype)
