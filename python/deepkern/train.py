@@ -41,7 +41,7 @@ __all__ = ["fit", "evaluate", "predict", "History", "Callback", "EarlyStopping",
 
 # Learning rates used when the optimizer is given by name and lr is None (Keras's defaults).
 _DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "rmsprop": 1e-3}
-_LOSSES = ("cross_entropy", "mse")
+_LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +324,12 @@ def _as_targets(y: Any, n: int, loss_kind: str, name: str) -> np.ndarray:
         if labels.min() < 0:
             raise ValueError(f"{name}: class labels must be >= 0, got {labels.min()}")
         return labels
+    if loss_kind == "binary_cross_entropy":
+        targets = np.ascontiguousarray(arr, dtype=np.float32)
+        targets = targets.reshape(n, 1) if targets.ndim == 1 else targets  # one logit per sample
+        if not np.all((targets >= 0) & (targets <= 1)):
+            raise ValueError(f"{name}: binary_cross_entropy needs targets in [0, 1]")
+        return targets
     if loss_kind == "custom":  # a user's loss gets the targets as given, only made contiguous
         return np.ascontiguousarray(arr, dtype=np.int64 if arr.dtype.kind in "iu" else np.float32)
     targets = np.ascontiguousarray(arr, dtype=np.float32)
@@ -335,7 +341,8 @@ def _as_targets(y: Any, n: int, loss_kind: str, name: str) -> np.ndarray:
 
 
 def _resolve_loss(loss: Union[str, LossFn]) -> Tuple[str, LossFn]:
-    """(kind, function); kind "cross_entropy", "mse" or "custom" decides how targets are prepared."""
+    """(kind, function); kind "cross_entropy", "mse", "binary_cross_entropy" or "custom" decides
+    how targets are prepared."""
     from . import nn
 
     if isinstance(loss, str):
@@ -343,12 +350,16 @@ def _resolve_loss(loss: Union[str, LossFn]) -> Tuple[str, LossFn]:
             return loss, nn.CrossEntropyLoss()
         if loss == "mse":
             return loss, nn.MSELoss()
+        if loss == "binary_cross_entropy":  # the model outputs logits; the sigmoid is in the loss
+            return loss, nn.BCEWithLogitsLoss()
         raise ValueError(f"loss must be one of {', '.join(_LOSSES)} or a callable, got {loss!r}")
     if callable(loss):
         name = getattr(loss, "__name__", type(loss).__name__).lower()
         kind = "cross_entropy" if isinstance(loss, nn.CrossEntropyLoss) or "cross" in name else "custom"
         if isinstance(loss, nn.MSELoss):
             kind = "mse"
+        if isinstance(loss, nn.BCEWithLogitsLoss):
+            kind = "binary_cross_entropy"
         return kind, loss
     raise TypeError(f"loss must be a name or a callable(outputs, targets) -> Tensor, got {type(loss).__name__}")
 
@@ -407,6 +418,8 @@ def _correct(out: Any, targets: Any, loss_kind: str) -> int:
     """How many predictions in a batch are right (argmax, or a 0.5 threshold for one output)."""
     if out.ndim != 2:
         return 0
+    if loss_kind == "binary_cross_entropy":  # logits: sigmoid(z) > 0.5 exactly when z > 0
+        return int(((out > 0) == (targets > 0.5)).all(axis=1).sum())
     if out.shape[1] == 1:
         if targets.ndim == 2 and targets.shape[1] == 1:
             return int(((out > 0.5) == (targets > 0.5)).sum())
@@ -419,7 +432,7 @@ def _correct(out: Any, targets: Any, loss_kind: str) -> int:
 
 def _has_accuracy(y: np.ndarray, loss_kind: str) -> bool:
     # accuracy means something for class labels and for one-hot or 0/1 targets
-    if loss_kind == "cross_entropy":
+    if loss_kind in ("cross_entropy", "binary_cross_entropy"):
         return True
     if y.dtype.kind == "f":
         return bool(np.all((y == 0) | (y == 1)))
@@ -485,11 +498,17 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
 
     Args:
         model: a ``dk.nn.Module`` mapping a batch Tensor to outputs (logits for cross-entropy).
-        X: inputs, shape (N, ...) (any numeric array or nested list; converted to float32 once).
+        X: inputs, shape (N, ...) (any numeric array or nested list; converted to float32 once);
+            or a batch source: an object with ``len()`` (batches per epoch) that yields
+            ``(x_batch, y_batch)`` pairs on every pass, such as ``dk.data.ImageFlow`` (augmented
+            batches from ``ImageDataGenerator.flow``) or ``dk.data.BatchIterator``. A source
+            shuffles itself and needs ``y=None``; validate it with ``validation_data``.
         y: class labels (N,) for ``loss="cross_entropy"``; targets (N,) or (N, k) for ``"mse"``.
         epochs, batch_size: passes over the data and samples per update (the last batch may be smaller).
         optimizer: ``"sgd"``, ``"adam"``, ``"rmsprop"`` or a ``dk.optim`` instance.
-        loss: ``"cross_entropy"``, ``"mse"`` or a callable ``(outputs Tensor, targets) -> scalar Tensor``.
+        loss: ``"cross_entropy"``, ``"mse"``, ``"binary_cross_entropy"`` (one logit per sample and
+            0/1 targets; accuracy thresholds the logit at 0) or a callable
+            ``(outputs Tensor, targets) -> scalar Tensor``.
         lr: learning rate for a named optimizer (default: sgd 0.01, adam and rmsprop 0.001).
         validation_split: fraction in [0, 1) held out for validation, taken from the *end* of
             the data before shuffling (as Keras does). Ignored when ``validation_data`` is given.
@@ -525,15 +544,25 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
             raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
 
     loss_kind, loss_fn = _resolve_loss(loss)
-    x_all = _as_features(X, "X")
-    y_all = _as_targets(y, len(x_all), loss_kind, "y")
+    source = X if _is_batch_source(X) else None
+    if source is None:
+        x_all = _as_features(X, "X")
+        y_all = _as_targets(y, len(x_all), loss_kind, "y")
+    else:
+        if y is not None:
+            raise ValueError("y must be None when X is a batch source yielding (x, y) pairs")
+        if validation_split and validation_data is None:
+            raise ValueError("validation_split needs arrays; give a batch source validation_data instead")
+        if len(source) < 1:
+            raise ValueError("X: the batch source yields no batches (len() is 0)")
+        x_all = y_all = None
 
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         x_val = _as_features(validation_data[0], "validation_data[0]")
         y_val = _as_targets(validation_data[1], len(x_val), loss_kind, "validation_data[1]")
-        if x_val.shape[1:] != x_all.shape[1:]:
+        if x_all is not None and x_val.shape[1:] != x_all.shape[1:]:
             raise ValueError(f"validation_data[0]: samples of shape {x_val.shape[1:]} do not match "
                              f"X's {x_all.shape[1:]}")
         x_train, y_train = x_all, y_all
@@ -550,18 +579,37 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         x_train, y_train, x_val, y_val = x_all, y_all, None, None
 
     xp = _resolve_device(device, model)
-    if xp is not np:
+    if xp is not np and source is None:
         x_train, y_train = xp.asarray(x_train), xp.asarray(y_train)
         if x_val is not None:
             x_val, y_val = xp.asarray(x_val), xp.asarray(y_val)
     optimizer = _resolve_optimizer(optimizer, model, lr)
     params = list(model.parameters())
-    with_accuracy = _has_accuracy(y_all, loss_kind)
-    n = len(x_train)
+    # a source's targets are first seen in its first batch
+    with_accuracy: Optional[bool] = _has_accuracy(y_all, loss_kind) if source is None else None
+    n = len(x_train) if source is None else getattr(source, "n", None)
     rng = np.random.default_rng(seed)
 
+    def epoch_batches(order: Any) -> Iterable[Tuple[Any, Any]]:
+        """One epoch of (inputs, targets) batches on the training device."""
+        if source is None:
+            for begin in range(0, n, batch_size):
+                if order is None:
+                    yield x_train[begin:begin + batch_size], y_train[begin:begin + batch_size]
+                else:
+                    idx = order[begin:begin + batch_size]
+                    yield x_train[idx], y_train[idx]
+            return
+        for i, batch in enumerate(source):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise TypeError(f"X: batch {i} of the source is not an (x, y) pair")
+            xb = _as_features(batch[0], f"X batch {i}")
+            yb = _as_targets(batch[1], len(xb), loss_kind, f"y batch {i}")
+            yield (xb, yb) if xp is np else (xp.asarray(xb), xp.asarray(yb))
+
     history = History()
-    history.params = {"epochs": epochs, "batch_size": batch_size, "samples": n,
+    history.params = {"epochs": epochs, "samples": n,
+                      "batch_size": batch_size if source is None else getattr(source, "batch_size", None),
                       "validation_samples": 0 if x_val is None else len(x_val),
                       "optimizer": type(optimizer).__name__, "loss": loss_kind, "device": device}
     for cb in callbacks:
@@ -578,7 +626,7 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         for cb in callbacks:
             cb.on_epoch_begin(epoch, {})
         model.train()
-        order = rng.permutation(n) if shuffle else None
+        order = rng.permutation(n) if shuffle and source is None else None
         if order is not None and xp is not np:
             order = xp.asarray(order)
         bar = None
@@ -590,12 +638,9 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         correct = 0
         seen = 0
         start = time.perf_counter()
-        for begin in range(0, n, batch_size):
-            if order is None:
-                xb, yb = x_train[begin:begin + batch_size], y_train[begin:begin + batch_size]
-            else:
-                idx = order[begin:begin + batch_size]
-                xb, yb = x_train[idx], y_train[idx]
+        for xb, yb in epoch_batches(order):
+            if with_accuracy is None:
+                with_accuracy = _has_accuracy(yb, loss_kind)
             optimizer.zero_grad()
             out = model(Tensor(xb))
             batch_loss = loss_fn(out, yb)
@@ -615,11 +660,11 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
                     postfix["acc"] = f"{correct / seen:.4f}"
                 bar.set_postfix(postfix, refresh=False)
         elapsed = time.perf_counter() - start
-        rate = n / elapsed if elapsed > 0 else math.inf
+        rate = seen / elapsed if elapsed > 0 else math.inf
 
-        logs = {"loss": (total_loss + total_penalty) / n}
+        logs = {"loss": (total_loss + total_penalty) / seen}
         if with_accuracy:
-            logs["accuracy"] = correct / n
+            logs["accuracy"] = correct / seen
         if x_val is not None:
             val_loss, val_acc = _evaluate_arrays(model, x_val, y_val, loss_fn, loss_kind,
                                                  max(batch_size, 256), with_accuracy)
@@ -639,6 +684,13 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
     for cb in callbacks:
         cb.on_train_end(dict(logs))
     return history
+
+
+def _is_batch_source(X: Any) -> bool:
+    """True for an object that yields (x, y) batches and has len(), rather than an array."""
+    if isinstance(X, (np.ndarray, Tensor, list, tuple)) or hasattr(X, "shape"):
+        return False
+    return hasattr(X, "__iter__") and hasattr(X, "__len__")
 
 
 def evaluate(model: Any, X: Any, y: Any, batch_size: int = 256,

@@ -16,7 +16,7 @@ from ..autograd import Array, Tensor, as_array, xp_of
 from . import init as _init
 
 __all__ = ["linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax",
-           "log_softmax", "cross_entropy", "mse_loss", "dropout", "flatten"]
+           "log_softmax", "cross_entropy", "mse_loss", "dropout", "flatten", "binary_cross_entropy_with_logits"]
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -263,6 +263,28 @@ def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     xp = xp_of(pred.data)
     return Tensor._make(xp.asarray(loss, dtype=np.float32), (pred, target), backward)
 
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, targets: Any) -> Tensor:
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1] (same shape).
+
+    Computed from the logits in the stable form ``max(z, 0) - z*t + log(1 + exp(-|z|))``, never
+    as the log of a probability, so large ``|z|`` neither overflows nor loses the gradient
+    (``sigmoid(z) - t``).
+    """
+    logits = _tensor(logits, "logits")
+    z = _f32(logits, "logits")
+    t = targets.data if isinstance(targets, Tensor) else _like(targets, z)
+    if t.shape != z.shape:
+        raise ValueError(f"targets: expected shape {z.shape} like logits, got {t.shape}")
+    xp = xp_of(z)
+    per_element = xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
+    loss = per_element.sum(dtype=np.float64) / z.size
+
+    def backward(g: Array) -> None:
+        sig = np.float32(0.5) * (xp.tanh(np.float32(0.5) * z) + np.float32(1.0))  # sigmoid, no overflow
+        logits._accumulate((sig - t) * np.float32(float(g) / z.size))
+    return Tensor._make(xp.asarray(loss, dtype=np.float32), (logits,), backward)
 
 def _like(values: Any, ref: Array) -> Array:
     """values as a float32 array on ref's device."""

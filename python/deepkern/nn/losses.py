@@ -7,7 +7,7 @@ from ..autograd import Tensor
 from . import functional as F
 from .module import Module
 
-__all__ = ["CrossEntropyLoss", "MSELoss"]
+__all__ = ["CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]
 
 
 class CrossEntropyLoss(Module):
@@ -34,3 +34,11 @@ class MSELoss(Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+
+class BCEWithLogitsLoss(Module):
+    """``loss(logits, targets)``: mean binary cross-entropy of ``sigmoid(logits)`` against targets
+    in [0, 1] of the same shape, computed stably from the logits (the sigmoid is part of the loss)."""
+
+    def forward(self, logits: Tensor, targets: Any) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets)
