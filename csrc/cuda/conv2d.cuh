@@ -1,0 +1,23 @@
+// conv2d (NCHW cross-correlation) on the GPU as implicit GEMMs: forward, input gradient,
+// weight gradient; bias gradient as a per-channel reduction.
+#pragma once
+#include <cuda_runtime.h>
+
+namespace deepkern::cuda {
+
+struct Conv2dShape {
+    int N, C, H, W;      // input
+    int OC, KH, KW;      // weight is (OC, C, KH, KW)
+    int SH, SW, PH, PW;  // stride, zero padding
+    int OH, OW;          // output
+};
+
+// x is (N, C, H, W), w is (OC, C, KH, KW), bias (OC,) or null, y is (N, OC, OH, OW)
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y,
+                    cudaStream_t stream);
+
+// gy is (N, OC, OH, OW); gx like x, gw like w, gb (OC,) or null; all overwritten
+void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
+                     float* gb, cudaStream_t stream);
+
+}  // namespace deepkern::cuda
