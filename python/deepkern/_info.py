@@ -34,9 +34,38 @@ def _gpu_section() -> Dict[str, Any]:
         from . import _cuda  # type: ignore[attr-defined]
         section["cuda_module"] = "built"
         section.update(_cuda.device_query())
+        section["matmul_variant"] = _cuda.matmul_variant()
     except ImportError as exc:
         section["cuda_module"] = f"not built ({exc})"
+    try:
+        import cupy  # the GPU array library both GPU backends run on
+
+        section["cupy"] = cupy.__version__
+        if "devices" not in section:  # no _cuda: ask CuPy for the devices instead
+            section.update(_cupy_devices(cupy))
+    except ImportError:
+        section["cupy"] = "not installed"
     return section
+
+
+def _cupy_devices(cupy: Any) -> Dict[str, Any]:
+    """Device count, versions and per-GPU properties through CuPy; never raises."""
+    out: Dict[str, Any] = {"device_count": 0, "devices": []}
+    try:
+        runtime = cupy.cuda.runtime
+        out["runtime_version"] = str(runtime.runtimeGetVersion())
+        out["driver_version"] = str(runtime.driverGetVersion())
+        out["device_count"] = runtime.getDeviceCount()
+        for i in range(out["device_count"]):
+            prop = runtime.getDeviceProperties(i)
+            name = prop["name"].decode() if isinstance(prop["name"], bytes) else str(prop["name"])
+            out["devices"].append({"index": i, "name": name,
+                                   "compute_capability": f"{prop['major']}.{prop['minor']}",
+                                   "memory_gib": prop["totalGlobalMem"] / 2**30,
+                                   "multiprocessors": prop["multiProcessorCount"]})
+    except Exception as exc:  # no driver / no GPU: report, never fail dk.info()
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 def info() -> Dict[str, Any]:
