@@ -57,6 +57,9 @@ def _add_train_parser(sub) -> None:
                    help="default adam (sgd for the perceptron)")
     p.add_argument("--validation-split", type=float, default=None,
                    help="fraction of the training data held out for validation curves")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: end after N epochs without a better val_loss and keep the best "
+                        "epoch's weights (default 2; 0 turns it off; needs a validation split)")
     p.add_argument("--limit", type=int, default=None, help="train on only the first N training samples")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train")
     p.add_argument("--backend", default=None, choices=("cpu", "numba", "numpy", "cuda", "cupy"),

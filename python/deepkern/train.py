@@ -411,6 +411,18 @@ def _progress_enabled(progress: Optional[bool]) -> bool:
     return progress
 
 
+def _bar_size() -> Dict[str, Any]:
+    """tqdm's size arguments: follow the terminal, except that a pseudo-terminal reporting a
+    0x0 size (where tqdm would hide the bar) gets a fixed 140 columns."""
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file, or no terminal
+        return {"dynamic_ncols": True}
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": 140, "nrows": 24}
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
@@ -632,7 +644,7 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         bar = None
         if bar_factory is not None:
             bar = bar_factory(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="samples",
-                              unit_scale=False, leave=True, file=sys.stdout, dynamic_ncols=True)
+                              unit_scale=False, leave=True, file=sys.stdout, **_bar_size())
         total_loss = 0.0
         total_penalty = 0.0
         correct = 0
@@ -932,15 +944,17 @@ def plot_history(history: Union[History, Mapping[str, Sequence[float]]], path: P
 # ---------------------------------------------------------------------------------------------
 # The ``deepkern train`` command (parser in cli.py)
 # ---------------------------------------------------------------------------------------------
-#: Per-model defaults of ``deepkern train``: chosen so the default run meets the accuracy
-#: targets on the embedded data (see the README's training section).
+#: Per-model defaults of ``deepkern train``, chosen so the default run meets the accuracy
+#: targets on the embedded data. The MLP and the CNN hold out 10% for validation and stop
+#: early on val_loss (patience 2), keeping the best epoch's weights: on mnist5k the CNN's
+#: validation loss bottoms out after about 3 epochs of Adam and the MLP's after about 8.
 CLI_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "perceptron": {"dataset": "or", "epochs": 1000, "batch_size": 4, "optimizer": "sgd", "lr": 2.0,
-                   "loss": "mse", "validation_split": 0.0},
+                   "loss": "mse", "validation_split": 0.0, "patience": 0},
     "mlp": {"dataset": "mnist5k", "epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": None,
-            "loss": "cross_entropy", "validation_split": 0.1},
-    "cnn": {"dataset": "mnist5k", "epochs": 5, "batch_size": 32, "optimizer": "adam", "lr": None,
-            "loss": "cross_entropy", "validation_split": 0.1},
+            "loss": "cross_entropy", "validation_split": 0.1, "patience": 2},
+    "cnn": {"dataset": "mnist5k", "epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": None,
+            "loss": "cross_entropy", "validation_split": 0.1, "patience": 2},
 }
 
 
@@ -972,6 +986,8 @@ def cli_entry(args: Any) -> int:
                     f"(use --model mlp or --model cnn, or --dataset or)")
     if model_name != "perceptron" and dataset == "or":
         return fail("the OR gate is the perceptron's dataset; use --model perceptron")
+    if args.patience is not None and args.patience < 0:
+        return fail(f"--patience must be >= 0, got {args.patience}")
     for option in ("epochs", "batch_size", "limit"):
         value = getattr(args, option)
         if value is not None and value < 1:
@@ -1010,6 +1026,11 @@ def cli_entry(args: Any) -> int:
     quiet_epochs = model_name == "perceptron"
     progress = False if (args.no_progress or quiet_epochs) else None
     callbacks: List[Callback] = []
+    patience = defaults["patience"] if args.patience is None else args.patience
+    stopper = None
+    if patience > 0 and validation_split > 0:
+        stopper = EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+        callbacks.append(stopper)
     if not quiet_epochs and not _progress_enabled(progress):
         callbacks.append(EpochLogger())
     # built here rather than inside fit so that its state goes into the checkpoint
@@ -1026,6 +1047,10 @@ def cli_entry(args: Any) -> int:
     except RuntimeError as exc:  # e.g. device cuda without a GPU
         return fail(str(exc), code=1)
     wall = time.perf_counter() - started
+    if stopper is not None and stopper.best_epoch is not None and stopper.best_epoch != history.epoch[-1]:
+        how = "stopped early" if stopper.stopped_epoch is not None else "finished"
+        print(f"{how} after epoch {history.epoch[-1] + 1}; kept the weights of epoch "
+              f"{stopper.best_epoch + 1} (best val_loss {stopper.best:.4f})")
     test_loss, test_acc = evaluate(model, x_test, y_test, loss=defaults["loss"])
     trained = history.params["samples"] * len(history.epoch)
     train_seconds = sum(history.params["samples"] / r for r in history.samples_per_second if r > 0)
