@@ -1,6 +1,7 @@
 // relu, softmax, log_softmax, forward and backward.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace deepkern::cpu {
 
@@ -13,5 +14,41 @@ void softmax_forward(const float* x, float* y, int64_t outer, int64_t dim, int64
 void softmax_backward(const float* gy, const float* y, float* gx, int64_t outer, int64_t dim, int64_t inner);
 void log_softmax_forward(const float* x, float* y, int64_t outer, int64_t dim, int64_t inner);
 void log_softmax_backward(const float* gy, const float* y, float* gx, int64_t outer, int64_t dim, int64_t inner);
+
+// Instruction-set variant of the relu/softmax kernels: "avx512", "avx2" or "generic" (any
+// x86-64). Chosen at load from the CPU (or DEEPKERN_ACTIVATION), settable for tests and
+// benchmarks; "auto" picks the best the CPU supports. Unknown/unsupported names throw.
+std::string activation_variant();
+void set_activation_variant(const std::string& name);
+
+namespace act {
+
+// Columns handled together on the strided (inner > 1) softmax path.
+constexpr int64_t kColBlock = 256;
+
+// One instruction set's single-thread kernels (activation_rows.hpp); activation.cpp splits
+// the work over threads and calls them. Shapes: span (n,), rows (rows, d), cols: a (d, cols)
+// slab of a (d, inner) matrix, cols <= kColBlock.
+struct Kernels {
+    const char* name;
+    void (*relu)(const float* x, float* y, int64_t n);
+    void (*relu_backward)(const float* gy, const float* x, float* gx, int64_t n);
+    void (*softmax_rows)(const float* x, float* y, int64_t rows, int64_t d);
+    void (*log_softmax_rows)(const float* x, float* y, int64_t rows, int64_t d);
+    void (*softmax_backward_rows)(const float* gy, const float* y, float* gx, int64_t rows, int64_t d);
+    void (*log_softmax_backward_rows)(const float* gy, const float* y, float* gx, int64_t rows, int64_t d);
+    void (*softmax_cols)(const float* x, float* y, int64_t d, int64_t inner, int64_t cols);
+    void (*log_softmax_cols)(const float* x, float* y, int64_t d, int64_t inner, int64_t cols);
+    void (*softmax_backward_cols)(const float* gy, const float* y, float* gx, int64_t d, int64_t inner,
+                                  int64_t cols);
+    void (*log_softmax_backward_cols)(const float* gy, const float* y, float* gx, int64_t d, int64_t inner,
+                                      int64_t cols);
+};
+
+const Kernels& generic_kernels();  // activation.cpp
+const Kernels& avx2_kernels();     // activation_avx2.cpp
+const Kernels& avx512_kernels();   // activation_avx512.cpp
+
+}  // namespace act
 
 }  // namespace deepkern::cpu

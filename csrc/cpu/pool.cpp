@@ -1,4 +1,8 @@
 // max_pool2d / avg_pool2d: one (n, c) plane per iteration, planes split over threads.
+// The CNN's case, 2x2 windows with stride 2 and no padding, has its own kernels: one pass
+// over the input rows in pairs, vectorised over the output width, every output (and, in
+// backward, every input gradient) written exactly once. Other geometries take the general
+// window loops.
 #include "cpu/pool.hpp"
 
 #include <algorithm>
@@ -29,12 +33,106 @@ inline int64_t window_argmax(const Pool2dShape& s, const float* x, int oh, int o
     return best;
 }
 
+// ------------------------------------------------------------------ 2x2, stride 2, padding 0
+// Both of the comparisons below may be evaluated speculatively once vectorised (see fast_exp.hpp).
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+
+bool is_2x2_s2(const Pool2dShape& s) {
+    return s.KH == 2 && s.KW == 2 && s.SH == 2 && s.SW == 2 && s.PH == 0 && s.PW == 0;
+}
+
+// x plane (H, W) -> y plane (OH, OW), OH = H / 2, OW = W / 2 (an odd last row/column is unused)
+void max2x2_plane(const float* x, float* y, int W, int OH, int OW) {
+    for (int oh = 0; oh < OH; ++oh) {
+        const float* r0 = x + static_cast<int64_t>(2 * oh) * W;
+        const float* r1 = r0 + W;
+        float* yr = y + static_cast<int64_t>(oh) * OW;
+#pragma omp simd
+        for (int ow = 0; ow < OW; ++ow) {
+            const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            const float top = b > a ? b : a, bottom = d > c ? d : c;
+            yr[ow] = bottom > top ? bottom : top;
+        }
+    }
+}
+
+// gy plane (OH, OW), x plane (H, W) -> gx plane (H, W): each gradient goes to the first maximum
+// of its window in row-major order (a, b / c, d), the other three get 0.
+void max2x2_backward_plane(const float* gy, const float* x, float* gx, int H, int W, int OH, int OW) {
+    for (int oh = 0; oh < OH; ++oh) {
+        const float* r0 = x + static_cast<int64_t>(2 * oh) * W;
+        const float* r1 = r0 + W;
+        float* g0 = gx + static_cast<int64_t>(2 * oh) * W;
+        float* g1 = g0 + W;
+        const float* gr = gy + static_cast<int64_t>(oh) * OW;
+#pragma omp simd
+        for (int ow = 0; ow < OW; ++ow) {
+            const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            float best = a;
+            int which = 0;
+            if (b > best) { best = b; which = 1; }
+            if (c > best) { best = c; which = 2; }
+            if (d > best) which = 3;
+            const float g = gr[ow];
+            g0[2 * ow] = which == 0 ? g : 0.0f;
+            g0[2 * ow + 1] = which == 1 ? g : 0.0f;
+            g1[2 * ow] = which == 2 ? g : 0.0f;
+            g1[2 * ow + 1] = which == 3 ? g : 0.0f;
+        }
+        if (W > 2 * OW) {  // odd width: the last column is in no window
+            g0[W - 1] = 0.0f;
+            g1[W - 1] = 0.0f;
+        }
+    }
+    for (int64_t i = static_cast<int64_t>(2 * OH) * W; i < static_cast<int64_t>(H) * W; ++i) gx[i] = 0.0f;
+}
+
+void avg2x2_plane(const float* x, float* y, int W, int OH, int OW) {
+    for (int oh = 0; oh < OH; ++oh) {
+        const float* r0 = x + static_cast<int64_t>(2 * oh) * W;
+        const float* r1 = r0 + W;
+        float* yr = y + static_cast<int64_t>(oh) * OW;
+#pragma omp simd
+        for (int ow = 0; ow < OW; ++ow)
+            yr[ow] = ((r0[2 * ow] + r0[2 * ow + 1]) + (r1[2 * ow] + r1[2 * ow + 1])) * 0.25f;
+    }
+}
+
+void avg2x2_backward_plane(const float* gy, float* gx, int H, int W, int OH, int OW) {
+    for (int oh = 0; oh < OH; ++oh) {
+        float* g0 = gx + static_cast<int64_t>(2 * oh) * W;
+        float* g1 = g0 + W;
+        const float* gr = gy + static_cast<int64_t>(oh) * OW;
+#pragma omp simd
+        for (int ow = 0; ow < OW; ++ow) {
+            const float share = gr[ow] * 0.25f;
+            g0[2 * ow] = share;
+            g0[2 * ow + 1] = share;
+            g1[2 * ow] = share;
+            g1[2 * ow + 1] = share;
+        }
+        if (W > 2 * OW) {
+            g0[W - 1] = 0.0f;
+            g1[W - 1] = 0.0f;
+        }
+    }
+    for (int64_t i = static_cast<int64_t>(2 * OH) * W; i < static_cast<int64_t>(H) * W; ++i) gx[i] = 0.0f;
+}
+
+#pragma GCC pop_options
+
 }  // namespace
 
 // x is (N, C, H, W), y is (N, C, OH, OW)
 void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
+    if (is_2x2_s2(s)) {
+#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
+        for (int64_t p = 0; p < planes; ++p) max2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
+        return;
+    }
 #pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
     for (int64_t p = 0; p < planes; ++p) {
         const float* xp = x + p * hw;
@@ -48,6 +146,12 @@ void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
 void max_pool2d_backward(const Pool2dShape& s, const float* gy, const float* x, float* gx) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
+    if (is_2x2_s2(s)) {
+#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
+        for (int64_t p = 0; p < planes; ++p)
+            max2x2_backward_plane(gy + p * ohw, x + p * hw, gx + p * hw, s.H, s.W, s.OH, s.OW);
+        return;
+    }
 #pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
     for (int64_t p = 0; p < planes; ++p) {
         const float* xp = x + p * hw;
@@ -63,6 +167,11 @@ void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     const float inv = 1.0f / static_cast<float>(s.KH * s.KW);  // padded zeros count
+    if (is_2x2_s2(s)) {
+#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
+        for (int64_t p = 0; p < planes; ++p) avg2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
+        return;
+    }
 #pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
     for (int64_t p = 0; p < planes; ++p) {
         const float* xp = x + p * hw;
@@ -83,6 +192,11 @@ void avg_pool2d_backward(const Pool2dShape& s, const float* gy, float* gx) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     const float inv = 1.0f / static_cast<float>(s.KH * s.KW);
+    if (is_2x2_s2(s)) {
+#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
+        for (int64_t p = 0; p < planes; ++p) avg2x2_backward_plane(gy + p * ohw, gx + p * hw, s.H, s.W, s.OH, s.OW);
+        return;
+    }
 #pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
     for (int64_t p = 0; p < planes; ++p) {
         const float* gp = gy + p * ohw;
