@@ -551,7 +551,7 @@ def _torch_step(torch: Any, kind: str) -> Callable[[np.ndarray, np.ndarray], flo
         loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y))
         loss.backward()
         opt.step()
-        return float(loss)
+        return loss.item()
     return step
 
 

@@ -1,0 +1,1 @@
+"""pytest-benchmark suites (run: pytest benchmarks/ --benchmark-only); not part of the test run."""
