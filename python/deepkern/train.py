@@ -1048,7 +1048,7 @@ def cli_entry(args: Any) -> int:
         return fail(str(exc), code=1)
     wall = time.perf_counter() - started
     if stopper is not None and stopper.best_epoch is not None and stopper.best_epoch != history.epoch[-1]:
-        how = "stopped early" if stopper.stopped_epoch is not None else "finished"
+        how = "stopped early" if len(history.epoch) < epochs else "finished"
         print(f"{how} after epoch {history.epoch[-1] + 1}; kept the weights of epoch "
               f"{stopper.best_epoch + 1} (best val_loss {stopper.best:.4f})")
     test_loss, test_acc = evaluate(model, x_test, y_test, loss=defaults["loss"])
