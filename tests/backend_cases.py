@@ -8,7 +8,8 @@ compares every output (or, for the in-place optimizer updates, every updated arr
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, List, Tuple
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -110,15 +111,28 @@ def _run(op: str, args, kwargs, convert: Callable[[np.ndarray], Any]):
     return result if isinstance(result, tuple) else (result,)
 
 
-def check_case(case: Case, backend: str, to_device: Callable[[np.ndarray], Any],
+def check_case(case: Case, backend: Union[str, ModuleType], to_device: Callable[[np.ndarray], Any],
                to_host: Callable[[Any], np.ndarray], rtol: float, atol: float) -> None:
-    """Run ``case`` on the reference and on ``backend`` and compare all outputs."""
+    """Run ``case`` on the reference and on ``backend`` and compare all outputs.
+
+    ``backend`` is a registered backend name (forced for the run), or a backend module that
+    ``deepkern.ops`` is routed to directly (to check the GPU fallback's code on NumPy arrays).
+    """
     op, args, kwargs = case
     backends.set_backend("numpy")
     expected = _run(op, args, kwargs, lambda a: a)
     backends.set_backend(None)
-    backends.set_backend(backend)
-    actual = _run(op, args, kwargs, to_device)
+    if isinstance(backend, str):
+        backends.set_backend(backend)
+        actual = _run(op, args, kwargs, to_device)
+    else:
+        routed = backends.for_array
+        backends.for_array = lambda x: backend
+        try:
+            actual = _run(op, args, kwargs, to_device)
+        finally:
+            backends.for_array = routed
+        backend = backend.__name__
     assert len(actual) == len(expected)
     for i, (got, want) in enumerate(zip(actual, expected)):
         what = f"{backend} {op} output {i} ({', '.join(f'{k}={v!r}' for k, v in kwargs.items() if not _is_array(v))})"
