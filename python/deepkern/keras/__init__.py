@@ -1,0 +1,26 @@
+"""A Keras-style API on deepkern: the seeds' Keras programs run by changing their imports.
+
+    from deepkern.keras import layers, models, regularizers, callbacks, optimizers, datasets
+    from deepkern.keras.preprocessing.image import ImageDataGenerator
+    from deepkern.keras.wrappers.scikit_learn import KerasClassifier
+
+Everything is built on deepkern's own pieces: layers are ``dk.nn`` modules, ``fit`` is
+``dk.train.fit`` with ``dk.optim`` optimizers and its callbacks, augmentation is
+``dk.data.ImageDataGenerator``. Differences from Keras worth knowing:
+
+* shapes are Keras's (channels-last); internally images are NCHW, and ``Flatten`` orders
+  features (channel, row, column) -- see ``deepkern.keras.layers``;
+* a softmax/sigmoid output trained with cross-entropy is fused into the loss (``forward``
+  returns logits; ``predict`` returns probabilities);
+* files from ``model.save`` are ``.npz`` archives (architecture as JSON text, weights,
+  optimizer state), not HDF5;
+* ``fit`` shuffles with a seed drawn from ``dk.manual_seed``'s generator (or ``seed=``).
+"""
+from __future__ import annotations
+
+from . import (callbacks, datasets, layers, losses, models, optimizers, preprocessing, regularizers,
+               utils, wrappers)
+from .models import Sequential, load_model
+
+__all__ = ["callbacks", "datasets", "layers", "losses", "models", "optimizers", "preprocessing",
+           "regularizers", "utils", "wrappers", "Sequential", "load_model"]

@@ -1,0 +1,531 @@
+"""Keras-style layers built from ``deepkern.nn`` modules.
+
+Shapes are given and reported the Keras way, channels last and without the batch axis
+(``input_shape=(28, 28, 1)``); inside, images travel as deepkern's NCHW and every layer is
+a ``dk.nn.Module`` holding ordinary ``dk.nn`` layers (``Linear``, ``Conv2d``, ...), so the
+model trains with ``dk.train.fit`` like any other deepkern module.
+
+Weight layouts are deepkern's (PyTorch's): a ``Dense`` weight is ``(units, in_features)``,
+a ``Conv2D`` weight ``(filters, in_channels, kh, kw)``. ``get_weights``/``set_weights`` speak
+Keras's layouts instead (``(in, units)`` and ``(kh, kw, in, filters)``).
+
+``Flatten`` flattens deepkern's NCHW activations in (channel, row, column) order, which
+costs no transpose; Keras flattens (row, column, channel). Training is unaffected (the next
+``Dense`` simply learns its rows in the other order); only weights copied from Keras into a
+``Dense`` that follows ``Flatten`` would need their rows permuted.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .. import nn
+from ..autograd import Tensor, xp_of
+from ..nn import functional as F
+from . import regularizers as _regularizers
+
+__all__ = ["Layer", "InputLayer", "Input", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
+           "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "Activation", "ACTIVATIONS", "get"]
+
+Shape = Tuple[int, ...]
+
+#: Activation names a layer accepts (None and "linear" mean no activation).
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
+
+
+def _check_activation(activation: Optional[str]) -> Optional[str]:
+    if activation is None or activation == "linear":
+        return None
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)} or None, got {activation!r}")
+    return activation
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _pair(value: Any, name: str) -> Tuple[int, int]:
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2:
+        raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    return _positive_int(items[0], name), _positive_int(items[1], name)
+
+
+def _padding(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in ("valid", "same"):
+        raise ValueError(f"padding: expected 'valid' or 'same', got {value!r}")
+    return value.lower()
+
+
+def _shape(value: Any, name: str) -> Shape:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not value:
+        raise ValueError(f"{name}: expected a tuple of positive ints (without the batch axis), got {value!r}")
+    return tuple(_positive_int(v, name) for v in value)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int, int]:
+    """TensorFlow's 'same': output ceil(size / stride); returns (before, after, output)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2, out
+
+
+class _Pad2d(nn.Module):
+    """Pad NCHW images by (top, bottom, left, right) with a constant (asymmetric 'same' padding)."""
+
+    def __init__(self, pads: Tuple[int, int, int, int], value: float = 0.0) -> None:
+        super().__init__()
+        self.pads = pads
+        self.value = float(value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, bottom, left, right = self.pads
+        data = x.data
+        xp = xp_of(data)
+        n, c, h, w = data.shape
+        out = xp.full((n, c, h + top + bottom, w + left + right), self.value, dtype=data.dtype)
+        out[:, :, top:top + h, left:left + w] = data
+
+        def backward(g: Any) -> None:
+            x._accumulate(xp.ascontiguousarray(g[:, :, top:top + h, left:left + w]))
+        return Tensor._make(out, (x,), backward)
+
+    def extra_repr(self) -> str:
+        return f"pads={self.pads}, value={self.value:g}"
+
+
+class _Scale(nn.Module):
+    """Multiply by a constant (rows, cols) map: turns a zero-padded average into TF's
+    'same' average, which divides by the number of real pixels in each window."""
+
+    def __init__(self, factor: np.ndarray) -> None:
+        super().__init__()
+        self.factor = factor.astype(np.float32)
+
+    def forward(self, x: Tensor) -> Tensor:
+        factor = self.factor if xp_of(x.data) is np else xp_of(x.data).asarray(self.factor)
+        return x * factor
+
+
+def _activation_module(activation: Optional[str], image: bool) -> Optional[nn.Module]:
+    if activation is None:
+        return None
+    if activation == "softmax":
+        return nn.Softmax(axis=1 if image else -1)  # over channels, which are axis 1 in NCHW
+    return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[activation]()
+
+
+class Layer(nn.Module):
+    """Base class: a Keras layer that builds its ``dk.nn`` modules once the input shape is known.
+
+    Subclasses implement ``_build(input_shape) -> output_shape`` (Keras shapes, no batch axis)
+    and ``call(x)`` (the layer's work before its activation, on deepkern's layout).
+    """
+
+    _kind = "layer"
+
+    def __init__(self, name: Optional[str] = None, input_shape: Optional[Sequence[int]] = None,
+                 activation: Optional[str] = None, input_dim: Optional[int] = None) -> None:
+        super().__init__()
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name: expected a non-empty str, got {name!r}")
+        self.name = name
+        if input_dim is not None:  # Keras's older spelling of input_shape=(input_dim,)
+            if input_shape is not None:
+                raise ValueError("give input_shape or input_dim, not both")
+            input_shape = (input_dim,)
+        self.declared_input_shape: Optional[Shape] = (
+            None if input_shape is None else _shape(input_shape, "input_shape"))
+        self.activation = _check_activation(activation)
+        self.input_shape: Optional[Shape] = None
+        self.output_shape: Optional[Shape] = None
+        self.built = False
+
+    # -- building ------------------------------------------------------------------------
+    def build(self, input_shape: Sequence[int]) -> Shape:
+        """Create the weights for inputs of ``input_shape`` (no batch axis); returns the output shape."""
+        input_shape = _shape(input_shape, "input_shape")
+        if self.built:
+            if input_shape != self.input_shape:
+                raise ValueError(f"{self.name}: built for inputs {self.input_shape}, got {input_shape}")
+            return self.output_shape
+        output_shape = self._build(input_shape)
+        self.act = _activation_module(self.activation, image=len(output_shape) == 3)
+        self.input_shape, self.output_shape = input_shape, output_shape
+        self.built = True
+        return output_shape
+
+    def _build(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    # -- running -------------------------------------------------------------------------
+    def call(self, x: Tensor) -> Tensor:
+        return x
+
+    def forward(self, x: Tensor, activation: bool = True) -> Tensor:
+        """The layer's output; ``activation=False`` stops before the activation (the model uses
+        it to hand logits to a fused softmax/sigmoid cross-entropy)."""
+        x = self.call(x)
+        act = self.__dict__.get("act")
+        return act(x) if activation and act is not None else x
+
+    # -- weights -------------------------------------------------------------------------
+    def count_params(self) -> int:
+        """Number of scalar weights (after ``build``)."""
+        return sum(p.size for p in self.parameters())
+
+    @property
+    def weights(self) -> List[nn.Parameter]:
+        return self.parameters()
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Weights as NumPy arrays in Keras's layouts (copies)."""
+        return [np.array(a) for a in self._to_keras([p.numpy() for p in self.parameters()])]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Set the weights from arrays in Keras's layouts (as ``get_weights`` returns them)."""
+        params = self.parameters()
+        if len(weights) != len(params):
+            raise ValueError(f"{self.name}: expected {len(params)} weight arrays, got {len(weights)}")
+        arrays = self._from_keras([np.asarray(w, dtype=np.float32) for w in weights])
+        for i, (p, a) in enumerate(zip(params, arrays)):
+            if a.shape != p.shape:
+                raise ValueError(f"{self.name}: weight {i} has shape {a.shape} here, expected "
+                                 f"{tuple(self._to_keras([np.empty(p.shape)])[0].shape)} (Keras layout)")
+        for p, a in zip(params, arrays):
+            p.data[...] = a
+
+    def _to_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        return arrays
+
+    def _from_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        return arrays
+
+    def regularization_terms(self) -> List[Tuple[nn.Parameter, "_regularizers.Regularizer"]]:
+        """(parameter, regularizer) pairs whose penalties join the loss."""
+        return []
+
+    # -- serialisation -------------------------------------------------------------------
+    def get_config(self) -> Dict[str, Any]:
+        """JSON-ready constructor arguments (``from_config`` rebuilds the layer)."""
+        config: Dict[str, Any] = {"name": self.name}
+        if self.declared_input_shape is not None:
+            config["input_shape"] = list(self.declared_input_shape)
+        if "activation" in self._config_keys():
+            config["activation"] = self.activation
+        return config
+
+    def _config_keys(self) -> Tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Layer":
+        return cls(**config)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+class InputLayer(Layer):
+    """Declares the input shape (no weights, no computation): ``InputLayer(input_shape=(28, 28, 1))``."""
+
+    _kind = "input_layer"
+
+    def __init__(self, input_shape: Optional[Sequence[int]] = None, shape: Optional[Sequence[int]] = None,
+                 name: Optional[str] = None, **kwargs: Any) -> None:
+        if (input_shape is None) == (shape is None):
+            raise ValueError("InputLayer: give exactly one of input_shape or shape")
+        super().__init__(name=name, input_shape=input_shape if shape is None else shape, **kwargs)
+
+
+def Input(shape: Sequence[int], name: Optional[str] = None) -> InputLayer:
+    """``Input(shape=(28, 28, 1))`` for the first entry of a ``Sequential`` list."""
+    return InputLayer(shape=shape, name=name)
+
+
+class Dense(Layer):
+    """Fully connected: ``activation(x @ kernel + bias)`` on inputs of shape ``(features,)``.
+
+    ``activation="relu"`` runs as one fused matmul+bias+ReLU kernel. Inputs with more axes
+    than one are refused for images (use ``Flatten`` first); ``kernel_regularizer`` /
+    ``bias_regularizer`` add their penalty to the training loss.
+    """
+
+    _kind = "dense"
+
+    def __init__(self, units: int, activation: Optional[str] = None, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, **kwargs: Any) -> None:
+        super().__init__(activation=activation, **kwargs)
+        self.units = _positive_int(units, "units")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializer(kernel_initializer)
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+
+    def _build(self, input_shape: Shape) -> Shape:
+        if len(input_shape) == 3:
+            raise ValueError(f"{self.name}: Dense got images of shape {input_shape}; add Flatten() before it")
+        self.linear = nn.Linear(input_shape[-1], self.units, bias=self.use_bias,
+                                init=self.kernel_initializer)
+        return input_shape[:-1] + (self.units,)
+
+    def call(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+    def forward(self, x: Tensor, activation: bool = True) -> Tensor:
+        if activation and self.activation == "relu":
+            return self.linear(x, activation="relu")  # one fused kernel
+        return super().forward(x, activation)
+
+    def _to_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        return [arrays[0].T] + arrays[1:]
+
+    def _from_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        return [np.ascontiguousarray(arrays[0].T)] + arrays[1:]
+
+    def regularization_terms(self) -> List[Tuple[nn.Parameter, "_regularizers.Regularizer"]]:
+        return _terms(self.linear, self.kernel_regularizer, self.bias_regularizer)
+
+    def _config_keys(self) -> Tuple[str, ...]:
+        return ("activation",)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(units=self.units, use_bias=self.use_bias,
+                      kernel_initializer=_INITIALIZER_NAMES[self.kernel_initializer],
+                      kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
+                      bias_regularizer=_regularizers.serialize(self.bias_regularizer))
+        return config
+
+
+class Conv2D(Layer):
+    """2-D convolution over ``(rows, cols, channels)`` images: ``Conv2D(32, (3, 3), activation="relu")``.
+
+    ``padding="valid"`` (no padding) or ``"same"`` (output ``ceil(size / stride)``, padded as
+    TensorFlow does: any odd pixel goes at the bottom/right).
+    """
+
+    _kind = "conv2d"
+
+    def __init__(self, filters: int, kernel_size: Union[int, Tuple[int, int]], strides: Union[int, Tuple[int, int]] = (1, 1),
+                 padding: str = "valid", activation: Optional[str] = None, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, **kwargs: Any) -> None:
+        super().__init__(activation=activation, **kwargs)
+        self.filters = _positive_int(filters, "filters")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.padding = _padding(padding)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializer(kernel_initializer)
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+
+    def _build(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name}: Conv2D needs images (rows, cols, channels), got input shape {input_shape}")
+        rows, cols, channels = input_shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        conv_padding = (0, 0)
+        if self.padding == "same":
+            top, bottom, out_rows = _same_padding(rows, kh, sh)
+            left, right, out_cols = _same_padding(cols, kw, sw)
+            if (top, left) == (bottom, right):
+                conv_padding = (top, left)
+            else:
+                self.pad = _Pad2d((top, bottom, left, right))
+        else:
+            out_rows, out_cols = (rows - kh) // sh + 1, (cols - kw) // sw + 1
+            if rows < kh or cols < kw:
+                raise ValueError(f"{self.name}: kernel {self.kernel_size} is larger than the input "
+                                 f"{(rows, cols)} with padding='valid'")
+        self.conv = nn.Conv2d(channels, self.filters, self.kernel_size, stride=self.strides,
+                              padding=conv_padding, bias=self.use_bias, init=self.kernel_initializer)
+        return (out_rows, out_cols, self.filters)
+
+    def call(self, x: Tensor) -> Tensor:
+        pad = self.__dict__.get("pad")
+        return self.conv(pad(x) if pad is not None else x)
+
+    def _to_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        return [arrays[0].transpose(2, 3, 1, 0)] + arrays[1:]
+
+    def _from_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        return [np.ascontiguousarray(arrays[0].transpose(3, 2, 0, 1))] + arrays[1:]
+
+    def regularization_terms(self) -> List[Tuple[nn.Parameter, "_regularizers.Regularizer"]]:
+        return _terms(self.conv, self.kernel_regularizer, self.bias_regularizer)
+
+    def _config_keys(self) -> Tuple[str, ...]:
+        return ("activation",)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
+                      padding=self.padding, use_bias=self.use_bias,
+                      kernel_initializer=_INITIALIZER_NAMES[self.kernel_initializer],
+                      kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
+                      bias_regularizer=_regularizers.serialize(self.bias_regularizer))
+        return config
+
+
+class _Pooling2D(Layer):
+    _pool_class: Any = None
+
+    def __init__(self, pool_size: Union[int, Tuple[int, int]] = (2, 2), strides: Union[None, int, Tuple[int, int]] = None,
+                 padding: str = "valid", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool_size = _pair(pool_size, "pool_size")
+        self.strides = self.pool_size if strides is None else _pair(strides, "strides")
+        self.padding = _padding(padding)
+
+    def _build(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name}: pooling needs images (rows, cols, channels), got input shape {input_shape}")
+        rows, cols, channels = input_shape
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        if self.padding == "same":
+            top, bottom, out_rows = _same_padding(rows, kh, sh)
+            left, right, out_cols = _same_padding(cols, kw, sw)
+            if top or bottom or left or right:
+                self._build_same_padding((top, bottom, left, right), (rows, cols), (out_rows, out_cols))
+        else:
+            if rows < kh or cols < kw:
+                raise ValueError(f"{self.name}: pool {self.pool_size} is larger than the input {(rows, cols)}")
+            out_rows, out_cols = (rows - kh) // sh + 1, (cols - kw) // sw + 1
+        self.pool = self._pool_class(self.pool_size, stride=self.strides)
+        return (out_rows, out_cols, channels)
+
+    def _build_same_padding(self, pads: Tuple[int, int, int, int], size: Tuple[int, int],
+                            out: Tuple[int, int]) -> None:
+        raise NotImplementedError
+
+    def call(self, x: Tensor) -> Tensor:
+        pad, scale = self.__dict__.get("pad"), self.__dict__.get("scale")
+        out = self.pool(pad(x) if pad is not None else x)
+        return scale(out) if scale is not None else out
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding)
+        return config
+
+
+class MaxPooling2D(_Pooling2D):
+    """Max over ``pool_size`` windows (``strides`` default to ``pool_size``)."""
+
+    _kind = "max_pooling2d"
+    _pool_class = nn.MaxPool2d
+
+    def _build_same_padding(self, pads, size, out) -> None:
+        # padded pixels must never win the max, as in TensorFlow
+        self.pad = _Pad2d(pads, value=float(np.finfo(np.float32).min))
+
+
+class AveragePooling2D(_Pooling2D):
+    """Mean over ``pool_size`` windows (``strides`` default to ``pool_size``); with
+    ``padding="same"`` each window averages only its real pixels, as in TensorFlow."""
+
+    _kind = "average_pooling2d"
+    _pool_class = nn.AvgPool2d
+
+    def _build_same_padding(self, pads, size, out) -> None:
+        top, _, left, _ = pads
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+
+        def real(n_out: int, stride: int, kernel: int, before: int, size_: int) -> np.ndarray:
+            starts = np.arange(n_out) * stride - before
+            return np.minimum(starts + kernel, size_) - np.maximum(starts, 0)
+
+        counts = np.outer(real(out[0], sh, kh, top, size[0]), real(out[1], sw, kw, left, size[1]))
+        self.pad = _Pad2d(pads)
+        self.scale = _Scale((kh * kw) / counts)
+
+
+MaxPool2D = MaxPooling2D
+AvgPool2D = AveragePooling2D
+
+
+class Flatten(Layer):
+    """``(rows, cols, channels)`` (or any shape) -> one feature axis; see the module notes on order."""
+
+    _kind = "flatten"
+
+    def _build(self, input_shape: Shape) -> Shape:
+        return (int(np.prod(input_shape)),)
+
+    def call(self, x: Tensor) -> Tensor:
+        return F.flatten(x, 1)
+
+
+class Dropout(Layer):
+    """Zero a fraction ``rate`` of the inputs while training (scaled by 1/(1-rate)); identity otherwise."""
+
+    _kind = "dropout"
+
+    def __init__(self, rate: float, seed: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate: expected a fraction in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.dropout = nn.Dropout(self.rate, rng=None if seed is None else np.random.default_rng(seed))
+
+    def call(self, x: Tensor) -> Tensor:
+        return self.dropout(x)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+class Activation(Layer):
+    """An activation on its own: ``Activation("relu")``."""
+
+    _kind = "activation"
+
+    def __init__(self, activation: str, **kwargs: Any) -> None:
+        super().__init__(activation=activation, **kwargs)
+
+    def _config_keys(self) -> Tuple[str, ...]:
+        return ("activation",)
+
+
+# ------------------------------------------------------------------------------ helpers
+# Keras initializer names -> deepkern's schemes (uniform Glorot/He as in dk.nn.init)
+_INITIALIZERS = {"glorot_uniform": "xavier", "xavier": "xavier", "he_uniform": "he", "he": "he"}
+_INITIALIZER_NAMES = {"xavier": "glorot_uniform", "he": "he_uniform"}
+
+
+def _initializer(name: str) -> str:
+    if name not in _INITIALIZERS:
+        raise ValueError(f"kernel_initializer: expected one of {', '.join(_INITIALIZERS)}, got {name!r}")
+    return _INITIALIZERS[name]
+
+
+def _terms(module: nn.Module, kernel_reg: Any, bias_reg: Any) -> List[Tuple[nn.Parameter, Any]]:
+    terms = []
+    if kernel_reg is not None:
+        terms.append((module.weight, kernel_reg))
+    if bias_reg is not None and module.bias is not None:
+        terms.append((module.bias, bias_reg))
+    return terms
+
+
+_LAYER_CLASSES: Dict[str, type] = {cls.__name__: cls for cls in (
+    InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Dropout, Activation)}
+
+
+def get(class_name: str) -> type:
+    """The layer class called ``class_name`` (for rebuilding saved models)."""
+    if class_name not in _LAYER_CLASSES:
+        raise ValueError(f"unknown layer class {class_name!r}; known: {', '.join(_LAYER_CLASSES)}")
+    return _LAYER_CLASSES[class_name]

@@ -1,0 +1,589 @@
+"""``Sequential``: a Keras-style model that trains with ``dk.train.fit``.
+
+    from deepkern.keras import layers, models
+
+    model = models.Sequential([
+        layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=5, batch_size=128, validation_split=0.2)
+    test_loss, test_acc = model.evaluate(x_test, y_test)
+
+The model is itself a ``dk.nn.Module`` whose layers hold ordinary ``dk.nn`` modules; ``fit``
+calls ``dk.train.fit`` with a ``dk.optim`` optimizer and deepkern's loss modules, so nothing
+here re-implements training. Inputs are channels-last like Keras's and are transposed to
+deepkern's NCHW inside ``forward``. A softmax (sigmoid) output trained with cross-entropy is
+split off during training: ``forward`` then returns logits, the loss uses the fused stable
+kernels, and ``predict`` applies the softmax (sigmoid) -- see ``deepkern.keras.losses``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+import zipfile
+import zlib
+from collections import OrderedDict
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .. import nn, ops, optim, train
+from ..autograd import Tensor
+from ..nn.init import get_generator
+from . import callbacks as _callbacks
+from . import layers as _layers
+from . import losses as _losses
+from . import optimizers as _optimizers
+
+__all__ = ["Sequential", "load_model", "model_from_json", "SAVE_FORMAT", "SAVE_VERSION"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Marker stored in every file ``Sequential.save`` writes.
+SAVE_FORMAT = "deepkern-keras-model"
+#: Layout version of those files.
+SAVE_VERSION = 1
+_ACCURACY_NAMES = ("accuracy", "acc")
+
+
+class _StopBridge(train.Callback):
+    """Turns Keras's ``model.stop_training = True`` (set by any callback) into a stop."""
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        if getattr(self.model, "stop_training", False):
+            self.stop_training = True
+
+
+class _Batches:
+    """A batch source for ``dk.train.fit`` over another one: converts the targets (one-hot to
+    indices) and, with ``steps``, takes that many batches per epoch from an endless iterator."""
+
+    def __init__(self, source: Any, convert: Any, steps: Optional[int]) -> None:
+        self.source = source
+        self.convert = convert
+        self.steps = steps
+        self.n = None if steps is not None else getattr(source, "n", None)
+        self.batch_size = getattr(source, "batch_size", None)
+        self._endless: Optional[Iterator[Any]] = None
+
+    def __len__(self) -> int:
+        return self.steps if self.steps is not None else len(self.source)
+
+    def _pairs(self) -> Iterator[Any]:
+        if self.steps is None:
+            yield from self.source
+            return
+        if self._endless is None:
+            # an object with __next__ (Keras-style flow, generator) continues where it stopped
+            self._endless = self.source if hasattr(self.source, "__next__") else _cycle(self.source)
+        for _ in range(self.steps):
+            yield next(self._endless)
+
+    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
+        for i, batch in enumerate(self._pairs()):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise TypeError(f"x: batch {i} is not an (inputs, targets) pair; a generator for fit "
+                                f"must yield (x_batch, y_batch)")
+            yield batch[0], self.convert(batch[1], f"y batch {i}")
+
+
+def _on_terminal() -> bool:
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _cycle(iterable: Any) -> Iterator[Any]:
+    while True:
+        empty = True
+        for item in iterable:
+            empty = False
+            yield item
+        if empty:
+            raise ValueError("x: the batch source yielded no batches")
+
+
+def _is_source(x: Any) -> bool:
+    return not isinstance(x, (np.ndarray, list, tuple, Tensor)) and not hasattr(x, "shape") and (
+        hasattr(x, "__iter__") or hasattr(x, "__next__"))
+
+
+class Sequential(nn.Module):
+    """A linear stack of :mod:`deepkern.keras.layers`, with Keras's compile/fit/evaluate/predict.
+
+    The first layer (or an ``InputLayer``) should give ``input_shape``; otherwise the model
+    is built from the first data it sees.
+    """
+
+    def __init__(self, layers: Optional[Sequence[_layers.Layer]] = None, name: Optional[str] = None) -> None:
+        super().__init__()
+        self.name = name or "sequential"
+        self._stack: List[_layers.Layer] = []
+        self._kind_counts: Dict[str, int] = {}
+        self.built = False
+        self.input_shape: Optional[Tuple[int, ...]] = None
+        self.output_shape: Optional[Tuple[int, ...]] = None
+        self.optimizer: Any = None
+        self.loss: Optional[_losses.Loss] = None
+        self.metrics_names: List[str] = ["loss"]
+        self.compiled = False
+        self.stop_training = False
+        self.history: Optional[train.History] = None
+        self._dk_optimizer: Optional[optim.Optimizer] = None
+        self._fused = False
+        for layer in layers or []:
+            self.add(layer)
+
+    # ------------------------------------------------------------------------ structure
+    @property
+    def layers(self) -> List[_layers.Layer]:
+        """The layers, without an ``InputLayer`` (as Keras lists them)."""
+        return [layer for layer in self._stack if not isinstance(layer, _layers.InputLayer)]
+
+    def add(self, layer: _layers.Layer) -> None:
+        """Append a layer (built at once when the model already is)."""
+        if not isinstance(layer, _layers.Layer):
+            raise TypeError(f"layer: expected a deepkern.keras.layers.Layer, got {type(layer).__name__}")
+        if any(layer is other for other in self._stack):
+            raise ValueError(f"layer {layer.name!r} is already in this model")
+        if isinstance(layer, _layers.InputLayer) and self._stack:
+            raise ValueError("an InputLayer can only be the first layer")
+        if layer.name is None:
+            count = self._kind_counts.get(layer._kind, 0)
+            layer.name = layer._kind if count == 0 else f"{layer._kind}_{count}"
+            self._kind_counts[layer._kind] = count + 1
+        if any(layer.name == other.name for other in self._stack):
+            raise ValueError(f"a layer named {layer.name!r} is already in this model")
+        if hasattr(self, layer.name):
+            raise ValueError(f"layer name {layer.name!r} clashes with an attribute of Sequential")
+        if self.built:
+            layer.build(self.output_shape)
+            self.output_shape = layer.output_shape
+        elif layer.declared_input_shape is not None and self._stack:
+            raise ValueError(f"{layer.name}: only the first layer takes input_shape")
+        self._stack.append(layer)
+        self.add_module(layer.name, layer)
+        if not self.built and self._stack[0].declared_input_shape is not None:
+            self.build()
+        self._invalidate_training_state()
+
+    def pop(self) -> _layers.Layer:
+        """Remove and return the last layer."""
+        if not self._stack:
+            raise IndexError("pop from an empty model")
+        layer = self._stack.pop()
+        delattr(self, layer.name)
+        self.output_shape = self._stack[-1].output_shape if self._stack and self.built else None
+        self._invalidate_training_state()
+        return layer
+
+    def _invalidate_training_state(self) -> None:
+        # the parameter list changed: the optimizer must be rebuilt over the new one
+        self._dk_optimizer = None
+        if self.compiled and self.built:
+            self._configure_loss()
+
+    def build(self, input_shape: Optional[Sequence[int]] = None) -> None:
+        """Create every layer's weights for inputs of ``input_shape`` (Keras shape, no batch axis)."""
+        if not self._stack:
+            raise ValueError("cannot build an empty model; add layers first")
+        if input_shape is None:
+            input_shape = self._stack[0].declared_input_shape
+            if input_shape is None:
+                raise ValueError("the model has no input shape: give input_shape to its first layer, "
+                                 "or call build(input_shape), or fit/predict on data")
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) and shape[0] is None:
+            shape = shape[1:]
+        self.input_shape = shape
+        for layer in self._stack:
+            shape = layer.build(shape)
+        self.output_shape = shape
+        self.built = True
+        if self.compiled:
+            self._configure_loss()
+
+    def _build_from(self, x: Any) -> None:
+        if not self.built:
+            self.build(np.shape(x)[1:])
+
+    def count_params(self) -> int:
+        """Number of scalar weights."""
+        self._require_built("count_params")
+        return sum(p.size for p in self.parameters())
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise ValueError(f"{what}: the model is not built yet; give the first layer input_shape "
+                             f"or call build(input_shape)")
+
+    # ------------------------------------------------------------------------ forward
+    def forward(self, x: Any) -> Tensor:
+        """Training-time output for a channels-last batch: logits when the output activation is
+        fused into the loss (after ``compile``), else the model's outputs. ``dk.train`` calls
+        this; use :meth:`predict` for probabilities."""
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if not self.built:
+            self._build_from(x.data)
+        expected = self.input_shape
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"input: expected samples of shape {expected}, got {tuple(x.shape[1:])}"
+                             + (" (images are channels-last: (rows, cols, channels))" if len(expected) == 3 else ""))
+        if len(expected) == 3:
+            x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
+        last = len(self._stack) - 1
+        for i, layer in enumerate(self._stack):
+            x = layer(x, activation=not (self._fused and i == last))
+        if len(self.output_shape) == 3:
+            x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC
+        return x
+
+    # ------------------------------------------------------------------------ compile
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Optional[Sequence[str]] = None) -> None:
+        """Choose the optimizer, loss and metrics (Keras's names).
+
+        Args:
+            optimizer: ``"adam"``, ``"sgd"``, ``"rmsprop"`` (Keras's default settings), a
+                ``deepkern.keras.optimizers`` instance, or a ``dk.optim`` optimizer already
+                made over this model's parameters.
+            loss: ``"sparse_categorical_crossentropy"``, ``"categorical_crossentropy"``,
+                ``"binary_crossentropy"``, ``"mse"`` or a ``deepkern.keras.losses`` instance.
+            metrics: ``None`` or ``["accuracy"]`` (``"acc"`` names the key ``acc``).
+        """
+        if loss is None:
+            raise ValueError("compile: loss is required")
+        self.loss = _losses.get(loss)
+        if isinstance(optimizer, optim.Optimizer):
+            self.optimizer = optimizer
+        else:
+            self.optimizer = _optimizers.get(optimizer)
+        names = ["loss"]
+        for metric in metrics or []:
+            if metric not in _ACCURACY_NAMES:
+                raise ValueError(f"metrics: only 'accuracy' (or 'acc') is supported, got {metric!r}")
+            if len(names) == 1:
+                names.append(metric)
+        self.metrics_names = names
+        self._dk_optimizer = optimizer if isinstance(optimizer, optim.Optimizer) else None
+        self.compiled = True
+        if self.built:
+            self._configure_loss()
+
+    def _configure_loss(self) -> None:
+        last_activation = self._stack[-1].activation if self._stack else None
+        loss_module, self._fused = _losses.training_loss(self.loss, last_activation, self._penalty)
+        # kept out of the module tree (it holds no weights and must not show up as a layer)
+        object.__setattr__(self, "_train_loss", loss_module)
+
+    def _penalty(self) -> Optional[Tensor]:
+        total = None
+        for layer in self._stack:
+            for param, regularizer in layer.regularization_terms():
+                term = regularizer(param)
+                total = term if total is None else total + term
+        return total
+
+    def _require_compiled(self, what: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"{what}: you must compile the model before training or evaluating it")
+
+    def _optimizer(self) -> optim.Optimizer:
+        if self._dk_optimizer is None:
+            self._dk_optimizer = self.optimizer.build(self.parameters())
+        return self._dk_optimizer
+
+    def _targets(self, y: Any, name: str) -> Any:
+        return _losses.sparse_targets(y, self.loss, name)
+
+    @property
+    def _accuracy_key(self) -> Optional[str]:
+        return self.metrics_names[1] if len(self.metrics_names) > 1 else None
+
+    def _keras_logs(self, logs: Dict[str, List[float]]) -> "OrderedDict[str, List[float]]":
+        """dk.train's history keys renamed/filtered to the compiled metrics."""
+        out: "OrderedDict[str, List[float]]" = OrderedDict()
+        for prefix in ("", "val_"):
+            if prefix + "loss" in logs:
+                out[prefix + "loss"] = logs[prefix + "loss"]
+            if self._accuracy_key and prefix + "accuracy" in logs:
+                out[prefix + self._accuracy_key] = logs[prefix + "accuracy"]
+        return out
+
+    # ------------------------------------------------------------------------ fit
+    def fit(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
+            verbose: Union[int, str] = "auto", callbacks: Optional[Sequence[train.Callback]] = None,
+            validation_split: float = 0.0, validation_data: Optional[Tuple[Any, Any]] = None,
+            shuffle: bool = True, steps_per_epoch: Optional[int] = None,
+            seed: Optional[int] = None) -> train.History:
+        """Train for ``epochs`` passes; returns a History whose ``.history`` has Keras's keys
+        (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
+
+        ``x`` is an array (with targets ``y``) or a batch source yielding ``(x, y)`` pairs, such
+        as ``ImageDataGenerator.flow(...)`` (``len()`` batches per epoch, or ``steps_per_epoch``).
+        ``verbose``: 0 silent, 1 a progress bar (one line per epoch when not on a terminal), 2
+        one line per epoch. ``seed`` fixes the shuffling; by default it is drawn from deepkern's
+        global generator, so ``dk.manual_seed(n)`` makes a whole script reproducible.
+        """
+        self._require_compiled("fit")
+        if epochs is None or isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or
+                                            not isinstance(steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1):
+            raise ValueError(f"steps_per_epoch: expected None or an int >= 1, got {steps_per_epoch!r}")
+        if x is None:
+            raise ValueError("fit: x is required")
+        if _is_source(x):
+            if y is not None:
+                raise ValueError("y must not be given when x yields (x, y) batches")
+            if not hasattr(x, "__len__") and steps_per_epoch is None:
+                raise ValueError("x is a generator without len(); give steps_per_epoch")
+            if not self.built:
+                if not hasattr(x, "x"):
+                    raise ValueError("the model is not built; give its first layer input_shape")
+                self._build_from(x.x)
+            inputs, targets = _Batches(x, self._targets, steps_per_epoch), None
+        else:
+            if y is None:
+                raise ValueError("fit: y is required with array inputs")
+            if steps_per_epoch is not None:
+                raise ValueError("steps_per_epoch applies to generator inputs, not arrays")
+            self._build_from(x)
+            inputs, targets = x, self._targets(y, "y")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            validation_data = (validation_data[0], self._targets(validation_data[1], "validation_data[1]"))
+
+        cbs = list(callbacks or [])
+        level = 1 if verbose == "auto" else verbose
+        if level not in (0, 1, 2):
+            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
+        progress = level == 1 and _on_terminal()
+        if level and not progress:
+            cbs.append(train.EpochLogger())
+        cbs.append(_StopBridge())
+        if seed is None:
+            seed = int(get_generator().integers(2 ** 31))
+        self.stop_training = False
+        history = train.fit(self, inputs, targets, epochs=int(epochs), batch_size=batch_size or 32,
+                            optimizer=self._optimizer(), loss=self._train_loss,
+                            validation_split=validation_split, validation_data=validation_data,
+                            shuffle=bool(shuffle), callbacks=cbs, seed=seed, progress=progress)
+        history.history = self._keras_logs(history.history)
+        history.model = self
+        self.history = history
+        return history
+
+    # ------------------------------------------------------------------------ evaluate / predict
+    def evaluate(self, x: Any, y: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
+                 return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
+        """Loss (with the layers' penalties, as Keras reports it) and accuracy on ``(x, y)``:
+        ``[loss, accuracy]`` with an accuracy metric, the loss alone without one."""
+        self._require_compiled("evaluate")
+        self._build_from(x)
+        loss, accuracy = train.evaluate(self, x, self._targets(y, "y"), batch_size=batch_size or 32,
+                                        loss=self._train_loss)
+        values = OrderedDict([("loss", float(loss))])
+        if self._accuracy_key:
+            values[self._accuracy_key] = float(accuracy)
+        if (1 if verbose == "auto" else verbose):
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in values.items()))
+        if return_dict:
+            return dict(values)
+        return list(values.values()) if len(values) > 1 else values["loss"]
+
+    def predict(self, x: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = 0) -> np.ndarray:
+        """Outputs for ``x`` as float32: probabilities after a softmax/sigmoid output layer."""
+        self._build_from(x)
+        out = train.predict(self, x, batch_size=batch_size or 32)
+        if self._fused:
+            head = self._stack[-1].activation
+            if head == "softmax":
+                out = ops.softmax(np.ascontiguousarray(out, dtype=np.float32), axis=-1)
+            elif head == "sigmoid":
+                out = (np.float32(0.5) * (np.tanh(np.float32(0.5) * out) + np.float32(1.0))).astype(np.float32)
+        return out
+
+    # ------------------------------------------------------------------------ summary
+    def summary(self, line_length: int = 65, print_fn: Any = None) -> None:
+        """Print the layers, their output shapes and parameter counts, like Keras."""
+        self._require_built("summary")
+        emit = print_fn or print
+        stops = (int(line_length * 0.45), int(line_length * 0.85))  # where columns 2 and 3 start
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for layer in self.layers:
+            shape = "(None, " + ", ".join(str(d) for d in layer.output_shape) + ")"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
+
+        def line(cells: Tuple[str, str, str]) -> str:
+            text = cells[0]
+            for cell, stop in zip(cells[1:], stops):
+                text = (text.ljust(stop) if len(text) < stop else text + " ") + cell
+            return text
+
+        total = self.count_params()
+        emit(f'Model: "{self.name}"')
+        emit("_" * line_length)
+        emit(line(rows[0]))
+        emit("=" * line_length)
+        for i, row in enumerate(rows[1:]):
+            emit(line(row))
+            emit("_" * line_length if i < len(rows) - 2 else "=" * line_length)
+        if len(rows) == 1:
+            emit("=" * line_length)
+        emit(f"Total params: {total:,}")
+        emit(f"Trainable params: {total:,}")
+        emit("Non-trainable params: 0")
+        emit("_" * line_length)
+
+    # ------------------------------------------------------------------------ weights
+    def get_weights(self) -> List[np.ndarray]:
+        """Every layer's weights, in order, in Keras's layouts."""
+        self._require_built("get_weights")
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Set all weights from a list like :meth:`get_weights` returns."""
+        self._require_built("set_weights")
+        weights = list(weights)
+        expected = sum(len(layer.parameters()) for layer in self.layers)
+        if len(weights) != expected:
+            raise ValueError(f"set_weights: expected {expected} arrays, got {len(weights)}")
+        start = 0
+        for layer in self.layers:
+            count = len(layer.parameters())
+            layer.set_weights(weights[start:start + count])
+            start += count
+
+    def save_weights(self, filepath: PathLike) -> str:
+        """Write the weights to an ``.npz`` (``dk.train.save``'s checkpoint format)."""
+        self._require_built("save_weights")
+        return train.save(self, filepath)
+
+    def load_weights(self, filepath: PathLike) -> None:
+        """Read weights written by :meth:`save_weights` (checked against this architecture)."""
+        self._require_built("load_weights")
+        train.load(self, filepath)
+
+    # ------------------------------------------------------------------------ serialisation
+    def get_config(self) -> Dict[str, Any]:
+        """The architecture as JSON-ready data."""
+        return {"name": self.name,
+                "build_input_shape": None if self.input_shape is None else list(self.input_shape),
+                "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self._stack]}
+
+    def to_json(self) -> str:
+        """The architecture as JSON text (rebuild with :func:`model_from_json`)."""
+        return json.dumps({"class_name": "Sequential", "config": self.get_config()})
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Sequential":
+        model = cls(name=config.get("name"))
+        for entry in config["layers"]:
+            model.add(_layers.get(entry["class_name"]).from_config(dict(entry["config"])))
+        if not model.built and config.get("build_input_shape") is not None:
+            model.build(config["build_input_shape"])
+        return model
+
+    def save(self, filepath: PathLike) -> str:
+        """Write architecture (JSON text), weights, compile settings and optimizer state to one
+        ``.npz`` (plain arrays only: it loads with ``allow_pickle=False``). Returns the path."""
+        self._require_built("save")
+        arrays: Dict[str, np.ndarray] = {
+            "__format__": np.array(SAVE_FORMAT),
+            "__version__": np.array(SAVE_VERSION, dtype=np.int64),
+            "architecture": np.array(self.to_json()),
+        }
+        for name, value in self.state_dict().items():
+            arrays["weights/" + name] = value
+        if self.compiled:
+            settings: Dict[str, Any] = {"loss": _losses.serialize(self.loss), "metrics": self.metrics_names[1:]}
+            if isinstance(self.optimizer, _optimizers.Optimizer):
+                settings["optimizer"] = {"class_name": type(self.optimizer).__name__,
+                                         "config": self.optimizer.get_config()}
+                if self._dk_optimizer is not None:
+                    for key, value in self._dk_optimizer.state_dict().items():
+                        arrays["optimizer/" + key] = np.asarray(value)
+            arrays["compile"] = np.array(json.dumps(settings))
+        return _write_npz(os.fspath(filepath), arrays)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def _write_npz(path: str, arrays: Dict[str, np.ndarray]) -> str:
+    """Write to a temporary name beside ``path`` and rename it over ``path`` in one step."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def model_from_json(text: str) -> Sequential:
+    """Rebuild an (untrained) model from :meth:`Sequential.to_json` text."""
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model_from_json: not JSON: {exc}") from exc
+    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
+        raise ValueError("model_from_json: expected the JSON of a Sequential model")
+    return Sequential.from_config(spec["config"])
+
+
+def load_model(filepath: PathLike, compile: bool = True) -> Sequential:  # noqa: A002 - Keras's name
+    """Load a model written by :meth:`Sequential.save`: architecture, weights and (with
+    ``compile=True``) the compile settings and optimizer state, so training can continue.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file for a corrupt,
+    foreign or newer-format file, or weights that do not fit the stored architecture.
+    """
+    path = os.fspath(filepath)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            entries = {key: archive[key] for key in archive.files}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable deepkern.keras model file (truncated, corrupt or "
+                         f"another format): {type(exc).__name__}: {exc}") from exc
+    except AttributeError as exc:  # np.load returned a single array, which has no context manager
+        raise ValueError(f"{path}: not a deepkern.keras model file (a .npy array, not an archive)") from exc
+    marker = entries.get("__format__")
+    if marker is None or marker.dtype.kind != "U" or str(marker) != SAVE_FORMAT:
+        raise ValueError(f"{path}: not a deepkern.keras model file (no {SAVE_FORMAT!r} marker)")
+    version = entries.get("__version__")
+    if version is None or version.dtype.kind not in "iu" or int(version) > SAVE_VERSION:
+        raise ValueError(f"{path}: unsupported model file version {None if version is None else int(version)} "
+                         f"(this deepkern reads up to {SAVE_VERSION})")
+    try:
+        model = model_from_json(str(entries["architecture"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: the stored architecture cannot be rebuilt: {exc}") from exc
+    weights = {k[len("weights/"):]: v for k, v in entries.items() if k.startswith("weights/")}
+    try:
+        model.load_state_dict(weights)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    if compile and "compile" in entries:
+        settings = json.loads(str(entries["compile"]))
+        model.compile(optimizer=settings.get("optimizer", "rmsprop"), loss=settings["loss"],
+                      metrics=settings.get("metrics") or None)
+        state = {k[len("optimizer/"):]: v for k, v in entries.items() if k.startswith("optimizer/")}
+        if state:
+            try:
+                model._optimizer().load_state_dict(state)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: optimizer state does not fit: {exc}") from exc
+    return model
