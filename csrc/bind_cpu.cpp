@@ -34,7 +34,8 @@ py::array checked(const py::handle& obj, const char* name, int ndim = -1) {
     if (!py::isinstance<py::array>(obj))
         throw py::type_error(std::string(name) + ": expected a numpy.ndarray");
     auto arr = py::reinterpret_borrow<py::array>(obj);
-    if (!arr.dtype().is(py::dtype::of<float>()))
+    // equal(), not is(): an unpickled array carries its own (equivalent) dtype object
+    if (!arr.dtype().equal(py::dtype::of<float>()))
         throw py::type_error(std::string(name) + ": expected dtype float32, got " +
                              std::string(py::str(arr.dtype())));
     if (ndim >= 0 && arr.ndim() != ndim)
@@ -318,7 +319,7 @@ py::array softmax_like_backward(py::handle g_obj, py::handle y_obj, int axis) {
 py::array checked_labels(py::handle obj, int N, int C) {
     if (!py::isinstance<py::array>(obj)) throw py::type_error("labels: expected a numpy.ndarray");
     auto arr = py::reinterpret_borrow<py::array>(obj);
-    if (!arr.dtype().is(py::dtype::of<int64_t>())) throw py::type_error("labels: expected dtype int64");
+    if (!arr.dtype().equal(py::dtype::of<int64_t>())) throw py::type_error("labels: expected dtype int64");
     if (arr.ndim() != 1 || arr.shape(0) != N) throw ShapeError("labels: expected shape (N,)");
     if (!(arr.flags() & py::array::c_style)) throw ShapeError("labels: expected a C-contiguous array");
     const int64_t* p = static_cast<const int64_t*>(arr.data());
