@@ -11,6 +11,7 @@
 #include "cpu/conv2d.hpp"
 
 #include <omp.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -29,6 +30,18 @@ void valid_range(int j, int pad, int stride, int in, int out, int& lo, int& hi) 
     lo = first <= 0 ? 0 : (first + stride - 1) / stride;
     hi = last < 0 ? 0 : std::min(out, last / stride + 1);
     if (hi < lo) hi = lo;
+}
+
+// dst[0:n] = src[0:n] for the short rows of im2col (an output row: tens of floats), in 4-float
+// SSE moves with one overlapping move for the tail; a memcpy call costs more than the copy.
+inline void copy_short(float* dst, const float* src, int n) {
+    if (n < 4) {
+        for (int i = 0; i < n; ++i) dst[i] = src[i];
+        return;
+    }
+    int i = 0;
+    for (; i + 4 <= n; i += 4) _mm_storeu_ps(dst + i, _mm_loadu_ps(src + i));
+    if (i < n) _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
 }
 
 // x is (C, H, W) of one image; cols is (C*KH*KW, OH*OW), zero where the window hits padding
@@ -51,7 +64,7 @@ void im2col(const Conv2dShape& s, const float* x, float* cols) {
                     const float* xr = xc + static_cast<int64_t>(h) * s.W - s.PW + j;  // xr[ow*SW] = x[h, w]
                     std::fill(out, out + lo, 0.0f);
                     if (s.SW == 1)
-                        std::memcpy(out + lo, xr + lo, sizeof(float) * (hi - lo));
+                        copy_short(out + lo, xr + lo, hi - lo);
                     else
                         for (int ow = lo; ow < hi; ++ow) out[ow] = xr[ow * s.SW];
                     std::fill(out + hi, out + s.OW, 0.0f);
@@ -84,6 +97,20 @@ void col2im(const Conv2dShape& s, const float* cols, float* x) {
     }
 }
 
+// Sum of x[0:n] in 16 independent partial sums: a single running sum would serialise on the
+// add latency (the compiler may not reorder float additions by itself).
+float sum(const float* x, int n) {
+    constexpr int kLanes = 16;
+    float part[kLanes] = {};
+    int i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) part[l] += x[i + l];
+    float total = 0.0f;
+    for (int l = 0; l < kLanes; ++l) total += part[l];
+    for (; i < n; ++i) total += x[i];
+    return total;
+}
+
 // A 1x1, stride-1, unpadded convolution reads the image itself as its column matrix.
 bool cols_are_input(const Conv2dShape& s) {
     return s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && s.PH == 0 && s.PW == 0;
@@ -94,13 +121,88 @@ bool split_images(const Conv2dShape& s) {
     return !omp_in_parallel() && omp_get_max_threads() > 1 && s.N >= omp_get_max_threads();
 }
 
+// The wide (no im2col) forward pays off from this many taps per output (C * KH * KW); below it,
+// im2col is a small copy and the extra Wp / OW columns of the wide form cost more.
+// (Measured on the seed CNN: 9 taps (1 channel) favour im2col, 288 taps favour the wide form.)
+constexpr int kWideMinTaps = 32;
+
+// Forward of a stride-1 convolution with no im2col copy ("wide" output): in the zero-padded
+// image xp (C, Hp, Wp), output pixel (oh, ow) reads xp[c, oh + i, ow + j] = xp_flat[off(c, i, j) + q]
+// with q = oh * Wp + ow and off(c, i, j) = c*Hp*Wp + i*Wp + j. So one GEMM with B rows at those
+// offsets computes y_wide (OC, Q) for every q < Q = (OH-1)*Wp + OW; the columns with ow >= OW
+// are discarded when y_wide is compacted into y. It costs Wp/OW more multiply-adds than im2col
+// but reads the image in place, which is cheaper when the image has several channels.
+bool use_wide_forward(const Conv2dShape& s) {
+    return s.SH == 1 && s.SW == 1 && s.C * s.KH * s.KW >= kWideMinTaps;
+}
+
+void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+    const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
+    const int Hp = s.H + 2 * s.PH, Wp = s.W + 2 * s.PW;
+    const int Q = (s.OH - 1) * Wp + s.OW;
+    const bool padded = s.PH > 0 || s.PW > 0;
+    const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
+    const int64_t xp_img = static_cast<int64_t>(s.C) * Hp * Wp;
+    std::vector<int64_t> offsets(ckk);
+    for (int c = 0; c < s.C; ++c)
+        for (int i = 0; i < s.KH; ++i)
+            for (int j = 0; j < s.KW; ++j) offsets[(c * s.KH + i) * s.KW + j] = c * static_cast<int64_t>(Hp) * Wp + i * Wp + j;
+
+    auto image = [&](int n, std::vector<float>& xp, std::vector<float>& wide) {
+        const float* src = x + n * x_img;
+        if (padded) {  // xp (C, Hp, Wp): the image inside a zero border
+            std::fill(xp.begin(), xp.end(), 0.0f);
+            for (int c = 0; c < s.C; ++c)
+                for (int h = 0; h < s.H; ++h)
+                    copy_short(xp.data() + (static_cast<int64_t>(c) * Hp + h + s.PH) * Wp + s.PW,
+                               src + (static_cast<int64_t>(c) * s.H + h) * s.W, s.W);
+            src = xp.data();
+        }
+        // y_wide (OC, Q) = W (OC, CKK) @ windows (CKK, Q) + bias (per row)
+        GemmArgs g;
+        g.M = s.OC;
+        g.N = Q;
+        g.K = ckk;
+        g.A = w;
+        g.lda = ckk;
+        g.B = src;
+        g.b_row_offsets = offsets.data();
+        g.C = wide.data();
+        g.ldc = Q;
+        g.bias_row = bias;
+        sgemm(g);
+        float* yn = y + n * y_img;
+        for (int o = 0; o < s.OC; ++o)
+            for (int oh = 0; oh < s.OH; ++oh)
+                copy_short(yn + (static_cast<int64_t>(o) * s.OH + oh) * s.OW,
+                           wide.data() + static_cast<int64_t>(o) * Q + oh * Wp, s.OW);
+    };
+    const size_t xp_size = padded ? static_cast<size_t>(xp_img) : 0;
+    const size_t wide_size = static_cast<size_t>(s.OC) * Q;
+    if (split_images(s)) {
+#pragma omp parallel
+        {
+            std::vector<float> xp(xp_size), wide(wide_size);
+#pragma omp for schedule(static)
+            for (int n = 0; n < s.N; ++n) image(n, xp, wide);
+        }
+    } else {
+        std::vector<float> xp(xp_size), wide(wide_size);
+        for (int n = 0; n < s.N; ++n) image(n, xp, wide);
+    }
+}
+
 }  // namespace
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+    gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
+    if (use_wide_forward(s)) {
+        conv2d_forward_wide(s, x, w, bias, y);
+        return;
+    }
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const bool direct = cols_are_input(s);
-    gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
     auto image = [&](int n, std::vector<float>& cols) {
         const float* cn = x + n * x_img;
         if (!direct) {
@@ -108,7 +210,18 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
             cn = cols.data();
         }
         // y_n (OC, P) = W (OC, CKK) @ cols_n (CKK, P) + bias (per row)
-        sgemm_ex(false, false, s.OC, ohw, ckk, w, ckk, cn, ohw, 0.0f, y + n * y_img, ohw, nullptr, bias, false);
+        GemmArgs g;
+        g.M = s.OC;
+        g.N = ohw;
+        g.K = ckk;
+        g.A = w;
+        g.lda = ckk;
+        g.B = cn;
+        g.ldb = ohw;
+        g.C = y + n * y_img;
+        g.ldc = ohw;
+        g.bias_row = bias;
+        sgemm(g);
     };
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * ohw;
     if (split_images(s)) {
@@ -163,12 +276,7 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
                 col2im(s, dcols.data(), gxn);
             }
             if (gb)
-                for (int o = 0; o < s.OC; ++o) {
-                    const float* row = gyn + static_cast<int64_t>(o) * ohw;
-                    float acc = 0.0f;
-                    for (int p = 0; p < ohw; ++p) acc += row[p];
-                    gb_local[o] += acc;
-                }
+                for (int o = 0; o < s.OC; ++o) gb_local[o] += sum(gyn + static_cast<int64_t>(o) * ohw, ohw);
         }
 #pragma omp critical(deepkern_conv2d_backward_reduce)
         {

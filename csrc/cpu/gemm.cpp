@@ -111,6 +111,7 @@ struct Problem {
     int64_t lda;
     const float* B;
     int64_t ldb;
+    const int64_t* b_offsets;  // row k of op(B) at B + b_offsets[k] (untransposed B only)
     float beta;
     float* C;
     int64_t ldc;
@@ -193,7 +194,8 @@ void pack_a(const Problem& p, int MR, int i0, int mc, int k0, int kc, float* dst
             transpose_copy(p.A + (i0 + ir) * p.lda + k0, p.lda, rows, kc, d, MR);
         } else {      // A is (K, M): each k already holds the sliver's rows contiguously
             const float* s = p.A + static_cast<int64_t>(k0) * p.lda + i0 + ir;
-            for (int k = 0; k < kc; ++k) std::memcpy(d + k * MR, s + k * p.lda, sizeof(float) * rows);
+            for (int k = 0; k < kc; ++k)  // rows <= MR floats: an inline loop, not a memcpy call
+                for (int r = 0; r < rows; ++r) d[k * MR + r] = s[k * p.lda + r];
         }
     }
 }
@@ -205,7 +207,8 @@ void pack_b(const Problem& p, int NR, int k0, int kc, int j0, int nc, float* dst
         float* d = dst + static_cast<int64_t>(jr) * kc;
         if (!p.tb) {  // B is (K, N): copy row segments
             const float* s = p.B + static_cast<int64_t>(k0) * p.ldb + j0 + jr;
-            for (int k = 0; k < kc; ++k) std::memcpy(d + k * NR, s + k * p.ldb, sizeof(float) * cols);
+            for (int k = 0; k < kc; ++k)  // cols <= NR floats: an inline loop, not a memcpy call
+                for (int c = 0; c < cols; ++c) d[k * NR + c] = s[k * p.ldb + c];
         } else {      // B is (N, K): rows of B become columns of the sliver
             transpose_copy(p.B + (j0 + jr) * p.ldb + k0, p.ldb, cols, kc, d, NR);
         }
@@ -215,6 +218,8 @@ void pack_b(const Problem& p, int NR, int k0, int kc, int j0, int nc, float* dst
 // Below this many multiply-adds the operands are read in place where the layout allows it
 // (packing would cost about as much as the product).
 constexpr int64_t kSmallMacs = 48 * 48 * 48;
+// A row-major B up to this size (a quarter of a 1 MiB L2) is read in place.
+constexpr int64_t kInPlaceBBytes = 256 * 1024;
 
 // K == 0: C = beta C (+ biases), ReLU.
 void scale_only(const Problem& p) {
@@ -242,9 +247,13 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
     const int KC = ks.KC;
     const bool small = static_cast<int64_t>(p.M) * p.N * p.K <= kSmallMacs;
     // In place: a transposed A (each k holds MR contiguous rows) or a row-major A with a tiny
-    // K (its MR x K sliver is a few cache lines); a row-major B when the problem is small.
-    const bool a_in_place = p.ta ? small : p.K <= 16;
-    const bool b_in_place = !p.tb && small;
+    // K (its MR x K sliver is a few cache lines); a row-major B when the problem is small or
+    // all of B sits in L2 anyway (its slivers then stream from L2 just as packed ones would).
+    // A B given by row offsets is always read in place (the kernel follows the offsets); the
+    // kernel cannot also read A by rows then, so such an A is packed.
+    const bool a_in_place = p.ta ? small : p.K <= 16 && p.b_offsets == nullptr;
+    const bool b_in_place = p.b_offsets != nullptr ||
+        (!p.tb && (small || p.K <= 16 || static_cast<int64_t>(p.K) * p.ldb * sizeof(float) <= kInPlaceBBytes));
 
     float* pa = a_in_place ? nullptr : tl_pack_a.get(static_cast<size_t>(std::min(MC, p.M) + MR) * KC);
     float* pb = b_in_place ? nullptr : tl_pack_b.get(static_cast<size_t>(std::min(NC, p.N) + NR) * KC);
@@ -278,7 +287,10 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
                     for (int jr = 0; jr < nc; jr += NR) {
                         const int n = std::min(NR, nc - jr);
                         const int j = jc + jr;
-                        if (b_in_place) {
+                        if (p.b_offsets) {
+                            op.B = p.B + j;
+                            op.b_offsets = p.b_offsets + pc;
+                        } else if (b_in_place) {
                             op.B = p.B + static_cast<int64_t>(pc) * p.ldb + j;
                             op.b_stride = p.ldb;
                         } else {
@@ -355,18 +367,34 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
 
 }  // namespace
 
-void sgemm_ex(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
-              int ldb, float beta, float* C, int ldc, const float* bias_col, const float* bias_row,
-              bool relu) {
+void sgemm(const GemmArgs& g) {
     const KernelSet& ks = active_variant();
-    Problem p{trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, bias_col, bias_row, relu};
+    if (g.b_row_offsets != nullptr && g.trans_b)
+        throw std::invalid_argument("sgemm: b_row_offsets needs a row-major (untransposed) B");
+    Problem p{g.trans_a, g.trans_b, g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.b_row_offsets,
+              g.beta, g.C, g.ldc, g.bias_col, g.bias_row, g.relu};
     gemm_run(ks, p);
 }
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K,
            const float* A, int lda, const float* B, int ldb,
            float beta, float* C, int ldc, const float* bias, bool relu) {
-    sgemm_ex(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, bias, nullptr, relu);
+    GemmArgs g;
+    g.trans_a = trans_a;
+    g.trans_b = trans_b;
+    g.M = M;
+    g.N = N;
+    g.K = K;
+    g.A = A;
+    g.lda = lda;
+    g.B = B;
+    g.ldb = ldb;
+    g.beta = beta;
+    g.C = C;
+    g.ldc = ldc;
+    g.bias_col = bias;
+    g.relu = relu;
+    sgemm(g);
 }
 
 std::string gemm_variant() { return active_variant().name; }

@@ -16,10 +16,14 @@ constexpr int kMR = 6;
 constexpr int kNR = 16;
 constexpr int kVec = 8;  // floats per ymm
 
+// Operand modes: A sliver strided by k (packed or transposed A) and B rows strided; A read by
+// rows in place; B rows at per-k offsets.
+constexpr int kStrided = 0, kARows = 1, kBOffsets = 2;
+
 using TileFn = void (*)(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep);
 
 // C (R, n) = epilogue(A (R, K) @ B (K, n)), n in ((V-1)*8, V*8]; Full: n == V*8
-template <int R, int V, bool ARows, bool Full>
+template <int R, int V, int Mode, bool Full>
 void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep) {
     __m256 acc[R][V];
 #pragma GCC unroll 6
@@ -32,19 +36,21 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
     const float* a = op.A;
     const float* b = op.B;
     const int64_t as = op.a_stride, bs = op.b_stride;
+    const int64_t* boff = op.b_offsets;
     for (int k = 0; k < K; ++k) {
+        if constexpr (Mode == kBOffsets) b = op.B + boff[k];
         __m256 bv[V];
 #pragma GCC unroll 2
         for (int v = 0; v < V - 1; ++v) bv[v] = _mm256_loadu_ps(b + kVec * v);
         bv[V - 1] = Full ? _mm256_loadu_ps(b + kVec * (V - 1)) : _mm256_maskload_ps(b + kVec * (V - 1), last);
 #pragma GCC unroll 6
         for (int r = 0; r < R; ++r) {
-            const __m256 ar = _mm256_broadcast_ss(ARows ? a + r * as : a + r);
+            const __m256 ar = _mm256_broadcast_ss(Mode == kARows ? a + r * as : a + r);
 #pragma GCC unroll 2
             for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
         }
-        a += ARows ? 1 : as;
-        b += bs;
+        a += Mode == kARows ? 1 : as;
+        if constexpr (Mode != kBOffsets) b += bs;
     }
 
     const __m256 zero = _mm256_setzero_ps();
@@ -74,16 +80,21 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
     }
 }
 
-// table[a_rows][full][rows - 1][vectors - 1]
-using Table = std::array<std::array<std::array<std::array<TileFn, 2>, kMR>, 2>, 2>;
+// table[mode][full][rows - 1][vectors - 1]
+using Table = std::array<std::array<std::array<std::array<TileFn, 2>, kMR>, 2>, 3>;
+
+template <int Mode, int R>
+void fill_mode(Table& t) {
+    t[Mode][0][R - 1] = {&tile<R, 1, Mode, false>, &tile<R, 2, Mode, false>};
+    t[Mode][1][R - 1] = {&tile<R, 1, Mode, true>, &tile<R, 2, Mode, true>};
+}
 
 template <int R>
 void fill(Table& t) {
     if constexpr (R > 0) {
-        t[0][0][R - 1] = {&tile<R, 1, false, false>, &tile<R, 2, false, false>};
-        t[0][1][R - 1] = {&tile<R, 1, false, true>, &tile<R, 2, false, true>};
-        t[1][0][R - 1] = {&tile<R, 1, true, false>, &tile<R, 2, true, false>};
-        t[1][1][R - 1] = {&tile<R, 1, true, true>, &tile<R, 2, true, true>};
+        fill_mode<kStrided, R>(t);
+        fill_mode<kARows, R>(t);
+        fill_mode<kBOffsets, R>(t);
         fill<R - 1>(t);
     }
 }
@@ -99,7 +110,7 @@ const Table& table() {
 
 void kernel(int K, const Operands& op, float* C, int64_t ldc, int m, int n, const Epilogue& ep) {
     const bool full = n % kVec == 0;
-    table()[op.a_rows ? 1 : 0][full ? 1 : 0][m - 1][(n - 1) / kVec](K, op, C, ldc, n, ep);
+    table()[op.b_offsets ? kBOffsets : op.a_rows ? kARows : kStrided][full ? 1 : 0][m - 1][(n - 1) / kVec](K, op, C, ldc, n, ep);
 }
 
 }  // namespace

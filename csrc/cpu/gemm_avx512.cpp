@@ -17,10 +17,14 @@ constexpr int kMR = 14;
 constexpr int kNR = 32;
 constexpr int kVec = 16;  // floats per zmm
 
+// Operand modes: A sliver strided by k (packed or transposed A) and B rows strided; A read by
+// rows in place; B rows at per-k offsets.
+constexpr int kStrided = 0, kARows = 1, kBOffsets = 2;
+
 using TileFn = void (*)(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep);
 
 // C (R, n) = epilogue(A (R, K) @ B (K, n)), n in ((V-1)*16, V*16]
-template <int R, int V, bool ARows>
+template <int R, int V, int Mode>
 void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep) {
     __m512 acc[R][V];
 #pragma GCC unroll 14
@@ -34,19 +38,21 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
     const float* a = op.A;
     const float* b = op.B;
     const int64_t as = op.a_stride, bs = op.b_stride;
+    const int64_t* boff = op.b_offsets;
     for (int k = 0; k < K; ++k) {
+        if constexpr (Mode == kBOffsets) b = op.B + boff[k];
         __m512 bv[V];
 #pragma GCC unroll 2
         for (int v = 0; v < V - 1; ++v) bv[v] = _mm512_loadu_ps(b + kVec * v);
         bv[V - 1] = _mm512_maskz_loadu_ps(last, b + kVec * (V - 1));
 #pragma GCC unroll 14
         for (int r = 0; r < R; ++r) {
-            const __m512 ar = _mm512_set1_ps(ARows ? a[r * as] : a[r]);
+            const __m512 ar = _mm512_set1_ps(Mode == kARows ? a[r * as] : a[r]);
 #pragma GCC unroll 2
             for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
         }
-        a += ARows ? 1 : as;
-        b += bs;
+        a += Mode == kARows ? 1 : as;
+        if constexpr (Mode != kBOffsets) b += bs;
     }
 
     const __m512 zero = _mm512_setzero_ps();
@@ -61,20 +67,22 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
             if (ep.beta != 0.0f) x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m, c + kVec * v), x);
             if (ep.bias_col) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, ep.bias_col + kVec * v));
             if (ep.bias_row) x = _mm512_add_ps(x, _mm512_set1_ps(ep.bias_row[r]));
-            if (ep.relu) x = _mm512_max_ps(x, zero);
+            // ReLU as a zero-masking move (GCC 12 warns spuriously on _mm512_max_ps)
+            if (ep.relu) x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ), x);
             _mm512_mask_storeu_ps(c + kVec * v, m, x);
         }
     }
 }
 
-// table[a_rows][rows - 1][vectors - 1]
-using Table = std::array<std::array<std::array<TileFn, 2>, kMR>, 2>;
+// table[mode][rows - 1][vectors - 1]
+using Table = std::array<std::array<std::array<TileFn, 2>, kMR>, 3>;
 
 template <int R>
 void fill(Table& t) {
     if constexpr (R > 0) {
-        t[0][R - 1] = {&tile<R, 1, false>, &tile<R, 2, false>};
-        t[1][R - 1] = {&tile<R, 1, true>, &tile<R, 2, true>};
+        t[kStrided][R - 1] = {&tile<R, 1, kStrided>, &tile<R, 2, kStrided>};
+        t[kARows][R - 1] = {&tile<R, 1, kARows>, &tile<R, 2, kARows>};
+        t[kBOffsets][R - 1] = {&tile<R, 1, kBOffsets>, &tile<R, 2, kBOffsets>};
         fill<R - 1>(t);
     }
 }
@@ -89,7 +97,7 @@ const Table& table() {
 }
 
 void kernel(int K, const Operands& op, float* C, int64_t ldc, int m, int n, const Epilogue& ep) {
-    table()[op.a_rows ? 1 : 0][m - 1][(n - 1) / kVec](K, op, C, ldc, n, ep);
+    table()[op.b_offsets ? kBOffsets : op.a_rows ? kARows : kStrided][m - 1][(n - 1) / kVec](K, op, C, ldc, n, ep);
 }
 
 }  // namespace

@@ -20,17 +20,20 @@ struct Epilogue {
 
 // Where the micro-kernel reads its operands. For k in [0, K), row r < m, column j < n:
 //   A(r, k) = a_rows ? A[r * a_stride + k] : A[r + k * a_stride]
-//   B(k, j) = B[k * b_stride + j]
+//   B(k, j) = b_offsets ? B[b_offsets[k] + j] : B[k * b_stride + j]
 // A packed panel is (K, MR) with a_stride = MR; a transposed A read in place has a_stride = lda;
 // a row-major A read in place (a_rows) has a_stride = lda. B is a packed (K, NR) panel
 // (b_stride = NR, zero padded) or a row-major B read in place (b_stride = ldb); columns >= n are
-// never read, so an in-place B needs no padding.
+// never read, so an in-place B needs no padding. b_offsets (one per k) lets B's rows sit anywhere:
+// convolutions read shifted windows of the image itself that way, with no im2col copy.
+// a_rows and b_offsets are never both set.
 struct Operands {
     const float* A;
     int64_t a_stride;
     bool a_rows;
     const float* B;
     int64_t b_stride;
+    const int64_t* b_offsets;
 };
 
 // C is (m, n) with row stride ldc, m <= MR, n <= NR: C = epilogue(A(:, 0:K) @ B(0:K, :)).

@@ -11,24 +11,30 @@ namespace {
 constexpr int kMR = 4;
 constexpr int kNR = 8;
 
+// Operand modes: A sliver strided by k (packed or transposed A) and B rows strided; A read by
+// rows in place; B rows at per-k offsets.
+constexpr int kStrided = 0, kARows = 1, kBOffsets = 2;
+
 using TileFn = void (*)(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep);
 
 // C (R, n) = epilogue(A (R, K) @ B (K, n)), n <= 8; Full: n == 8
-template <int R, bool ARows, bool Full>
+template <int R, int Mode, bool Full>
 void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogue& ep) {
     float acc[R][kNR] = {};
     const float* a = op.A;
     const float* b = op.B;
     const int64_t as = op.a_stride, bs = op.b_stride;
+    const int64_t* boff = op.b_offsets;
     for (int k = 0; k < K; ++k) {
+        if constexpr (Mode == kBOffsets) b = op.B + boff[k];
         float bv[kNR];
         for (int j = 0; j < kNR; ++j) bv[j] = (Full || j < n) ? b[j] : 0.0f;  // never read past n
         for (int r = 0; r < R; ++r) {
-            const float ar = ARows ? a[r * as] : a[r];
+            const float ar = Mode == kARows ? a[r * as] : a[r];
             for (int j = 0; j < kNR; ++j) acc[r][j] += ar * bv[j];
         }
-        a += ARows ? 1 : as;
-        b += bs;
+        a += Mode == kARows ? 1 : as;
+        if constexpr (Mode != kBOffsets) b += bs;
     }
     for (int r = 0; r < R; ++r) {
         float* c = C + r * ldc;
@@ -43,16 +49,21 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
     }
 }
 
-// table[a_rows][full][rows - 1]
-using Table = std::array<std::array<std::array<TileFn, kMR>, 2>, 2>;
+// table[mode][full][rows - 1]
+using Table = std::array<std::array<std::array<TileFn, kMR>, 2>, 3>;
+
+template <int Mode, int R>
+void fill_mode(Table& t) {
+    t[Mode][0][R - 1] = &tile<R, Mode, false>;
+    t[Mode][1][R - 1] = &tile<R, Mode, true>;
+}
 
 template <int R>
 void fill(Table& t) {
     if constexpr (R > 0) {
-        t[0][0][R - 1] = &tile<R, false, false>;
-        t[0][1][R - 1] = &tile<R, false, true>;
-        t[1][0][R - 1] = &tile<R, true, false>;
-        t[1][1][R - 1] = &tile<R, true, true>;
+        fill_mode<kStrided, R>(t);
+        fill_mode<kARows, R>(t);
+        fill_mode<kBOffsets, R>(t);
         fill<R - 1>(t);
     }
 }
@@ -67,7 +78,7 @@ const Table& table() {
 }
 
 void kernel(int K, const Operands& op, float* C, int64_t ldc, int m, int n, const Epilogue& ep) {
-    table()[op.a_rows ? 1 : 0][n == kNR ? 1 : 0][m - 1](K, op, C, ldc, n, ep);
+    table()[op.b_offsets ? kBOffsets : op.a_rows ? kARows : kStrided][n == kNR ? 1 : 0][m - 1](K, op, C, ldc, n, ep);
 }
 
 }  // namespace

@@ -13,11 +13,28 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K,
            const float* A, int lda, const float* B, int ldb,
            float beta, float* C, int ldc, const float* bias, bool relu);
 
-// sgemm with a per-row bias as well: + bias_row[m] (M,) after + bias_col[n] (N,); either may be
-// null. Runs on the calling thread alone when called inside an OpenMP parallel region.
-void sgemm_ex(bool trans_a, bool trans_b, int M, int N, int K, const float* A, int lda, const float* B,
-              int ldb, float beta, float* C, int ldc, const float* bias_col, const float* bias_row,
-              bool relu);
+// The full GEMM interface used inside the library (sgemm is a shorthand for it):
+//   C (M, N) = op(A) @ op(B) + beta * C, + bias_col[n], + bias_row[m], then max(., 0) if relu.
+// With b_row_offsets (K entries; trans_b must be false) row k of op(B) starts at
+// B + b_row_offsets[k] instead of B + k * ldb, its N columns contiguous: convolutions pass
+// shifted windows of an image as B this way. Inside an OpenMP parallel region it runs on the
+// calling thread alone.
+struct GemmArgs {
+    bool trans_a = false, trans_b = false;
+    int M = 0, N = 0, K = 0;
+    const float* A = nullptr;
+    int lda = 0;
+    const float* B = nullptr;
+    int ldb = 0;
+    const int64_t* b_row_offsets = nullptr;
+    float beta = 0.0f;
+    float* C = nullptr;
+    int ldc = 0;
+    const float* bias_col = nullptr;  // (N,)
+    const float* bias_row = nullptr;  // (M,)
+    bool relu = false;
+};
+void sgemm(const GemmArgs& args);
 
 // The op: dense row-major operands, C (M, N) overwritten.
 void matmul_forward(const float* A, const float* B, const float* bias, float* C,
