@@ -19,3 +19,12 @@ from . import data, train
 __all__ = ["__version__", "ops", "info", "set_backend", "get_backend",
            "Tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models",
            "data", "train"]
+
+
+def __getattr__(name: str):
+    # dk.keras and dk.sklearn load on first use: they pull in scikit-learn, which a plain
+    # `import deepkern` should not pay for
+    if name in ("keras", "sklearn"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
