@@ -19,6 +19,7 @@
 #include "cpu/matmul.hpp"
 #include "cpu/optim.hpp"
 #include "cpu/pool.hpp"
+#include "cpu/simd_variant.hpp"
 
 namespace py = pybind11;
 using deepkern::ShapeError;
@@ -460,9 +461,9 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("cpu_features", &cpu_features, "CPU instruction sets seen at run time and the GEMM variant in use");
     m.def("num_threads", &deepkern::max_threads, "OpenMP threads the kernels use");
     m.def("gemm_variant", &k::gemm_variant);
-    m.def("activation_variant", &k::activation_variant, "ISA variant of the relu/softmax kernels");
-    m.def("set_activation_variant", &k::set_activation_variant, py::arg("name"),
-          "Force the relu/softmax kernels: 'avx512', 'avx2', 'generic' or 'auto'");
+    m.def("simd_variant", &k::simd_variant, "ISA variant of the relu/softmax/optimizer kernels");
+    m.def("set_simd_variant", &k::set_simd_variant, py::arg("name"),
+          "Force the relu/softmax/optimizer kernels: 'avx512', 'avx2', 'generic' or 'auto'");
     m.def("set_gemm_variant", &k::set_gemm_variant, py::arg("name"),
           "Force the GEMM micro-kernel: 'avx512', 'avx2', 'scalar' or 'auto'");
 }

@@ -1,7 +1,7 @@
 """The fast paths of the memory-bound C++ kernels against the float64 reference.
 
-Each relu/softmax instruction-set variant the CPU supports is forced in turn (avx512, avx2,
-generic); shapes are awkward (1, primes, more than one strided column block, sizes on both
+Each instruction-set variant of the relu/softmax/optimizer kernels the CPU supports is forced
+in turn (avx512, avx2, generic); shapes are awkward (1, primes, more than one strided column block, sizes on both
 sides of the OpenMP grain), and every kernel also runs on one thread. Pooling covers the
 2x2/stride-2 special case (odd sizes, ties) next to the general path.
 """
@@ -45,21 +45,21 @@ def cpu():
 @pytest.fixture(params=VARIANTS)
 def variant(request, cpu):
     try:
-        _cpu.set_activation_variant(request.param)
+        _cpu.set_simd_variant(request.param)
     except ValueError:
         pytest.skip(f"this CPU has no {request.param}")
     yield request.param
-    _cpu.set_activation_variant("auto")
+    _cpu.set_simd_variant("auto")
 
 
 # ---------------------------------------------------------------------------- variant switch
 def test_variant_names_and_errors(cpu):
-    assert _cpu.activation_variant() in VARIANTS
-    _cpu.set_activation_variant("generic")
-    assert _cpu.activation_variant() == "generic"
-    _cpu.set_activation_variant("auto")
-    with pytest.raises(ValueError, match="unknown activation variant 'sse9'"):
-        _cpu.set_activation_variant("sse9")
+    assert _cpu.simd_variant() in VARIANTS
+    _cpu.set_simd_variant("generic")
+    assert _cpu.simd_variant() == "generic"
+    _cpu.set_simd_variant("auto")
+    with pytest.raises(ValueError, match="unknown SIMD variant 'sse9'"):
+        _cpu.set_simd_variant("sse9")
 
 
 # ---------------------------------------------------------------------------- relu
@@ -191,7 +191,7 @@ def _state(rng, n, *names):
 @pytest.mark.parametrize("threads", [None, 1])
 @pytest.mark.parametrize("n", [1, 13, GRAIN + 7])
 @pytest.mark.parametrize("mode", ["plain", "momentum", "nesterov"])
-def test_sgd_update(cpu, rng, n, mode, threads):
+def test_sgd_update(variant, rng, n, mode, threads):
     s = _state(rng, n, "p", "g", "v")
     momentum = 0.0 if mode == "plain" else 0.9
     velocity = None if mode == "plain" else s["v"]
@@ -206,7 +206,7 @@ def test_sgd_update(cpu, rng, n, mode, threads):
 
 @pytest.mark.parametrize("threads", [None, 1])
 @pytest.mark.parametrize("n", [1, 13, GRAIN + 7])
-def test_adam_and_rmsprop_updates(cpu, rng, n, threads):
+def test_adam_and_rmsprop_updates(variant, rng, n, threads):
     s = _state(rng, n, "p", "g", "m")
     s["v"] = np.abs(randn(rng, n))
     p_ref, m_ref, v_ref = s["p"].copy(), s["m"].copy(), s["v"].copy()
@@ -223,3 +223,22 @@ def test_adam_and_rmsprop_updates(cpu, rng, n, threads):
         dk.ops.rmsprop_update(p, g, sq, 1e-2, 0.99, 1e-8, 0.01)
     assert_close(p, p_ref, what="rmsprop param")
     assert_close(sq, sq_ref, what="rmsprop square_avg")
+
+
+# ---------------------------------------------------------------------------- DEEPKERN_SIMD
+def _run_with_env(value, code):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, DEEPKERN_SIMD=value)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_simd_environment_variable():
+    done = _run_with_env("generic", "from deepkern import _cpu; print(_cpu.simd_variant())")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "generic"
+    bad = _run_with_env("sse9", "import numpy as np\nfrom deepkern import _cpu\n"
+                                "try:\n    _cpu.relu(np.ones(3, np.float32))\n"
+                                "except ValueError as e:\n    print('error:', e)\n")
+    assert "DEEPKERN_SIMD: unknown SIMD variant 'sse9'" in bad.stdout, bad.stdout + bad.stderr

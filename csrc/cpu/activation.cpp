@@ -8,78 +8,28 @@
 // slabs so every inner loop is contiguous.
 #include "cpu/activation.hpp"
 
-#include <atomic>
-#include <cstdlib>
-#include <stdexcept>
-#include <string>
-
 #include "common/parallel.hpp"
 #include "cpu/activation_rows.hpp"
+#include "cpu/simd_variant.hpp"
 
 namespace deepkern::cpu {
 
 namespace act {
 const Kernels& generic_kernels() {
-    static const Kernels k = make_kernels("generic");
+    static const Kernels k = make_kernels();
     return k;
 }
 }  // namespace act
 
 namespace {
 
-// ------------------------------------------------------------------ variant choice
-bool cpu_has(const std::string& name) {
-    __builtin_cpu_init();
-    if (name == "generic") return true;
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (name == "avx2") return avx2;
-    if (name == "avx512")
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    return false;
-}
-
-const act::Kernels* kernels_by_name(const std::string& name, const char* who) {
-    if (name == "auto") {
-        if (cpu_has("avx512")) return &act::avx512_kernels();
-        if (cpu_has("avx2")) return &act::avx2_kernels();
-        return &act::generic_kernels();
-    }
-    if (name != "avx512" && name != "avx2" && name != "generic")
-        throw std::invalid_argument(std::string(who) + ": unknown activation variant '" + name +
-                                    "' (expected avx512, avx2, generic or auto)");
-    if (!cpu_has(name))
-        throw std::invalid_argument(std::string(who) + ": activation variant '" + name +
-                                    "' is not supported by this CPU");
-    if (name == "avx512") return &act::avx512_kernels();
-    if (name == "avx2") return &act::avx2_kernels();
-    return &act::generic_kernels();
-}
-
-// The active kernels: DEEPKERN_ACTIVATION when set (a bad value is reported by every call
-// until set_activation_variant fixes it), else the best the CPU supports.
-struct VariantState {
-    std::atomic<const act::Kernels*> active{nullptr};
-    std::string env_error;
-    VariantState() {
-        const char* env = std::getenv("DEEPKERN_ACTIVATION");
-        try {
-            active = kernels_by_name(env && *env ? env : "auto", "DEEPKERN_ACTIVATION");
-        } catch (const std::invalid_argument& e) {
-            env_error = e.what();
-        }
-    }
-};
-
-VariantState& state() {
-    static VariantState s;
-    return s;
-}
-
+// The kernel table of the active SIMD variant (simd_variant.cpp)
 const act::Kernels& K() {
-    const act::Kernels* k = state().active.load(std::memory_order_acquire);
-    if (k == nullptr) throw std::invalid_argument(state().env_error);
-    return *k;
+    switch (simd_isa()) {
+        case SimdIsa::avx512: return act::avx512_kernels();
+        case SimdIsa::avx2: return act::avx2_kernels();
+        default: return act::generic_kernels();
+    }
 }
 
 // ------------------------------------------------------------------ strided axis
@@ -113,12 +63,6 @@ void strided_backward(ColsBwdFn fn, const float* gy, const float* y, float* gx, 
 }
 
 }  // namespace
-
-std::string activation_variant() { return K().name; }
-
-void set_activation_variant(const std::string& name) {
-    state().active.store(kernels_by_name(name, "set_activation_variant"), std::memory_order_release);
-}
 
 // ------------------------------------------------------------------ relu
 // x, y are (n,)

@@ -1,7 +1,6 @@
 // relu, softmax, log_softmax, forward and backward.
 #pragma once
 #include <cstdint>
-#include <string>
 
 namespace deepkern::cpu {
 
@@ -15,12 +14,6 @@ void softmax_backward(const float* gy, const float* y, float* gx, int64_t outer,
 void log_softmax_forward(const float* x, float* y, int64_t outer, int64_t dim, int64_t inner);
 void log_softmax_backward(const float* gy, const float* y, float* gx, int64_t outer, int64_t dim, int64_t inner);
 
-// Instruction-set variant of the relu/softmax kernels: "avx512", "avx2" or "generic" (any
-// x86-64). Chosen at load from the CPU (or DEEPKERN_ACTIVATION), settable for tests and
-// benchmarks; "auto" picks the best the CPU supports. Unknown/unsupported names throw.
-std::string activation_variant();
-void set_activation_variant(const std::string& name);
-
 namespace act {
 
 // Columns handled together on the strided (inner > 1) softmax path.
@@ -30,7 +23,6 @@ constexpr int64_t kColBlock = 256;
 // the work over threads and calls them. Shapes: span (n,), rows (rows, d), cols: a (d, cols)
 // slab of a (d, inner) matrix, cols <= kColBlock.
 struct Kernels {
-    const char* name;
     void (*relu)(const float* x, float* y, int64_t n);
     void (*relu_backward)(const float* gy, const float* x, float* gx, int64_t n);
     void (*softmax_rows)(const float* x, float* y, int64_t rows, int64_t d);

@@ -4,7 +4,7 @@
 namespace deepkern::cpu::act {
 
 const Kernels& avx2_kernels() {
-    static const Kernels k = make_kernels("avx2");
+    static const Kernels k = make_kernels();
     return k;
 }
 

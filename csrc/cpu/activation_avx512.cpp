@@ -5,7 +5,7 @@
 namespace deepkern::cpu::act {
 
 const Kernels& avx512_kernels() {
-    static const Kernels k = make_kernels("avx512");
+    static const Kernels k = make_kernels();
     return k;
 }
 

@@ -147,9 +147,8 @@ void softmax_backward_cols(const float* gy, const float* y, float* gx, int64_t d
 }
 
 // The table one ISA file hands to the dispatcher in activation.cpp.
-inline Kernels make_kernels(const char* name) {
+inline Kernels make_kernels() {
     Kernels k;
-    k.name = name;
     k.relu = relu_span;
     k.relu_backward = relu_backward_span;
     k.softmax_rows = softmax_rows<false>;

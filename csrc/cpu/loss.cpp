@@ -46,7 +46,7 @@ float cross_entropy_forward(const float* logits, const int64_t* labels, int N, i
 // glogits (N, C) = grad * (softmax - onehot) / N
 void cross_entropy_backward(const float* logits, const int64_t* labels, float* glogits, int N, int C, float grad) {
     const float scale = static_cast<float>(static_cast<double>(grad) / N);
-    parallel_ranges(N, static_cast<int64_t>(N) * C, 1, [&](int64_t begin, int64_t end) {
+    parallel_ranges(N, static_cast<int64_t>(N) * C, 1, [=](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
             const float* row = logits + i * C;
             float* g = glogits + i * C;

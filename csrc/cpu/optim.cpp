@@ -1,70 +1,59 @@
 // Fused optimizer updates: one pass over param, grad and state, in place.
-// Memory-bound (Adam moves 28 bytes per parameter): each thread streams one contiguous piece,
-// the loop inside vectorised; small parameter tensors (biases) stay on the calling thread.
+// Memory-bound (Adam moves 28 bytes per parameter): each thread streams one contiguous piece
+// through the active SIMD variant's loop (optim_kernels.hpp); small parameter tensors
+// (biases) stay on the calling thread.
 #include "cpu/optim.hpp"
 
 #include <cmath>
 
 #include "common/parallel.hpp"
+#include "cpu/optim_kernels.hpp"
+#include "cpu/simd_variant.hpp"
 
 namespace deepkern::cpu {
 
-// p, grad, velocity are (n,)
+namespace optim {
+const Kernels& generic_kernels() {
+    static const Kernels k = make_kernels();
+    return k;
+}
+}  // namespace optim
+
+namespace {
+
+const optim::Kernels& K() {
+    switch (simd_isa()) {
+        case SimdIsa::avx512: return optim::avx512_kernels();
+        case SimdIsa::avx2: return optim::avx2_kernels();
+        default: return optim::generic_kernels();
+    }
+}
+
+}  // namespace
+
 void sgd_update(float* p, const float* grad, float* velocity, int64_t n,
                 float lr, float momentum, float weight_decay, bool nesterov) {
-    parallel_ranges(n, n, 16, [&](int64_t b, int64_t e) {
-        if (velocity == nullptr) {
-#pragma omp simd
-            for (int64_t i = b; i < e; ++i) p[i] -= lr * (grad[i] + weight_decay * p[i]);
-        } else if (nesterov) {
-#pragma omp simd
-            for (int64_t i = b; i < e; ++i) {
-                const float g = grad[i] + weight_decay * p[i];
-                const float v = momentum * velocity[i] + g;
-                velocity[i] = v;
-                p[i] -= lr * (g + momentum * v);
-            }
-        } else {
-#pragma omp simd
-            for (int64_t i = b; i < e; ++i) {
-                const float g = grad[i] + weight_decay * p[i];
-                const float v = momentum * velocity[i] + g;
-                velocity[i] = v;
-                p[i] -= lr * v;
-            }
-        }
+    const auto fn = K().sgd;
+    parallel_ranges(n, n, 16, [=](int64_t b, int64_t e) {
+        fn(p + b, grad + b, velocity ? velocity + b : nullptr, e - b, lr, momentum, weight_decay, nesterov);
     });
 }
 
-// p, grad, m, v are (n,)
 void adam_update(float* p, const float* grad, float* m, float* v, int64_t n, int64_t step,
                  float lr, float beta1, float beta2, float eps, float weight_decay) {
     const float c1 = 1.0f / static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step)));
     const float c2 = 1.0f / static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step)));
-    parallel_ranges(n, n, 16, [&](int64_t b, int64_t e) {
-#pragma omp simd
-        for (int64_t i = b; i < e; ++i) {
-            const float g = grad[i] + weight_decay * p[i];
-            const float mi = beta1 * m[i] + (1.0f - beta1) * g;
-            const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] -= lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
-        }
+    const auto fn = K().adam;
+    parallel_ranges(n, n, 16, [=](int64_t b, int64_t e) {
+        fn(p + b, grad + b, m + b, v + b, e - b, lr, beta1, beta2, eps, weight_decay, c1, c2);
     });
 }
 
-// p, grad, square_avg are (n,)
 void rmsprop_update(float* p, const float* grad, float* square_avg, int64_t n,
                     float lr, float alpha, float eps, float weight_decay) {
-    parallel_ranges(n, n, 16, [&](int64_t b, int64_t e) {
-#pragma omp simd
-        for (int64_t i = b; i < e; ++i) {
-            const float g = grad[i] + weight_decay * p[i];
-            const float s = alpha * square_avg[i] + (1.0f - alpha) * g * g;
-            square_avg[i] = s;
-            p[i] -= lr * g / (std::sqrt(s) + eps);
-        }
+    const auto fn = K().rmsprop;
+    parallel_ranges(n, n, 16, [=](int64_t b, int64_t e) {
+        fn(p + b, grad + b, square_avg + b, e - b, lr, alpha, eps, weight_decay);
     });
 }
 

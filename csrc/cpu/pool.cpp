@@ -58,7 +58,7 @@ void max2x2_plane(const float* x, float* y, int W, int OH, int OW) {
 }
 
 // gy plane (OH, OW), x plane (H, W) -> gx plane (H, W): each gradient goes to the first maximum
-// of its window in row-major order (a, b / c, d), the other three get 0.
+// of its window in row-major order (a, b / c, d), the other three get 0 (NaN-free input).
 void max2x2_backward_plane(const float* gy, const float* x, float* gx, int H, int W, int OH, int OW) {
     for (int oh = 0; oh < OH; ++oh) {
         const float* r0 = x + static_cast<int64_t>(2 * oh) * W;
@@ -69,16 +69,20 @@ void max2x2_backward_plane(const float* gy, const float* x, float* gx, int H, in
 #pragma omp simd
         for (int ow = 0; ow < OW; ++ow) {
             const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-            float best = a;
-            int which = 0;
-            if (b > best) { best = b; which = 1; }
-            if (c > best) { best = c; which = 2; }
-            if (d > best) which = 3;
-            const float g = gr[ow];
-            g0[2 * ow] = which == 0 ? g : 0.0f;
-            g0[2 * ow + 1] = which == 1 ? g : 0.0f;
-            g1[2 * ow] = which == 2 ? g : 0.0f;
-            g1[2 * ow + 1] = which == 3 ? g : 0.0f;
+            const float top = b > a ? b : a, bottom = d > c ? d : c;
+            const float m = bottom > top ? bottom : top;
+            // the first of a, b, c, d equal to the maximum takes g: selects, no branches
+            float rest = gr[ow];
+            const float ga = a == m ? rest : 0.0f;
+            rest = a == m ? 0.0f : rest;
+            const float gb = b == m ? rest : 0.0f;
+            rest = b == m ? 0.0f : rest;
+            const float gc = c == m ? rest : 0.0f;
+            rest = c == m ? 0.0f : rest;
+            g0[2 * ow] = ga;
+            g0[2 * ow + 1] = gb;
+            g1[2 * ow] = gc;
+            g1[2 * ow + 1] = rest;
         }
         if (W > 2 * OW) {  // odd width: the last column is in no window
             g0[W - 1] = 0.0f;
