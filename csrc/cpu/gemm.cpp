@@ -235,6 +235,34 @@ void scale_only(const Problem& p) {
     }
 }
 
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Which operands the driver reads in place instead of packing.
+struct Layout {
+    bool a_in_place, b_in_place;
+};
+
+Layout choose_layout(const KernelSet& ks, const Problem& p) {
+    const bool small = static_cast<int64_t>(p.M) * p.N * p.K <= kSmallMacs;
+    Layout l{};
+    // A transposed A is read in place when small (each k holds the sliver's rows contiguously).
+    // A row-major A is read by rows when K is tiny (its MR x K sliver is a few cache lines) or
+    // C has at most two column tiles: each A sliver is then used once or twice, and packing
+    // (a transpose) would cost more than the product saves. The kernel cannot read A by rows
+    // while following B row offsets.
+    if (p.ta)
+        l.a_in_place = small;
+    else
+        l.a_in_place = p.b_offsets == nullptr && (p.K <= 16 || p.N <= 2 * ks.NR);
+    // A row-major B is read in place when small, when K is tiny, or when all of it sits in L2
+    // anyway (its slivers then stream from L2 just as packed ones would). B rows given by
+    // offsets are always read in place: the kernel follows the offsets.
+    l.b_in_place = p.b_offsets != nullptr ||
+                   (!p.tb && (small || p.K <= 16 ||
+                              static_cast<int64_t>(p.K) * p.ldb * sizeof(float) <= kInPlaceBBytes));
+    return l;
+}
+
 // The whole problem on the calling thread.
 void gemm_serial(const KernelSet& ks, const Problem& p) {
     if (p.M <= 0 || p.N <= 0) return;
@@ -245,21 +273,18 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
     const int MR = ks.MR, NR = ks.NR;
     const int MC = ks.MC, NC = ks.NC;
     const int KC = ks.KC;
-    const bool small = static_cast<int64_t>(p.M) * p.N * p.K <= kSmallMacs;
-    // In place: a transposed A (each k holds MR contiguous rows) or a row-major A with a tiny
-    // K (its MR x K sliver is a few cache lines); a row-major B when the problem is small or
-    // all of B sits in L2 anyway (its slivers then stream from L2 just as packed ones would).
-    // A B given by row offsets is always read in place (the kernel follows the offsets); the
-    // kernel cannot also read A by rows then, so such an A is packed.
-    const bool a_in_place = p.ta ? small : p.K <= 16 && p.b_offsets == nullptr;
-    const bool b_in_place = p.b_offsets != nullptr ||
-        (!p.tb && (small || p.K <= 16 || static_cast<int64_t>(p.K) * p.ldb * sizeof(float) <= kInPlaceBBytes));
+    const Layout lay = choose_layout(ks, p);
+    const bool a_in_place = lay.a_in_place, b_in_place = lay.b_in_place;
 
-    float* pa = a_in_place ? nullptr : tl_pack_a.get(static_cast<size_t>(std::min(MC, p.M) + MR) * KC);
+    float* pa = a_in_place ? nullptr : tl_pack_a.get(static_cast<size_t>(std::min(MC, p.M) + 2 * MR) * KC);
     float* pb = b_in_place ? nullptr : tl_pack_b.get(static_cast<size_t>(std::min(NC, p.N) + NR) * KC);
 
-    for (int ic = 0; ic < p.M; ic += MC) {
-        const int mc = std::min(MC, p.M - ic);
+    // Equal A blocks (in whole slivers) rather than full ones and a sliver of a remainder: each
+    // block repacks all of B, so a thin last block would pay that for little work.
+    const int m_blocks = ceil_div(p.M, MC);
+    const int mc_step = ceil_div(ceil_div(p.M, m_blocks), MR) * MR;
+    for (int ic = 0; ic < p.M; ic += mc_step) {
+        const int mc = std::min(mc_step, p.M - ic);
         for (int pc = 0; pc < p.K; pc += KC) {
             const int kc = std::min(KC, p.K - pc);
             const bool first = pc == 0, last = pc + kc == p.K;
@@ -323,8 +348,6 @@ Problem piece(const Problem& p, int i0, int mc, int j0, int nc) {
 // than it saves.
 constexpr int64_t kParallelMacs = 64 * 64 * 64;
 
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
-
 void gemm_run(const KernelSet& ks, const Problem& p) {
     if (p.M <= 0 || p.N <= 0) return;
     const int64_t macs = static_cast<int64_t>(p.M) * p.N * std::max(p.K, 1);
@@ -336,7 +359,9 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
         return;
     }
     // Cut C into tm x tn pieces (tm * tn = nt), choosing the grid with the least per-thread
-    // cost: padded tile work plus the packing each thread repeats for its rows and columns.
+    // cost, in vector FMAs per unit of K: the piece's tile work, plus the packing it repeats
+    // for its rows of A and columns of B (about half a cycle per transposed float, a quarter
+    // per copied one).
     int tm = nt, tn = 1;
     double best = -1.0;
     for (int a = 1; a <= nt; ++a) {
@@ -344,7 +369,10 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
         const int b = nt / a;
         const int rows = std::min(p.M, ceil_div(ceil_div(p.M, ks.MR), a) * ks.MR);
         const int cols = std::min(p.N, ceil_div(ceil_div(p.N, ks.NR), b) * ks.NR);
-        const double cost = static_cast<double>(rows) * ceil_div(cols, 16) * 16 / 16.0 + 0.5 * (rows + cols);
+        const Layout lay = choose_layout(ks, piece(p, 0, rows, 0, cols));
+        double cost = static_cast<double>(rows) * ceil_div(cols, 16);
+        if (!lay.a_in_place) cost += rows * (p.ta ? 0.25 : 0.5);
+        if (!lay.b_in_place) cost += cols * (p.tb ? 0.5 : 0.25);
         if (best < 0.0 || cost < best) {
             best = cost;
             tm = a;

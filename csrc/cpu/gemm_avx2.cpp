@@ -31,6 +31,12 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
 #pragma GCC unroll 2
         for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
 
+    // Start fetching the C tile now: the epilogue reads/writes it after the K loop.
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc + kVec * V - 1), _MM_HINT_T0);
+    }
     const int tail = n - kVec * (V - 1);  // 1..8 valid columns in the last vector
     const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     const float* a = op.A;

@@ -32,6 +32,13 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
 #pragma GCC unroll 2
         for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
 
+    // Start fetching the C tile now: the epilogue reads/writes it after the K loop, and its rows
+    // are ldc apart (often missing every cache level for a wide C).
+#pragma GCC unroll 14
+    for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc + kVec * V - 1), _MM_HINT_T0);
+    }
     const int tail = n - kVec * (V - 1);  // 1..16 valid columns in the last vector
     const __mmask16 last = tail >= kVec ? static_cast<__mmask16>(0xFFFF)
                                         : static_cast<__mmask16>((1u << tail) - 1u);
@@ -45,6 +52,11 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
 #pragma GCC unroll 2
         for (int v = 0; v < V - 1; ++v) bv[v] = _mm512_loadu_ps(b + kVec * v);
         bv[V - 1] = _mm512_maskz_loadu_ps(last, b + kVec * (V - 1));
+        // B slivers stream from L2: ask for the rows 8 steps ahead (one line per 16 floats)
+        if constexpr (Mode == kStrided) {
+#pragma GCC unroll 2
+            for (int v = 0; v < V; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * bs + kVec * v), _MM_HINT_T0);
+        }
 #pragma GCC unroll 14
         for (int r = 0; r < R; ++r) {
             const __m512 ar = _mm512_set1_ps(Mode == kARows ? a[r * as] : a[r]);
