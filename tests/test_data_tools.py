@@ -3,7 +3,6 @@ splits, batching and augmentation."""
 from __future__ import annotations
 
 import gzip
-import os
 
 import numpy as np
 import pytest

@@ -250,6 +250,18 @@ def test_binary_cross_entropy_with_sigmoid_output(digits):
     np.testing.assert_allclose(loss, -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), rtol=1e-3, atol=1e-4)
 
 
+def test_activation_layer_as_the_softmax_head(digits):
+    x, y = digits[0][:300], digits[1][:300]
+    dk.manual_seed(0)
+    model = models.Sequential([layers.Dense(10, input_shape=(64,)), layers.Activation("softmax")])
+    model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, epochs=5, verbose=0)
+    assert history.history["accuracy"][-1] > 0.8
+    np.testing.assert_allclose(model.predict(x[:4]).sum(1), 1.0, rtol=1e-5)
+    assert model.count_params() == 650
+
+
 def test_mse_and_from_logits():
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     y = np.array([0, 1, 1, 1], np.float32)

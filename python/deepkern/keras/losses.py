@@ -8,7 +8,7 @@ softmax/sigmoid only in ``predict``. ``from_logits=True`` says the outputs alrea
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 

@@ -35,7 +35,6 @@ import numpy as np
 from .. import nn, ops, optim, train
 from ..autograd import Tensor
 from ..nn.init import get_generator
-from . import callbacks as _callbacks
 from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
