@@ -355,3 +355,25 @@ def test_generator_argument_errors():
         data.ImageDataGenerator(data_format="NCHW")
     with pytest.raises(ValueError, match="batch of images"):
         data.ImageDataGenerator().augment(np.zeros((3, 4)))
+
+
+def test_flow_and_batch_iterator_feed_train_fit(rng):
+    import deepkern as dk
+
+    x = rng.random((40, 1, 6, 6)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    dk.manual_seed(0)
+    model = dk.nn.Sequential(dk.nn.Flatten(), dk.nn.Linear(36, 2))
+    flow = data.ImageDataGenerator(rotation_range=5).flow(x, y, batch_size=16, seed=0)
+    history = dk.train.fit(model, flow, None, epochs=2, progress=False, validation_data=(x, y))
+    assert list(history.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert history.params["samples"] == 40 and history.params["batch_size"] == 16
+    history = dk.train.fit(model, data.BatchIterator(x, y, batch_size=8, seed=1), None, epochs=1,
+                           progress=False)
+    assert len(history.history["loss"]) == 1
+    with pytest.raises(ValueError, match="y must be None"):
+        dk.train.fit(model, flow, y, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="validation_split"):
+        dk.train.fit(model, flow, None, epochs=1, validation_split=0.2, progress=False)
+    with pytest.raises(TypeError, match="not an \\(x, y\\) pair"):
+        dk.train.fit(model, data.BatchIterator(x, batch_size=8), None, epochs=1, progress=False)
