@@ -27,10 +27,14 @@ def test_bench_smoke_writes_table_markdown_and_png(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_only_filters_rows(tmp_path):
-    assert cli.main(["bench", "--smoke", "--no-torch", "--only", "relu", "--out-dir", str(tmp_path)]) == 0
+def test_bench_only_filters_rows_and_repeat_combines_runs(tmp_path, capsys):
+    args = ["bench", "--smoke", "--no-torch", "--only", "relu", "--repeat", "2", "--out-dir", str(tmp_path)]
+    assert cli.main(args) == 0
     md = (tmp_path / "kernels.md").read_text(encoding="utf-8")
     assert "| relu fwd |" in md and "| matmul |" not in md
+    assert "| runs | 2 |" in md
+    assert "medians over 2 runs" in capsys.readouterr().out
+    assert cli.main(["bench", "--smoke", "--repeat", "0", "--out-dir", str(tmp_path)]) == 2
 
 
 def test_bench_with_torch_when_installed(tmp_path):

@@ -31,7 +31,10 @@ void relu_span(const float* x, float* y, int64_t n) {
 // gy, x, gx are (n,)
 void relu_backward_span(const float* gy, const float* x, float* gx, int64_t n) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) gx[i] = x[i] > 0.0f ? gy[i] : 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        const float g = gy[i];  // loaded unconditionally: a select, not a branch, without masked loads
+        gx[i] = x[i] > 0.0f ? g : 0.0f;
+    }
 }
 
 // ---------------------------------------------------------------- contiguous rows (inner == 1)

@@ -499,6 +499,19 @@ def run_kernel_table(cases: Sequence[Case], device: Device, torch: Any, settings
     return rows
 
 
+def combine_runs(runs: Sequence[Sequence[Row]]) -> List[Row]:
+    """Rows whose times are the medians, over repeated runs of the same table, of each run's median."""
+    combined = []
+    for rows in zip(*runs):
+        row = Row(rows[0].case)
+        for impl in rows[0].times:
+            ts = [r.times[impl] for r in rows if impl in r.times]
+            row.times[impl] = Timing(statistics.median(t.median_s for t in ts), sum(t.repeats for t in ts),
+                                     ts[0].inner)
+        combined.append(row)
+    return combined
+
+
 # ---------------------------------------------------------------------------- training
 @dataclass
 class TrainResult:
@@ -646,6 +659,8 @@ def machine_info(threads: int, torch: Any, device: Device) -> Dict[str, str]:
     try:
         from . import _cpu  # type: ignore[attr-defined]
         info["deepkern gemm"] = _cpu.gemm_variant()
+        if hasattr(_cpu, "simd_variant"):
+            info["deepkern simd"] = _cpu.simd_variant()
         info["deepkern threads"] = str(_cpu.num_threads())
     except ImportError:
         pass
@@ -775,6 +790,8 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
     if threads < 1:
         raise BenchError(f"--threads: expected a positive count, got {threads}")
+    if args.repeat < 1:
+        raise BenchError(f"--repeat: expected a positive count, got {args.repeat}")
     torch = _import_torch(not args.no_torch)
     if torch is not None and device.is_gpu and not torch.cuda.is_available():
         torch = None
@@ -790,12 +807,21 @@ def run(args: argparse.Namespace) -> int:
 
     with thread_limit(threads, torch):
         info = machine_info(threads, torch, device)
+        info["runs"] = str(args.repeat)
         if profile != "smoke" and not device.is_gpu:
             info["NumPy copy (64 MiB)"] = (f"{stream_copy_gbs(64, 1):.1f} GB/s (1 thread), "
                                            f"{stream_copy_gbs(64, threads):.1f} GB/s ({threads} threads)")
         say(" | ".join(f"{k}: {v}" for k, v in info.items()))
         say(format_table([]))
-        rows = run_kernel_table(cases, device, torch, settings, progress=say)
+        runs = []
+        for i in range(args.repeat):
+            if args.repeat > 1:
+                say(f"run {i + 1} of {args.repeat}:")
+            runs.append(run_kernel_table(cases, device, torch, settings, progress=say))
+        rows = combine_runs(runs)
+        if args.repeat > 1:
+            say(f"medians over {args.repeat} runs:")
+            say(format_table(rows))
         training: List[TrainResult] = []
         if args.train:
             say("training (samples/s):")
