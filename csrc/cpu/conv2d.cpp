@@ -243,9 +243,12 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const size_t w_size = static_cast<size_t>(s.OC) * ckk;
     const bool direct = cols_are_input(s);
-    // With few kernel taps (CKK < OC) the weight gradient is accumulated transposed, (CKK, OC):
-    // its rows are then the short side and its columns fill whole vectors.
-    const bool gw_transposed = ckk < s.OC;
+    // Both operands of the weight-gradient GEMM hold the reduction (P) contiguously, so the one
+    // on the B side is transposed while packed, and so is the A side unless C is narrow (the
+    // driver reads A in place when C has at most two column tiles, 64 columns with AVX-512).
+    // Accumulating gW^T (CKK, OC) transposes gy_n (OC x P); gW (OC, CKK) transposes cols_n
+    // (CKK x P). The transposed form wins unless OC is both wide and above CKK.
+    const bool gw_transposed = s.OC <= 64 || s.OC <= ckk;
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
     std::fill(gw, gw + w_size, 0.0f);
     if (gb) std::fill(gb, gb + s.OC, 0.0f);
