@@ -665,6 +665,8 @@ def machine_info(threads: int, torch: Any, device: Device) -> Dict[str, str]:
     except ImportError:
         pass
     info["device"] = device.name
+    if hasattr(os, "getloadavg"):   # other work on the machine skews multi-threaded timings
+        info["load average (1 min) at start"] = f"{os.getloadavg()[0]:.2f}"
     return info
 
 
@@ -824,7 +826,7 @@ def run(args: argparse.Namespace) -> int:
             say(format_table(rows))
         training: List[TrainResult] = []
         if args.train:
-            say("training (samples/s):")
+            say("training (samples/s" + (", on the CPU" if device.is_gpu else "") + "):")
             training = run_training(torch, settings, progress=say)
     md_path, png_path = out_dir / "kernels.md", out_dir / "kernels.png"
     md_path.write_text(markdown(rows, info, training), encoding="utf-8")
