@@ -106,8 +106,9 @@ def test_matmul_block_edges(variant, rng, m, k, n, trans_a, trans_b):
     (3, 1, 28, 28, 32, 3, 3, (1, 1), (0, 0)),   # the seed CNN's first layer, few images
     (2, 32, 13, 13, 64, 3, 3, (1, 1), (0, 0)),  # its second layer (wide forward: windows read in place)
     (2, 4, 9, 8, 6, 3, 3, (1, 1), (1, 2)),      # wide forward on a zero-padded copy
-    (1, 8, 10, 10, 17, 3, 3, (1, 1), (1, 1)),   # wide forward, one image: GEMM threads split its columns
-    (1, 3, 11, 9, 5, 3, 2, (2, 1), (1, 1)),     # one image, im2col: GEMM-level threads; stride, padding
+    (1, 16, 24, 24, 40, 3, 3, (1, 1), (1, 1)),  # wide forward, one image: GEMM threads split its columns
+    (1, 3, 64, 64, 48, 3, 3, (2, 1), (1, 1)),   # im2col, one image large enough for GEMM threads
+    (1, 3, 11, 9, 5, 3, 2, (2, 1), (1, 1)),     # one image, im2col; stride, padding
     (5, 4, 7, 7, 33, 1, 1, (1, 1), (0, 0)),     # 1x1: the image is its own column matrix
     (4, 2, 6, 5, 7, 5, 5, (3, 2), (2, 2)),      # window wider than the stride, heavy padding
 ])

@@ -183,7 +183,7 @@ void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, c
 #pragma omp parallel
         {
             std::vector<float> xp(xp_size), wide(wide_size);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 2)  // images are independent: a descheduled thread's share moves
             for (int n = 0; n < s.N; ++n) image(n, xp, wide);
         }
     } else {
@@ -228,7 +228,7 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 #pragma omp parallel
         {
             std::vector<float> cols(cols_size);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 2)  // images are independent: a descheduled thread's share moves
             for (int n = 0; n < s.N; ++n) image(n, cols);
         }
     } else {
@@ -254,6 +254,8 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     if (gb) std::fill(gb, gb + s.OC, 0.0f);
 
     // One worker's share: images n with n % team == rank; its partial gW/gb are added at the end.
+    // (A fixed share, unlike the forward's dynamic one, keeps the gW/gb sums in the same order on
+    // every run, so gradients are reproducible.)
     auto run = [&](int rank, int team) {
         std::vector<float> cols(direct ? 0 : static_cast<size_t>(ckk) * ohw);
         std::vector<float> dcols(direct ? 0 : static_cast<size_t>(ckk) * ohw);

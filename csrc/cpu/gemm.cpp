@@ -7,7 +7,8 @@
 //      ir: MR rows              -- one A sliver (MR x KC) stays in L1 ...
 //       jr: NR columns          -- ... while the B slivers stream past it: micro-kernel call
 // Packed slivers are k-major ((KC, MR) for A, (KC, NR) for B) so the micro-kernel reads both
-// sequentially. Small problems (and a tiny K) skip packing where the layout allows it.
+// sequentially. Packing is skipped where it would cost more than it saves (choose_layout): small
+// problems, a tiny K, a narrow C (A read by rows), a B that fits in L2, B rows at given offsets.
 //
 // Threads: the C matrix is cut into tm x tn independent pieces (one per thread), each run by
 // the serial driver with its own thread-local packing buffers. Inside an enclosing parallel
@@ -344,9 +345,10 @@ Problem piece(const Problem& p, int i0, int mc, int j0, int nc) {
     return q;
 }
 
-// Below this many multiply-adds a second thread costs more (fork/join, duplicated packing)
-// than it saves.
-constexpr int64_t kParallelMacs = 64 * 64 * 64;
+// Below this many multiply-adds (about 10 us on one core) a second thread costs more than it
+// saves: fork/join and duplicated packing, and on a busy machine the wait for a descheduled
+// worker, which can be far longer than the product itself.
+constexpr int64_t kParallelMacs = 1 << 20;
 
 void gemm_run(const KernelSet& ks, const Problem& p) {
     if (p.M <= 0 || p.N <= 0) return;
