@@ -110,6 +110,8 @@ def test_matmul_block_edges(variant, rng, m, k, n, trans_a, trans_b):
     (1, 3, 64, 64, 48, 3, 3, (2, 1), (1, 1)),   # im2col, one image large enough for GEMM threads
     (1, 3, 11, 9, 5, 3, 2, (2, 1), (1, 1)),     # one image, im2col; stride, padding
     (5, 4, 7, 7, 33, 1, 1, (1, 1), (0, 0)),     # 1x1: the image is its own column matrix
+    (2, 40, 5, 6, 7, 1, 1, (1, 1), (0, 0)),     # 1x1 with many channels: wide forward
+    (2, 2, 5, 5, 70, 2, 2, (1, 1), (0, 0)),     # OC wide and above CKK: gW accumulated untransposed
     (4, 2, 6, 5, 7, 5, 5, (3, 2), (2, 2)),      # window wider than the stride, heavy padding
 ])
 def test_conv2d(variant, rng, n, c, h, w, oc, kh, kw, stride, padding):
