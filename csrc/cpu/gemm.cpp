@@ -381,17 +381,23 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
             tn = b;
         }
     }
-    const int rows_per = ceil_div(ceil_div(p.M, ks.MR), tm) * ks.MR;
-    const int cols_per = ceil_div(ceil_div(p.N, ks.NR), tn) * ks.NR;
-#pragma omp parallel num_threads(tm * tn)
-    {
-        // The runtime may give fewer threads than asked: each takes every team-size-th piece.
-        const int team = omp_get_num_threads();
-        for (int t = omp_get_thread_num(); t < tm * tn; t += team) {
-            const int i0 = (t / tn) * rows_per, j0 = (t % tn) * cols_per;
-            if (i0 >= p.M || j0 >= p.N) continue;
-            gemm_serial(ks, piece(p, i0, std::min(rows_per, p.M - i0), j0, std::min(cols_per, p.N - j0)));
-        }
+    // Each thread's share is cut further into up to 4 chunks handed out dynamically, so that on a
+    // busy machine a worker that loses its core does not hold up the rest. A chunk repacks the
+    // operand it shares with its neighbours, so chunks stay large where that operand is packed
+    // (512 rows/columns keep the repacking near 1% of the chunk's work).
+    const Layout whole = choose_layout(ks, piece(p, 0, ceil_div(p.M, tm), 0, ceil_div(p.N, tn)));
+    const int min_rows = whole.b_in_place ? 128 : 512;
+    const int min_cols = whole.a_in_place ? 128 : 512;
+    const int fm = std::clamp(ceil_div(p.M, tm) / min_rows, 1, 4);
+    const int fn = std::clamp(ceil_div(p.N, tn) / min_cols, 1, 4);
+    const int gm = tm * fm, gn = tn * fn;  // chunk grid
+    const int rows_per = ceil_div(ceil_div(p.M, ks.MR), gm) * ks.MR;
+    const int cols_per = ceil_div(ceil_div(p.N, ks.NR), gn) * ks.NR;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(tm * tn)
+    for (int t = 0; t < gm * gn; ++t) {
+        const int i0 = (t / gn) * rows_per, j0 = (t % gn) * cols_per;
+        if (i0 >= p.M || j0 >= p.N) continue;
+        gemm_serial(ks, piece(p, i0, std::min(rows_per, p.M - i0), j0, std::min(cols_per, p.N - j0)));
     }
 }
 
