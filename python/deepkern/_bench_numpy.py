@@ -85,41 +85,53 @@ def conv2d_backward(grad: Array, x: Array, w: Array, stride: int = 1) -> Tuple[A
 
 
 # ---------------------------------------------------------------------------- pooling (k x k, stride k, no padding)
-def _blocks(x: Array, k: int) -> Array:
-    """View (N, C, OH, k, OW, k) of the part of x the windows cover."""
-    n, c, h, w = x.shape
-    oh, ow = h // k, w // k
-    return x[:, :, :oh * k, :ow * k].reshape(n, c, oh, k, ow, k)
+# Each window tap (i, j) is a strided view x[..., i::k, j::k]; elementwise ufuncs over the
+# k*k views are far faster in NumPy than a reduction over a reshaped 6-D view.
+def _taps(x: Array, k: int, oh: int, ow: int) -> List[Tuple[int, int, Array]]:
+    """The k*k strided views (OH, OW) of the window taps, in row-major tap order."""
+    return [(i, j, x[:, :, i:i + k * oh:k, j:j + k * ow:k]) for i in range(k) for j in range(k)]
 
 
 def max_pool2d(x: Array, k: int = 2) -> Array:
-    return _blocks(x, k).max(axis=(3, 5))
+    xp = xp_of(x)
+    taps = _taps(x, k, x.shape[2] // k, x.shape[3] // k)
+    out = taps[0][2].copy()
+    for _, _, t in taps[1:]:
+        xp.maximum(out, t, out=out)
+    return out
 
 
 def max_pool2d_backward(grad: Array, x: Array, k: int = 2) -> Array:
-    """Each output gradient goes to its window's first maximum (argmax order = row-major)."""
+    """Each output gradient goes to its window's first maximum (row-major tap order)."""
     xp = xp_of(x)
-    n, c, oh, ow = grad.shape
-    win = _blocks(x, k).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, oh, ow, k * k)
-    first = win.argmax(axis=-1)
-    routed = (xp.arange(k * k) == first[..., None]) * grad[..., None]   # (N, C, OH, OW, k*k)
+    oh, ow = grad.shape[2], grad.shape[3]
+    m = max_pool2d(x, k)
     gx = xp.zeros_like(x)
-    gx[:, :, :oh * k, :ow * k] = routed.reshape(n, c, oh, ow, k, k).transpose(0, 1, 2, 4, 3, 5) \
-        .reshape(n, c, oh * k, ow * k)
+    taken = xp.zeros(m.shape, dtype=bool)
+    for i, j, t in _taps(x, k, oh, ow):
+        hit = (t == m) & ~taken
+        gx[:, :, i:i + k * oh:k, j:j + k * ow:k] = grad * hit
+        taken |= hit
     return gx
 
 
 def avg_pool2d(x: Array, k: int = 2) -> Array:
-    return _blocks(x, k).mean(axis=(3, 5), dtype=x.dtype)
+    taps = _taps(x, k, x.shape[2] // k, x.shape[3] // k)
+    out = taps[0][2].copy()
+    for _, _, t in taps[1:]:
+        out += t
+    out *= x.dtype.type(1.0 / (k * k))
+    return out
 
 
 def avg_pool2d_backward(grad: Array, x: Array, k: int = 2) -> Array:
     xp = xp_of(x)
-    n, c, oh, ow = grad.shape
+    oh, ow = grad.shape[2], grad.shape[3]
     gx = xp.zeros_like(x)
     share = grad * x.dtype.type(1.0 / (k * k))
-    gx[:, :, :oh * k, :ow * k] = xp.broadcast_to(share[:, :, :, None, :, None], (n, c, oh, k, ow, k)) \
-        .reshape(n, c, oh * k, ow * k)
+    for i in range(k):
+        for j in range(k):
+            gx[:, :, i:i + k * oh:k, j:j + k * ow:k] = share
     return gx
 
 
@@ -129,7 +141,7 @@ def relu(x: Array) -> Array:
 
 
 def relu_backward(grad: Array, x: Array) -> Array:
-    return xp_of(x).where(x > 0, grad, 0).astype(grad.dtype, copy=False)
+    return grad * (x > 0)   # a bool mask multiplies as 0/1 and keeps float32
 
 
 def softmax(x: Array) -> Array:
