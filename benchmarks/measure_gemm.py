@@ -6,6 +6,10 @@ for the shapes the seed networks issue, medians over interleaved repeats in one 
     PYTHONPATH=python python benchmarks/measure_gemm.py [--repeats 15] [--only matmul|conv]
 
 Thread counts follow OMP_NUM_THREADS for deepkern and NumPy's BLAS; torch is set to match.
+On a busy shared machine, wall-clock times of multi-threaded calls mostly measure the wait for
+a descheduled thread; for kernel quality there, run one thread and time CPU seconds:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=python python benchmarks/measure_gemm.py --cpu-time
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ import numpy as np
 from deepkern import _cpu
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def median_seconds(fns: Sequence[Callable[[], object]], repeats: int) -> List[float]:
     """Medians of interleaved timings of each callable (interleaving spreads machine noise evenly)."""
     for fn in fns:  # warm up: thread pools, page faults, packing buffers
@@ -29,9 +36,9 @@ def median_seconds(fns: Sequence[Callable[[], object]], repeats: int) -> List[fl
     samples: List[List[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
-            samples[i].append(time.perf_counter() - t0)
+            samples[i].append(CLOCK() - t0)
     return [statistics.median(s) for s in samples]
 
 
@@ -117,10 +124,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--only", choices=["matmul", "conv"], default=None)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time CPU seconds of the calling thread (meaningful with one thread only)")
     args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        if _cpu.num_threads() != 1:
+            parser.error("--cpu-time needs OMP_NUM_THREADS=1 (other threads' work would not be counted)")
+        CLOCK = time.thread_time
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"deepkern threads {_cpu.num_threads()}, gemm variant {_cpu.gemm_variant()}, "
-          f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
+          f"load {os.getloadavg()[0]:.2f}, {'thread CPU time' if args.cpu_time else 'wall time'}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
     if args.only in (None, "matmul"):
         bench_matmul(args.repeats)
     if args.only in (None, "conv"):

@@ -185,18 +185,29 @@ void transpose_copy(const float* src, int64_t ld_src, int rows, int cols, float*
     }
 }
 
-// Packs op(A)[i0:i0+mc, k0:k0+kc] as slivers of MR rows, each (kc, MR) k-major.
-// Rows past mc in the last sliver are left unset: the edge kernels never read them.
+// A block of mc rows is cut into ceil(mc / MR) slivers of nearly equal height (at most MR)
+// rather than full slivers and a thin remainder: the kernels exist for every height, and a
+// 2-row tile would run its FMAs at half speed (two loads per two FMAs).
+struct Slivers {
+    int count, base, extra;  // the first `extra` slivers have base + 1 rows, the rest base
+    Slivers(int mc, int MR) : count((mc + MR - 1) / MR), base(mc / count), extra(mc % count) {}
+    int start(int s) const { return s * base + std::min(s, extra); }
+    int rows(int s) const { return base + (s < extra ? 1 : 0); }
+};
+
+// Packs op(A)[i0:i0+mc, k0:k0+kc] as slivers (see Slivers), sliver s at dst + s*MR*kc, each
+// (kc, MR) k-major. Rows past a sliver's height are left unset: the kernels never read them.
 void pack_a(const Problem& p, int MR, int i0, int mc, int k0, int kc, float* dst) {
-    for (int ir = 0; ir < mc; ir += MR) {
-        const int rows = std::min(MR, mc - ir);
-        float* d = dst + static_cast<int64_t>(ir) * kc;
+    const Slivers sl(mc, MR);
+    for (int s = 0; s < sl.count; ++s) {
+        const int ir = sl.start(s), rows = sl.rows(s);
+        float* d = dst + static_cast<int64_t>(s) * MR * kc;
         if (!p.ta) {  // A is (M, K): rows of A become columns of the sliver
             transpose_copy(p.A + (i0 + ir) * p.lda + k0, p.lda, rows, kc, d, MR);
         } else {      // A is (K, M): each k already holds the sliver's rows contiguously
-            const float* s = p.A + static_cast<int64_t>(k0) * p.lda + i0 + ir;
+            const float* a = p.A + static_cast<int64_t>(k0) * p.lda + i0 + ir;
             for (int k = 0; k < kc; ++k)  // rows <= MR floats: an inline loop, not a memcpy call
-                for (int r = 0; r < rows; ++r) d[k * MR + r] = s[k * p.lda + r];
+                for (int r = 0; r < rows; ++r) d[k * MR + r] = a[k * p.lda + r];
         }
     }
 }
@@ -293,16 +304,17 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
             for (int jc = 0; jc < p.N; jc += NC) {
                 const int nc = std::min(NC, p.N - jc);
                 if (!b_in_place) pack_b(p, NR, pc, kc, jc, nc, pb);
-                for (int ir = 0; ir < mc; ir += MR) {
-                    const int m = std::min(MR, mc - ir);
-                    const int i = ic + ir;
+                const Slivers sl(mc, MR);
+                for (int sv = 0; sv < sl.count; ++sv) {
+                    const int m = sl.rows(sv);
+                    const int i = ic + sl.start(sv);
                     Operands op{};
                     if (a_in_place) {
                         op.A = p.ta ? p.A + static_cast<int64_t>(pc) * p.lda + i : p.A + i * p.lda + pc;
                         op.a_stride = p.lda;
                         op.a_rows = !p.ta;
                     } else {
-                        op.A = pa + static_cast<int64_t>(ir) * kc;
+                        op.A = pa + static_cast<int64_t>(sv) * MR * kc;
                         op.a_stride = MR;
                         op.a_rows = false;
                     }
