@@ -1,7 +1,7 @@
 """The fast paths of the memory-bound C++ kernels against the float64 reference.
 
-Each instruction-set variant of the relu/softmax/optimizer kernels the CPU supports is forced
-in turn (avx512, avx2, generic); shapes are awkward (1, primes, more than one strided column block, sizes on both
+Each instruction-set variant of the relu/softmax/optimizer/max-pool-backward kernels the CPU
+supports is forced in turn (avx512, avx2, generic); shapes are awkward (1, primes, more than one strided column block, sizes on both
 sides of the OpenMP grain), and every kernel also runs on one thread. Pooling covers the
 2x2/stride-2 special case (odd sizes, ties) next to the general path.
 """
@@ -128,13 +128,14 @@ def test_softmax_exp_accuracy_over_range(variant):
 
 # ---------------------------------------------------------------------------- pooling
 POOL_SHAPES = [(1, 1, 2, 2), (1, 1, 3, 3), (2, 3, 7, 9), (1, 2, 2, 11), (3, 1, 13, 2), (2, 5, 26, 26),
+               (1, 2, 4, 34), (2, 1, 5, 33),   # rows of 17 / 16 windows: a full zmm plus a masked one
                (128, 3, 26, 27)]   # the last is above the grain: threaded planes
 
 
 @pytest.mark.parametrize("threads", [None, 1])
 @pytest.mark.parametrize("shape", POOL_SHAPES)
 @pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool_2x2_stride2(cpu, rng, shape, kind, threads):
+def test_pool_2x2_stride2(variant, rng, shape, kind, threads):
     x = randn(rng, *shape)
     fwd, bwd = getattr(dk.ops, f"{kind}_pool2d"), getattr(dk.ops, f"{kind}_pool2d_backward")
     ref_fwd, ref_bwd = getattr(ref, f"{kind}_pool2d"), getattr(ref, f"{kind}_pool2d_backward")
@@ -147,8 +148,8 @@ def test_pool_2x2_stride2(cpu, rng, shape, kind, threads):
     assert_close(gx, ref_bwd(g, x, pair, pair, (0, 0)), what=f"{kind} pool backward")
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 5, 7)])
-def test_max_pool_2x2_ties_go_to_first_maximum(cpu, rng, shape):
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 5, 7), (3, 2, 6, 38)])
+def test_max_pool_2x2_ties_go_to_first_maximum(variant, rng, shape):
     # few distinct values: most windows hold ties, some in every position pattern
     x = rng.integers(0, 3, shape).astype(np.float32)
     x[0, 0] = 1.0                                   # a plane of all-equal windows
@@ -159,7 +160,7 @@ def test_max_pool_2x2_ties_go_to_first_maximum(cpu, rng, shape):
                                   ref.max_pool2d_backward(g, x, (2, 2), (2, 2), (0, 0)))
 
 
-def test_max_pool_2x2_with_infinities(cpu):
+def test_max_pool_2x2_with_infinities(variant):
     x = np.full((1, 1, 4, 4), -np.inf, np.float32)
     x[0, 0, 1, 1] = 2.0
     x[0, 0, 2, 3] = np.inf

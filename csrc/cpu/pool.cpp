@@ -1,8 +1,8 @@
 // max_pool2d / avg_pool2d: one (n, c) plane per iteration, planes split over threads.
 // The CNN's case, 2x2 windows with stride 2 and no padding, has its own kernels: one pass
 // over the input rows in pairs, vectorised over the output width, every output (and, in
-// backward, every input gradient) written exactly once. Other geometries take the general
-// window loops.
+// backward, every input gradient) written exactly once; with the AVX-512 SIMD variant the
+// max backward runs pool_avx512.cpp's kernel. Other geometries take the general window loops.
 #include "cpu/pool.hpp"
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "common/parallel.hpp"
+#include "cpu/simd_variant.hpp"
 
 namespace deepkern::cpu {
 namespace {
@@ -151,9 +152,10 @@ void max_pool2d_backward(const Pool2dShape& s, const float* gy, const float* x, 
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     if (is_2x2_s2(s)) {
+        const auto plane_fn = simd_isa() == SimdIsa::avx512 ? pool_isa::max2x2_backward_plane_avx512
+                                                           : max2x2_backward_plane;
 #pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-        for (int64_t p = 0; p < planes; ++p)
-            max2x2_backward_plane(gy + p * ohw, x + p * hw, gx + p * hw, s.H, s.W, s.OH, s.OW);
+        for (int64_t p = 0; p < planes; ++p) plane_fn(gy + p * ohw, x + p * hw, gx + p * hw, s.H, s.W, s.OH, s.OW);
         return;
     }
 #pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
