@@ -28,17 +28,24 @@ from deepkern import _cpu
 CLOCK: Callable[[], float] = time.perf_counter
 
 
-def median_seconds(fns: Sequence[Callable[[], object]], repeats: int) -> List[float]:
-    """Medians of interleaved timings of each callable (interleaving spreads machine noise evenly)."""
-    for fn in fns:  # warm up: thread pools, page faults, packing buffers
-        fn()
-        fn()
+def median_seconds(fns: Sequence[Callable[[], object]], repeats: int, rounds: int = 3) -> List[float]:
+    """Median time of each callable, timed in alternating blocks (all of one, then the next).
+
+    Blocks rather than call-by-call interleaving: each library's thread pool (OpenBLAS's, libgomp's,
+    torch's) keeps its workers spinning for a while after a call, and on 2 cores a spinning pool
+    stalls the other library's next call by milliseconds. Two untimed calls open every block, and
+    the blocks alternate over several rounds so slow drifts of machine load hit all callables.
+    """
     samples: List[List[float]] = [[] for _ in fns]
-    for _ in range(repeats):
+    per_block = max(1, repeats // rounds)
+    for _ in range(rounds):
         for i, fn in enumerate(fns):
-            t0 = CLOCK()
+            fn()  # warm up: thread pool awake, packing buffers, pages
             fn()
-            samples[i].append(CLOCK() - t0)
+            for _ in range(per_block):
+                t0 = CLOCK()
+                fn()
+                samples[i].append(CLOCK() - t0)
     return [statistics.median(s) for s in samples]
 
 

@@ -394,12 +394,13 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
         }
     }
     // Each thread's share is cut further into up to 4 chunks handed out dynamically, so that on a
-    // busy machine a worker that loses its core does not hold up the rest. A chunk repacks the
-    // operand it shares with its neighbours, so chunks stay large where that operand is packed
-    // (512 rows/columns keep the repacking near 1% of the chunk's work).
+    // busy machine a worker that shares its core (with another process, or another library's
+    // spinning thread pool) does not hold up the rest. A chunk repacks the operand it shares
+    // with its neighbours, so chunks stay larger where that operand is packed (256 rows/columns
+    // keep the repacking under 2% of the chunk's work).
     const Layout whole = choose_layout(ks, piece(p, 0, ceil_div(p.M, tm), 0, ceil_div(p.N, tn)));
-    const int min_rows = whole.b_in_place ? 128 : 512;
-    const int min_cols = whole.a_in_place ? 128 : 512;
+    const int min_rows = whole.b_in_place ? 128 : 256;
+    const int min_cols = whole.a_in_place ? 128 : 256;
     const int fm = std::clamp(ceil_div(p.M, tm) / min_rows, 1, 4);
     const int fn = std::clamp(ceil_div(p.N, tn) / min_cols, 1, 4);
     const int gm = tm * fm, gn = tn * fn;  // chunk grid
