@@ -1,7 +1,9 @@
-// conv2d (NCHW cross-correlation) as im2col + GEMM.
+// conv2d (NCHW cross-correlation) as GEMMs over image windows.
 //
 // Per image n (CKK = C*KH*KW, P = OH*OW):
 //   forward   y_n (OC, P)    = W (OC, CKK) @ cols_n (CKK, P) + bias[oc]      (bias fused in the GEMM store)
+//             stride-1 layers with many taps skip the cols copy: the GEMM reads the windows
+//             straight from the image (conv2d_forward_wide below)
 //   backward  gW (OC, CKK)  += gy_n (OC, P) @ cols_n^T (P, CKK)               (or its transpose, see below)
 //             dcols (CKK, P) = W^T (CKK, OC) @ gy_n (OC, P), scattered back onto gx_n by col2im
 // With at least as many images as threads, each thread takes whole images and its GEMMs run
