@@ -26,20 +26,24 @@ from deepkern import _cpu
 
 
 CLOCK: Callable[[], float] = time.perf_counter
+IDLE_PAUSE_S = 0.25  # longer than OpenBLAS's default worker spin (2^28 cycles)
 
 
 def median_seconds(fns: Sequence[Callable[[], object]], repeats: int, rounds: int = 3) -> List[float]:
     """Median time of each callable, timed in alternating blocks (all of one, then the next).
 
-    Blocks rather than call-by-call interleaving: each library's thread pool (OpenBLAS's, libgomp's,
-    torch's) keeps its workers spinning for a while after a call, and on 2 cores a spinning pool
-    stalls the other library's next call by milliseconds. Two untimed calls open every block, and
-    the blocks alternate over several rounds so slow drifts of machine load hit all callables.
+    Blocks rather than call-by-call interleaving: each library's thread pool keeps its workers
+    spinning for a while after a call (OpenBLAS's for about 0.1 s), and on 2 cores a spinning
+    pool takes a core from the other library's next calls (measured: a 2-thread 1024^3 sgemm
+    right after a NumPy matmul runs ~40% slower for ~0.1 s). So each block starts with a pause
+    that lets the other pool go idle, then two untimed calls; the blocks alternate over several
+    rounds so slow drifts of machine load hit all callables alike.
     """
     samples: List[List[float]] = [[] for _ in fns]
     per_block = max(1, repeats // rounds)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
+            time.sleep(IDLE_PAUSE_S)
             fn()  # warm up: thread pool awake, packing buffers, pages
             fn()
             for _ in range(per_block):
