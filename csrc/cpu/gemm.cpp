@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -344,6 +345,63 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
     }
 }
 
+// All threads on one problem, sharing each packed B block (after GotoBLAS's threaded driver):
+// the team packs a KC x NC block of B together, then hands out the MR-row slivers of A
+// dynamically; each thread packs the sliver it takes (it stays in L1) and runs it against the
+// whole block. Nothing is packed twice, and a thread that loses its core delays only the
+// sliver in hand. Two barriers per B block (after packing it, before overwriting it).
+void gemm_shared_b(const KernelSet& ks, const Problem& p, int nt) {
+    const int MR = ks.MR, NR = ks.NR, KC = ks.KC, NC = ks.NC;
+    const Layout lay = choose_layout(ks, p);
+    const size_t pb_bytes = (static_cast<size_t>(std::min(NC, p.N) + NR) * KC * sizeof(float) + 63) / 64 * 64;
+    std::unique_ptr<float, decltype(&std::free)> pb_owner(static_cast<float*>(std::aligned_alloc(64, pb_bytes)),
+                                                          &std::free);
+    float* pb = pb_owner.get();
+    if (pb == nullptr) throw std::bad_alloc();
+    const Slivers sl(p.M, MR);
+#pragma omp parallel num_threads(nt)
+    {
+        float* pa = lay.a_in_place ? nullptr : tl_pack_a.get(static_cast<size_t>(MR) * KC);
+        for (int jc = 0; jc < p.N; jc += NC) {
+            const int nc = std::min(NC, p.N - jc);
+            const int b_slivers = ceil_div(nc, NR);
+            for (int pc = 0; pc < p.K; pc += KC) {
+                const int kc = std::min(KC, p.K - pc);
+                const bool first = pc == 0, last = pc + kc == p.K;
+#pragma omp for schedule(static)
+                for (int js = 0; js < b_slivers; ++js)
+                    pack_b(p, NR, pc, kc, jc + js * NR, std::min(NR, nc - js * NR),
+                           pb + static_cast<int64_t>(js) * NR * kc);
+#pragma omp for schedule(dynamic, 1)
+                for (int sv = 0; sv < sl.count; ++sv) {
+                    const int m = sl.rows(sv), i = sl.start(sv);
+                    Operands op{};
+                    if (lay.a_in_place) {
+                        op.A = p.ta ? p.A + static_cast<int64_t>(pc) * p.lda + i : p.A + i * p.lda + pc;
+                        op.a_stride = p.lda;
+                        op.a_rows = !p.ta;
+                    } else {
+                        pack_a(p, MR, i, m, pc, kc, pa);
+                        op.A = pa;
+                        op.a_stride = MR;
+                    }
+                    Epilogue ep{};
+                    ep.beta = first ? p.beta : 1.0f;
+                    ep.bias_row = last && p.bias_row ? p.bias_row + i : nullptr;
+                    ep.relu = last && p.relu;
+                    op.b_stride = NR;
+                    for (int jr = 0; jr < nc; jr += NR) {
+                        const int j = jc + jr;
+                        op.B = pb + static_cast<int64_t>(jr) * kc;
+                        ep.bias_col = last && p.bias_col ? p.bias_col + j : nullptr;
+                        ks.kernel(kc, op, p.C + i * p.ldc + j, p.ldc, m, std::min(NR, nc - jr), ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // The rows [i0, i0+mc) x columns [j0, j0+nc) of C as a problem of its own.
 Problem piece(const Problem& p, int i0, int mc, int j0, int nc) {
     Problem q = p;
@@ -399,6 +457,11 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
     // with its neighbours, so chunks stay larger where that operand is packed (256 rows/columns
     // keep the repacking under 2% of the chunk's work).
     const Layout whole = choose_layout(ks, piece(p, 0, ceil_div(p.M, tm), 0, ceil_div(p.N, tn)));
+    // Rows split and B packed: share the packed B rather than pack it once per thread.
+    if (tn == 1 && !whole.b_in_place && p.M >= 4 * ks.MR * tm) {
+        gemm_shared_b(ks, p, tm);
+        return;
+    }
     const int min_rows = whole.b_in_place ? 128 : 256;
     const int min_cols = whole.a_in_place ? 128 : 256;
     const int fm = std::clamp(ceil_div(p.M, tm) / min_rows, 1, 4);
