@@ -37,6 +37,22 @@ def test_bench_only_filters_rows_and_repeat_combines_runs(tmp_path, capsys):
     assert cli.main(["bench", "--smoke", "--repeat", "0", "--out-dir", str(tmp_path)]) == 2
 
 
+def test_bench_best_sample_statistic(tmp_path):
+    args = ["bench", "--smoke", "--no-torch", "--only", "softmax", "--stat", "min", "--out-dir", str(tmp_path)]
+    assert cli.main(args) == 0
+    assert "| statistic | best sample |" in (tmp_path / "kernels.md").read_text(encoding="utf-8")
+
+
+def test_timing_statistics():
+    row = bench.Row(bench.kernel_cases("smoke")[0], stat="min")
+    row.times["deepkern"] = bench.Timing(median_s=2.0, best_s=1.0, repeats=3, inner=1)
+    row.times["numpy"] = bench.Timing(median_s=3.0, best_s=3.0, repeats=3, inner=1)
+    assert row.ratio("numpy") == 3.0
+    row.stat = "median"
+    assert row.ratio("numpy") == 1.5
+    assert row.ratio("torch") is None
+
+
 def test_bench_with_torch_when_installed(tmp_path):
     pytest.importorskip("torch")
     assert cli.main(["bench", "--smoke", "--only", "pool", "--threads", "1", "--out-dir", str(tmp_path)]) == 0

@@ -416,10 +416,16 @@ def check_agree(case_key: str, impl: str, ours: Any, peer: Any, rtol: float = 2e
 
 @dataclass
 class Timing:
-    """Median seconds per call over ``repeats`` samples of ``inner`` calls each."""
+    """Seconds per call over ``repeats`` samples of ``inner`` calls each: the median and the
+    best sample. On a machine shared with other work the best is the steadier estimate of
+    what the code can do: a descheduled thread stalls a parallel region for a whole time slice."""
     median_s: float
+    best_s: float
     repeats: int
     inner: int
+
+    def value(self, stat: str = "median") -> float:
+        return self.best_s if stat == "min" else self.median_s
 
 
 def time_call(fn: Callable[[], Any], sync: Callable[[], None], target_s: float, min_repeats: int,
@@ -441,23 +447,27 @@ def time_call(fn: Callable[[], Any], sync: Callable[[], None], target_s: float, 
             fn()
         sync()
         samples.append((time.perf_counter() - t0) / inner)
-    return Timing(statistics.median(samples), repeats, inner)
+    return Timing(statistics.median(samples), min(samples), repeats, inner)
 
 
 @dataclass
 class Row:
     case: Case
     times: Dict[str, Timing] = field(default_factory=dict)
+    stat: str = "median"            # which Timing value the table reports: "median" or "min"
+
+    def seconds(self, impl: str) -> Optional[float]:
+        t = self.times.get(impl)
+        return t.value(self.stat) if t else None
 
     def rate(self, impl: str = "deepkern") -> Optional[float]:
-        t = self.times.get(impl)
-        return self.case.work / t.median_s / 1e9 if t else None
+        t = self.seconds(impl)
+        return self.case.work / t / 1e9 if t else None
 
     def ratio(self, peer: str) -> Optional[float]:
         """peer time / deepkern time: > 1 means deepkern is faster."""
-        if peer not in self.times or "deepkern" not in self.times:
-            return None
-        return self.times[peer].median_s / self.times["deepkern"].median_s
+        ours, theirs = self.seconds("deepkern"), self.seconds(peer)
+        return None if ours is None or theirs is None else theirs / ours
 
 
 @dataclass
@@ -466,6 +476,7 @@ class Settings:
     target_s: float = 0.6           # timing budget per implementation and case
     min_repeats: int = 5
     max_repeats: int = 50
+    stat: str = "median"
 
     @classmethod
     def for_profile(cls, profile: str) -> "Settings":
@@ -488,7 +499,7 @@ def run_kernel_table(cases: Sequence[Case], device: Device, torch: Any, settings
             if name != "deepkern":
                 check_agree(case.key, name, results["deepkern"], result, case.rtol, case.atol_scale)
         del results
-        row = Row(case)
+        row = Row(case, stat=settings.stat)
         for name, fn in impls.items():
             sync = (lambda: device.torch_sync(torch)) if name == "torch" else device.sync
             row.times[name] = time_call(fn, sync, settings.target_s, settings.min_repeats, settings.max_repeats,
@@ -500,14 +511,15 @@ def run_kernel_table(cases: Sequence[Case], device: Device, torch: Any, settings
 
 
 def combine_runs(runs: Sequence[Sequence[Row]]) -> List[Row]:
-    """Rows whose times are the medians, over repeated runs of the same table, of each run's median."""
+    """Rows over repeated runs of the same table: the median of the runs' medians and the
+    best of their best samples."""
     combined = []
     for rows in zip(*runs):
-        row = Row(rows[0].case)
+        row = Row(rows[0].case, stat=rows[0].stat)
         for impl in rows[0].times:
             ts = [r.times[impl] for r in rows if impl in r.times]
-            row.times[impl] = Timing(statistics.median(t.median_s for t in ts), sum(t.repeats for t in ts),
-                                     ts[0].inner)
+            row.times[impl] = Timing(statistics.median(t.median_s for t in ts), min(t.best_s for t in ts),
+                                     sum(t.repeats for t in ts), ts[0].inner)
         combined.append(row)
     return combined
 
@@ -601,7 +613,7 @@ def run_training(torch: Any, settings: Settings, progress: Optional[Callable[[st
                 if not np.isfinite(loss):
                     raise MismatchError(f"training {kind}: {name} produced a non-finite loss")
             t = time_call(one, lambda: None, budget, settings.min_repeats, 200, min_sample_s=0.0)
-            rates[name] = batch / t.median_s
+            rates[name] = batch / t.value(settings.stat)
         results.append(TrainResult(kind, batch, rates))
         if progress:
             progress("  " + ", ".join(f"{kind} {n}: {r:,.0f} samples/s" for n, r in rates.items()))
@@ -671,8 +683,8 @@ def machine_info(threads: int, torch: Any, device: Device) -> Dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- output
-def _ms(t: Optional[Timing]) -> str:
-    return "—" if t is None else f"{t.median_s * 1e3:.3f}"
+def _ms(seconds: Optional[float]) -> str:
+    return "—" if seconds is None else f"{seconds * 1e3:.3f}"
 
 
 def _x(r: Optional[float]) -> str:
@@ -686,9 +698,9 @@ def _cells(row: Row) -> Tuple[str, ...]:
     rate = row.rate()
     notes = "; ".join(n for n in (f"NumPy: {row.case.numpy_note}" if row.case.numpy_note else "",
                                   f"torch: {row.case.torch_note}" if row.case.torch_note else "") if n)
-    return (row.case.op, row.case.shape, _ms(row.times.get("deepkern")),
-            "—" if rate is None else f"{rate:.1f} {row.case.unit}", _ms(row.times.get("numpy")),
-            _x(row.ratio("numpy")), _ms(row.times.get("torch")), _x(row.ratio("torch")), notes)
+    return (row.case.op, row.case.shape, _ms(row.seconds("deepkern")),
+            "—" if rate is None else f"{rate:.1f} {row.case.unit}", _ms(row.seconds("numpy")),
+            _x(row.ratio("numpy")), _ms(row.seconds("torch")), _x(row.ratio("torch")), notes)
 
 
 def format_row(row: Row) -> str:
@@ -707,7 +719,8 @@ def markdown(rows: Sequence[Row], info: Dict[str, str], training: Sequence[Train
     out = ["# deepkern bench", "", "| | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in info.items()]
     out += ["", "Ratios are peer time / deepkern time (> 1: deepkern faster). Rates count the "
-            "FLOPs (GFLOP/s) or the fewest bytes read + written (GB/s). Medians over repeats after a warm-up.", ""]
+            "FLOPs (GFLOP/s) or the fewest bytes read + written (GB/s). Times per call after a warm-up "
+            f"({info.get('statistic', 'median of samples')}).", ""]
     if rows:
         out += ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
         out += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
@@ -788,6 +801,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark as the CLI asked; returns the exit status."""
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings = Settings.for_profile(profile)
+    settings.stat = args.stat
     device = resolve_device(args.device)
     threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
     if threads < 1:
@@ -810,6 +824,7 @@ def run(args: argparse.Namespace) -> int:
     with thread_limit(threads, torch):
         info = machine_info(threads, torch, device)
         info["runs"] = str(args.repeat)
+        info["statistic"] = "best sample" if args.stat == "min" else "median of samples"
         if profile != "smoke" and not device.is_gpu:
             info["NumPy copy (64 MiB)"] = (f"{stream_copy_gbs(64, 1):.1f} GB/s (1 thread), "
                                            f"{stream_copy_gbs(64, threads):.1f} GB/s ({threads} threads)")

@@ -33,6 +33,8 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--only", default=None, help="run only the rows whose op name contains this text")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the table this many times and report each row's median over the runs")
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="report each call's median time (default) or its best sample (steadier on a busy machine)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny shapes, for the tests
     p.set_defaults(func=_cmd_bench)
 
