@@ -41,6 +41,7 @@ def test_bench_best_sample_statistic(tmp_path):
     args = ["bench", "--smoke", "--no-torch", "--only", "softmax", "--stat", "min", "--out-dir", str(tmp_path)]
     assert cli.main(args) == 0
     assert "| statistic | best sample |" in (tmp_path / "kernels.md").read_text(encoding="utf-8")
+    assert "| statistic | median of samples |" in (tmp_path / "kernels-median.md").read_text(encoding="utf-8")
 
 
 def test_timing_statistics():
