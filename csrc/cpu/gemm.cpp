@@ -250,6 +250,9 @@ void scale_only(const Problem& p) {
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// From this many multiply-adds the threads share packed B blocks (gemm_shared_b).
+constexpr int64_t kSharedBMacs = int64_t{32} << 20;
+
 // Which operands the driver reads in place instead of packing.
 struct Layout {
     bool a_in_place, b_in_place;
@@ -457,8 +460,9 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
     // with its neighbours, so chunks stay larger where that operand is packed (256 rows/columns
     // keep the repacking under 2% of the chunk's work).
     const Layout whole = choose_layout(ks, piece(p, 0, ceil_div(p.M, tm), 0, ceil_div(p.N, tn)));
-    // Rows split and B packed: share the packed B rather than pack it once per thread.
-    if (tn == 1 && !whole.b_in_place && p.M >= 4 * ks.MR * tm) {
+    // Rows split and B packed: share the packed B rather than pack it once per thread, when the
+    // product is large enough (~150 us on two cores) that two barriers per B block cost nothing.
+    if (tn == 1 && !whole.b_in_place && p.M >= 4 * ks.MR * tm && macs >= kSharedBMacs) {
         gemm_shared_b(ks, p, tm);
         return;
     }
