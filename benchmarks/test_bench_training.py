@@ -16,21 +16,21 @@ MODELS = [("mlp", 100), ("cnn", 128)]
 def _step(impl, kind, torch_module):
     if impl == "deepkern":
         try:
-            return bench._deepkern_step(kind)
+            return bench.deepkern_train_step(kind)
         except bench.BenchError as exc:
             pytest.skip(str(exc))
     if impl == "numpy":
-        return bench._numpy_step(kind)
+        return bench.numpy_train_step(kind)
     if torch_module is None:
         pytest.skip("torch is not installed")
-    return bench._torch_step(torch_module, kind)
+    return bench.torch_train_step(torch_module, kind)
 
 
 @pytest.mark.parametrize("impl", bench.IMPLS)
 @pytest.mark.parametrize("kind,batch", MODELS, ids=[m for m, _ in MODELS])
 def test_train_step(benchmark, torch_module, kind, batch, impl):
     step = _step(impl, kind, torch_module)
-    data = bench._train_data(kind, batch)
+    data = bench.train_data(kind, batch)
     batches = itertools.cycle(data)
     step(*data[0])   # warm-up (allocations, first-call set-up)
     benchmark.group = f"train {kind} batch {batch}"

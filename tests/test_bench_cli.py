@@ -121,7 +121,7 @@ def test_numpy_conv_peer_matches_deepkern(rng):
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_numpy_trainer_loss_decreases(kind):
     net = npk.SEED_NETS[kind](seed=3)
-    data = bench._train_data(kind, 16, n_batches=1)
+    data = bench.train_data(kind, 16, n_batches=1)
     x, y = data[0]
     first = net.train_step(x, y)
     for _ in range(15):

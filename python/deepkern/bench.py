@@ -1,15 +1,19 @@
 """``deepkern bench``: the kernel table and the training benchmark.
 
-For every op and shape the table gives deepkern's median time and rate (GFLOP/s for
+For every op and shape the table gives deepkern's time per call and rate (GFLOP/s for
 compute-bound ops, GB/s of the fewest bytes the op must read and write for memory-bound
 ones), vectorised NumPy's time (``deepkern._bench_numpy``) and PyTorch CPU's (when
 installed), with ratios peer time / deepkern time (> 1: deepkern is faster). Results are
-compared before anything is timed; a disagreement stops the run.
+compared before anything is timed; a disagreement stops the run. Times are medians of the
+samples, or with ``--stat min`` the best sample (steadier when other work shares the cores).
 
-    deepkern bench                 # full table, about 2 minutes on 2 cores
+    deepkern bench                 # full table, about 1 minute on 2 cores
     deepkern bench --quick         # fewer shapes and repeats, about 20 s
     deepkern bench --train         # also samples/s of the seed MLP and CNN (Adam)
-    deepkern bench --threads 1 --out-dir results/
+    deepkern bench --repeat 3 --threads 1 --out-dir results/
+
+It writes kernels.md (and kernels-min.md or kernels-median.md, the other statistic) and a
+kernels.png bar chart of the ratios into --out-dir.
 
 The same cases feed the pytest-benchmark suites in ``benchmarks/``.
 """
@@ -540,14 +544,16 @@ def _seed_layers(nn: Any, kind: str) -> List[Any]:
             nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10)]
 
 
-def _train_data(kind: str, batch: int, n_batches: int = 4) -> List[Tuple[np.ndarray, np.ndarray]]:
+def train_data(kind: str, batch: int, n_batches: int = 4) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """A few fixed MNIST-shaped batches (uniform pixels, int64 labels) for "mlp" or "cnn"."""
     rng = np.random.default_rng(1)
     shape = (batch, 784) if kind == "mlp" else (batch, 1, 28, 28)
     return [(rng.random(shape, dtype=np.float32), rng.integers(0, 10, batch).astype(np.int64))
             for _ in range(n_batches)]
 
 
-def _deepkern_step(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+def deepkern_train_step(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """step(x, labels) -> loss: one Adam step of the seed network on deepkern's nn/optim."""
     import deepkern as dk
     for name in ("nn", "optim", "Tensor"):
         if not hasattr(dk, name):
@@ -566,7 +572,8 @@ def _deepkern_step(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
     return step
 
 
-def _torch_step(torch: Any, kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+def torch_train_step(torch: Any, kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """step(x, labels) -> loss: the same network and optimizer in PyTorch (CPU)."""
     model = torch.nn.Sequential(*_seed_layers(torch.nn, kind))
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -580,7 +587,8 @@ def _torch_step(torch: Any, kind: str) -> Callable[[np.ndarray, np.ndarray], flo
     return step
 
 
-def _numpy_step(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+def numpy_train_step(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """step(x, labels) -> loss: the layered NumPy trainer in deepkern._bench_numpy."""
     net = npk.SEED_NETS[kind]()
     return net.train_step
 
@@ -593,16 +601,16 @@ def run_training(torch: Any, settings: Settings, progress: Optional[Callable[[st
     for kind, batch in (("mlp", 100), ("cnn", 128)):
         if settings.profile == "smoke":
             batch = 8
-        data = _train_data(kind, batch)
+        data = train_data(kind, batch)
         steps: Dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
         try:
-            steps["deepkern"] = _deepkern_step(kind)
+            steps["deepkern"] = deepkern_train_step(kind)
         except BenchError as exc:
             if progress:
                 progress(f"  deepkern training skipped: {exc}")
-        steps["numpy"] = _numpy_step(kind)
+        steps["numpy"] = numpy_train_step(kind)
         if torch is not None:
-            steps["torch"] = _torch_step(torch, kind)
+            steps["torch"] = torch_train_step(torch, kind)
         rates = {}
         for name, step in steps.items():
             counter = iter(range(1 << 62))
