@@ -126,6 +126,19 @@ def test_softmax_exp_accuracy_over_range(variant):
     assert_close(ls, ref.log_softmax(x, 1), rtol=1e-6, atol=2e-6, what="log_softmax [t, 0]")
 
 
+def test_exp_within_two_ulp(variant):
+    # log_softmax_backward of rows y = [v, 0] with grad [0, 1] is [-exp(v), 1 - 1]: it exposes the
+    # kernels' exp directly (the product and difference are exact)
+    v = np.unique(np.linspace(-87.0, 88.0, 200_003, dtype=np.float32))
+    y = np.stack([v, np.zeros_like(v)], axis=1)
+    g = np.zeros_like(y)
+    g[:, 1] = 1.0
+    got = -dk.ops.log_softmax_backward(g, y, 1)[:, 0].astype(np.float64)
+    want = np.exp(v.astype(np.float64))
+    ulps = np.abs(got - want) / np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 2.0, f"exp error {ulps.max():.2f} ulp at v = {v[np.argmax(ulps)]}"
+
+
 # ---------------------------------------------------------------------------- pooling
 POOL_SHAPES = [(1, 1, 2, 2), (1, 1, 3, 3), (2, 3, 7, 9), (1, 2, 2, 11), (3, 1, 13, 2), (2, 5, 26, 26),
                (1, 2, 4, 34), (2, 1, 5, 33),   # rows of 17 / 16 windows: a full zmm plus a masked one

@@ -1,7 +1,7 @@
 // cross_entropy: log-softmax + NLL fused, mean over the batch.
 // The seed batches are tiny (128 x 10), so the work is organised for short rows: blocks of
 // rows are shifted by their maxima into a scratch (or the output), then one flat vectorised
-// fast_exp (~2 ulp) runs over the whole block instead of ten-element loops per row. Below
+// fast_exp (< 1 ulp) runs over the whole block instead of ten-element loops per row. Below
 // the parallel grain everything stays on the calling thread, with no OpenMP region at all.
 #include "cpu/loss.hpp"
 
