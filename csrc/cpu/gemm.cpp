@@ -231,8 +231,8 @@ void pack_b(const Problem& p, int NR, int k0, int kc, int j0, int nc, float* dst
 // Below this many multiply-adds the operands are read in place where the layout allows it
 // (packing would cost about as much as the product).
 constexpr int64_t kSmallMacs = 48 * 48 * 48;
-// A row-major B up to this size (a quarter of a 1 MiB L2) is read in place.
-constexpr int64_t kInPlaceBBytes = 256 * 1024;
+// A row-major B up to this size (half of a 1 MiB L2) is read in place.
+constexpr int64_t kInPlaceBBytes = 512 * 1024;
 
 // K == 0: C = beta C (+ biases), ReLU.
 void scale_only(const Problem& p) {
