@@ -97,7 +97,7 @@ def test_matmul_awkward_shapes(variant, m, k, n, trans_a, trans_b, with_bias, re
     (29, 385, 385),      # one past KC and NC
     (2017, 5, 17),       # one past MC, tiny K (operands read in place)
     (100, 784, 256),     # the MLP's first layer: threads split the columns
-    (400, 600, 150),     # threads split the rows and share each packed B block
+    (400, 900, 160),     # threads split the rows and share each packed B block (B > 512 KiB)
 ])
 def test_matmul_block_edges(variant, rng, m, k, n, trans_a, trans_b):
     _check_matmul(rng, m, k, n, trans_a, trans_b, with_bias=True, relu=True)
