@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/errors.hpp"
+#include "common/host_cache.hpp"
 #include "common/parallel.hpp"
 #include "cpu/activation.hpp"
 #include "cpu/conv2d.hpp"
@@ -29,6 +30,26 @@ namespace {
 
 using FloatArray = py::array_t<float, py::array::c_style>;
 using Shape = std::vector<py::ssize_t>;
+
+// A new C-contiguous float32 array for a kernel to fill. Large ones come from the host cache
+// (see common/host_cache.hpp) and go back to it when the array is freed.
+FloatArray new_output(const Shape& shape) {
+    size_t count = 1;
+    for (py::ssize_t d : shape) count *= static_cast<size_t>(d);
+    const size_t bytes = count * sizeof(float);
+    if (bytes < deepkern::HostCache::kMinBytes) return FloatArray(shape);
+    auto& cache = deepkern::HostCache::instance();
+    void* data = cache.acquire(bytes);
+    // The capsule owns the buffer and knows its size; freeing the array hands it back to the cache.
+    struct Owned { void* data; size_t bytes; };
+    auto* owned = new Owned{data, bytes};
+    py::capsule owner(owned, [](void* ptr) {
+        auto* o = static_cast<Owned*>(ptr);
+        deepkern::HostCache::instance().release(o->data, o->bytes);
+        delete o;
+    });
+    return FloatArray(shape, static_cast<float*>(data), owner);
+}
 
 // A float32 C-contiguous array of the given rank (-1: any rank); no conversion, no copy.
 py::array checked(const py::handle& obj, const char* name, int ndim = -1) {
@@ -80,7 +101,7 @@ py::array matmul(py::handle a_obj, py::handle b_obj, std::optional<py::handle> b
         if (dim(bias_arr, 0) != N) throw ShapeError("bias: expected one value per output column");
         bias = cptr(bias_arr);
     }
-    FloatArray c(Shape{M, N});
+    FloatArray c = new_output(Shape{M, N});
     const float *pa = cptr(a), *pb = cptr(b);
     float* pc = c.mutable_data();
     {
@@ -104,11 +125,11 @@ py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
         same_shape(g, "grad_out", out_arr, "out");
         out = cptr(out_arr);
     }
-    FloatArray da(Shape{a.shape(0), a.shape(1)}), db(Shape{b.shape(0), b.shape(1)});
+    FloatArray da = new_output(Shape{a.shape(0), a.shape(1)}), db = new_output(Shape{b.shape(0), b.shape(1)});
     py::object dbias = py::none();
     float* pdbias = nullptr;
     if (want_bias) {
-        FloatArray arr(Shape{N});
+        FloatArray arr = new_output(Shape{N});
         pdbias = arr.mutable_data();
         dbias = std::move(arr);
     }
@@ -150,7 +171,7 @@ py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> b
         if (dim(bias_arr, 0) != s.OC) throw ShapeError("bias: expected one value per output channel");
         bias = cptr(bias_arr);
     }
-    FloatArray y(Shape{s.N, s.OC, s.OH, s.OW});
+    FloatArray y = new_output(Shape{s.N, s.OC, s.OH, s.OW});
     const float *px = cptr(x), *pw = cptr(w);
     float* py_ = y.mutable_data();
     {
@@ -166,11 +187,11 @@ py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, 
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     if (dim(g, 0) != s.N || dim(g, 1) != s.OC || dim(g, 2) != s.OH || dim(g, 3) != s.OW)
         throw ShapeError("grad_out: expected shape (N, OC, OH, OW)");
-    FloatArray gx(Shape{s.N, s.C, s.H, s.W}), gw(Shape{s.OC, s.C, s.KH, s.KW});
+    FloatArray gx = new_output(Shape{s.N, s.C, s.H, s.W}), gw = new_output(Shape{s.OC, s.C, s.KH, s.KW});
     py::object gb = py::none();
     float* pgb = nullptr;
     if (want_bias) {
-        FloatArray arr(Shape{s.OC});
+        FloatArray arr = new_output(Shape{s.OC});
         pgb = arr.mutable_data();
         gb = std::move(arr);
     }
@@ -204,7 +225,7 @@ template <void (*Forward)(const k::Pool2dShape&, const float*, float*)>
 py::array pool_forward(py::handle x_obj, Pair kernel, Pair stride, Pair padding) {
     py::array x = checked(x_obj, "x", 4);
     k::Pool2dShape s = pool_shape(x, kernel, stride, padding);
-    FloatArray y(Shape{s.N, s.C, s.OH, s.OW});
+    FloatArray y = new_output(Shape{s.N, s.C, s.OH, s.OW});
     const float* px = cptr(x);
     float* py_ = y.mutable_data();
     {
@@ -224,7 +245,7 @@ k::Pool2dShape pool_grad_shape(const py::array& g, const py::array& x, Pair kern
 py::array max_pool2d_backward(py::handle g_obj, py::handle x_obj, Pair kernel, Pair stride, Pair padding) {
     py::array g = checked(g_obj, "grad_out", 4), x = checked(x_obj, "x", 4);
     k::Pool2dShape s = pool_grad_shape(g, x, kernel, stride, padding);
-    FloatArray gx(Shape{s.N, s.C, s.H, s.W});
+    FloatArray gx = new_output(Shape{s.N, s.C, s.H, s.W});
     const float *pg = cptr(g), *px = cptr(x);
     float* pgx = gx.mutable_data();
     {
@@ -237,7 +258,7 @@ py::array max_pool2d_backward(py::handle g_obj, py::handle x_obj, Pair kernel, P
 py::array avg_pool2d_backward(py::handle g_obj, py::handle x_obj, Pair kernel, Pair stride, Pair padding) {
     py::array g = checked(g_obj, "grad_out", 4), x = checked(x_obj, "x", 4);
     k::Pool2dShape s = pool_grad_shape(g, x, kernel, stride, padding);
-    FloatArray gx(Shape{s.N, s.C, s.H, s.W});
+    FloatArray gx = new_output(Shape{s.N, s.C, s.H, s.W});
     const float* pg = cptr(g);
     float* pgx = gx.mutable_data();
     {
@@ -252,7 +273,7 @@ Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim(
 
 py::array relu(py::handle x_obj) {
     py::array x = checked(x_obj, "x");
-    FloatArray y(shape_of(x));
+    FloatArray y = new_output(shape_of(x));
     const float* px = cptr(x);
     float* py_ = y.mutable_data();
     int64_t n = x.size();
@@ -266,7 +287,7 @@ py::array relu(py::handle x_obj) {
 py::array relu_backward(py::handle g_obj, py::handle x_obj) {
     py::array g = checked(g_obj, "grad_out"), x = checked(x_obj, "x");
     same_shape(x, "x", g, "grad_out");
-    FloatArray gx(shape_of(x));
+    FloatArray gx = new_output(shape_of(x));
     const float *pg = cptr(g), *px = cptr(x);
     float* pgx = gx.mutable_data();
     int64_t n = x.size();
@@ -290,7 +311,7 @@ py::array softmax_like(py::handle x_obj, int axis) {
     py::array x = checked(x_obj, "x");
     int64_t outer, d, inner;
     split_axis(x, axis, outer, d, inner);
-    FloatArray y(shape_of(x));
+    FloatArray y = new_output(shape_of(x));
     const float* px = cptr(x);
     float* py_ = y.mutable_data();
     {
@@ -306,7 +327,7 @@ py::array softmax_like_backward(py::handle g_obj, py::handle y_obj, int axis) {
     same_shape(y, "y", g, "grad_out");
     int64_t outer, d, inner;
     split_axis(y, axis, outer, d, inner);
-    FloatArray gx(shape_of(y));
+    FloatArray gx = new_output(shape_of(y));
     const float *pg = cptr(g), *py_ = cptr(y);
     float* pgx = gx.mutable_data();
     {
@@ -342,7 +363,7 @@ py::array cross_entropy(py::handle logits_obj, py::handle labels_obj) {
         py::gil_scoped_release nogil;
         loss = k::cross_entropy_forward(pl, py_, N, C);
     }
-    FloatArray out(Shape{});
+    FloatArray out = new_output(Shape{});
     *out.mutable_data() = loss;
     return std::move(out);
 }
@@ -351,7 +372,7 @@ py::array cross_entropy_backward(py::handle logits_obj, py::handle labels_obj, f
     py::array logits = checked(logits_obj, "logits", 2);
     int N = dim(logits, 0), C = dim(logits, 1);
     py::array labels = checked_labels(labels_obj, N, C);
-    FloatArray gl(Shape{N, C});
+    FloatArray gl = new_output(Shape{N, C});
     const float* pl = cptr(logits);
     const int64_t* py_ = static_cast<const int64_t*>(labels.data());
     float* pg = gl.mutable_data();
@@ -458,6 +479,19 @@ PYBIND11_MODULE(_cpu, m) {
           py::arg("weight_decay"));
     m.def("rmsprop_update", &rmsprop_update, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
           py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"));
+    m.def("host_cache_info", []() {
+              auto& cache = deepkern::HostCache::instance();
+              py::dict d;
+              d["cached_bytes"] = cache.cached_bytes();
+              d["limit_bytes"] = cache.limit();
+              d["hits"] = cache.hits();
+              d["misses"] = cache.misses();
+              return d;
+          }, "Bytes held by the cache of large output buffers, its limit, and hit/miss counts");
+    m.def("set_host_cache_limit", [](size_t bytes) { deepkern::HostCache::instance().set_limit(bytes); },
+          py::arg("bytes"), "Most bytes of freed output buffers kept for reuse (0 turns the cache off)");
+    m.def("empty_host_cache", []() { deepkern::HostCache::instance().clear(); },
+          "Return every cached output buffer to the operating system");
     m.def("cpu_features", &cpu_features, "CPU instruction sets seen at run time and the GEMM variant in use");
     m.def("num_threads", &deepkern::max_threads, "OpenMP threads the kernels use");
     m.def("gemm_variant", &k::gemm_variant);
