@@ -39,6 +39,25 @@ def _finite(value: Any, name: str, low: float = 0.0, high: Optional[float] = Non
     return v
 
 
+class _Hyper:
+    """A numeric hyperparameter kept in ``optimizer.hyper`` and validated on every assignment
+    (so a scheduler cannot set nonsense): a finite value in [low, high)."""
+
+    def __init__(self, label: Optional[str] = None, low: float = 0.0, high: Optional[float] = None) -> None:
+        self.label, self.low, self.high = label, low, high
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.label = self.label or name
+
+    def __get__(self, obj: Any, objtype: Optional[type] = None) -> Any:
+        return self if obj is None else obj.hyper[self.name]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.hyper[self.name] = _finite(value, self.label, self.low, self.high)
+
+
 class Optimizer:
     """Base class: holds the parameters, hyperparameters and per-parameter state buffers.
 
@@ -70,22 +89,8 @@ class Optimizer:
         self.state: List[Dict[str, Any]] = [{} for _ in self.params]
         self.step_count = 0
 
-    # -- hyperparameters (validated on every assignment, so schedulers cannot set nonsense) --
-    @property
-    def lr(self) -> float:
-        return self.hyper["lr"]
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self.hyper["lr"] = _finite(value, "lr")
-
-    @property
-    def weight_decay(self) -> float:
-        return self.hyper["weight_decay"]
-
-    @weight_decay.setter
-    def weight_decay(self, value: float) -> None:
-        self.hyper["weight_decay"] = _finite(value, "weight_decay")
+    lr = _Hyper()
+    weight_decay = _Hyper()
 
     # -- the loop API ----------------------------------------------------------------------
     def zero_grad(self) -> None:
@@ -205,13 +210,7 @@ class SGD(Optimizer):
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
-    @property
-    def momentum(self) -> float:
-        return self.hyper["momentum"]
-
-    @momentum.setter
-    def momentum(self, value: float) -> None:
-        self.hyper["momentum"] = _finite(value, "momentum")
+    momentum = _Hyper()
 
     @property
     def nesterov(self) -> bool:
@@ -248,29 +247,9 @@ class Adam(Optimizer):
             raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         super().__init__(params, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
 
-    @property
-    def beta1(self) -> float:
-        return self.hyper["beta1"]
-
-    @beta1.setter
-    def beta1(self, value: float) -> None:
-        self.hyper["beta1"] = _finite(value, "betas[0]", 0.0, 1.0)
-
-    @property
-    def beta2(self) -> float:
-        return self.hyper["beta2"]
-
-    @beta2.setter
-    def beta2(self, value: float) -> None:
-        self.hyper["beta2"] = _finite(value, "betas[1]", 0.0, 1.0)
-
-    @property
-    def eps(self) -> float:
-        return self.hyper["eps"]
-
-    @eps.setter
-    def eps(self, value: float) -> None:
-        self.hyper["eps"] = _finite(value, "eps")
+    beta1 = _Hyper("betas[0]", high=1.0)
+    beta2 = _Hyper("betas[1]", high=1.0)
+    eps = _Hyper()
 
     @property
     def betas(self) -> Tuple[float, float]:
@@ -292,21 +271,8 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0) -> None:
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
 
-    @property
-    def alpha(self) -> float:
-        return self.hyper["alpha"]
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        self.hyper["alpha"] = _finite(value, "alpha", 0.0, 1.0)
-
-    @property
-    def eps(self) -> float:
-        return self.hyper["eps"]
-
-    @eps.setter
-    def eps(self, value: float) -> None:
-        self.hyper["eps"] = _finite(value, "eps")
+    alpha = _Hyper(high=1.0)
+    eps = _Hyper()
 
     def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
         h = self.hyper
