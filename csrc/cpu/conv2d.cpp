@@ -4,12 +4,16 @@
 //   forward   y_n (OC, P)    = W (OC, CKK) @ cols_n (CKK, P) + bias[oc]      (bias fused in the GEMM store)
 //             stride-1 layers with many taps skip the cols copy: the GEMM reads the windows
 //             straight from the image (conv2d_forward_wide below)
-//   backward  gW (OC, CKK)  += gy_n (OC, P) @ cols_n^T (P, CKK)               (or its transpose, see below)
-//             dcols (CKK, P) = W^T (CKK, OC) @ gy_n (OC, P), scattered back onto gx_n by col2im
-// With at least as many images as threads, each thread takes whole images and its GEMMs run
-// single-threaded (sgemm does that inside a parallel region); with fewer images the images run
-// one after another and each GEMM uses the threads. im2col/col2im move O(CKK * P) floats per
-// image, which stays in L2 for the seed networks' layers, against O(OC * CKK * P) multiply-adds.
+//   backward  per group of G images side by side (columns of G*P):
+//             gW (OC, CKK)  += gy_g (OC, G*P) @ cols_g^T (G*P, CKK)           (or its transpose, see below)
+//             dcols (CKK, G*P) = W^T (CKK, OC) @ gy_g (OC, G*P), added back onto each gx_n by col2im
+//             (skipped when no input gradient is wanted)
+// With at least as many images as threads, each thread takes whole images (the backward: chunks
+// of groups, handed out dynamically) and its GEMMs run single-threaded (sgemm does that inside
+// a parallel region); with fewer images the images run one after another and each GEMM uses
+// the threads. im2col/col2im move O(CKK * P) floats per image, which stays in L2 for the seed
+// networks' layers, against O(OC * CKK * P) multiply-adds; stride-1 layers take the AVX-512
+// im2col/col2im of conv2d_avx512.cpp when that SIMD variant is active.
 #include "cpu/conv2d.hpp"
 
 #include <omp.h>
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include "cpu/matmul.hpp"
+#include "cpu/simd_variant.hpp"
 
 namespace deepkern::cpu {
 namespace {
@@ -46,14 +51,14 @@ inline void copy_short(float* dst, const float* src, int n) {
     if (i < n) _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
 }
 
-// x is (C, H, W) of one image; cols is (C*KH*KW, OH*OW), zero where the window hits padding
-void im2col(const Conv2dShape& s, const float* x, float* cols) {
-    const int ohw = s.OH * s.OW;
+// x is (C, H, W) of one image; cols is (C*KH*KW, OH*OW) with row stride ld, zero where the
+// window hits padding
+void im2col(const Conv2dShape& s, const float* x, float* cols, int64_t ld) {
     for (int c = 0; c < s.C; ++c) {
         const float* xc = x + static_cast<int64_t>(c) * s.H * s.W;
         for (int i = 0; i < s.KH; ++i)
             for (int j = 0; j < s.KW; ++j) {
-                float* row = cols + (static_cast<int64_t>(c) * s.KH * s.KW + i * s.KW + j) * ohw;
+                float* row = cols + (static_cast<int64_t>(c) * s.KH * s.KW + i * s.KW + j) * ld;
                 int lo, hi;
                 valid_range(j, s.PW, s.SW, s.W, s.OW, lo, hi);
                 for (int oh = 0; oh < s.OH; ++oh) {
@@ -75,14 +80,14 @@ void im2col(const Conv2dShape& s, const float* x, float* cols) {
     }
 }
 
-// cols is (C*KH*KW, OH*OW); adds each entry back onto x (C, H, W), which the caller zeroed
-void col2im(const Conv2dShape& s, const float* cols, float* x) {
-    const int ohw = s.OH * s.OW;
+// cols is (C*KH*KW, OH*OW) with row stride ld; adds each entry back onto x (C, H, W), which
+// the caller zeroed
+void col2im(const Conv2dShape& s, const float* cols, int64_t ld, float* x) {
     for (int c = 0; c < s.C; ++c) {
         float* xc = x + static_cast<int64_t>(c) * s.H * s.W;
         for (int i = 0; i < s.KH; ++i)
             for (int j = 0; j < s.KW; ++j) {
-                const float* row = cols + (static_cast<int64_t>(c) * s.KH * s.KW + i * s.KW + j) * ohw;
+                const float* row = cols + (static_cast<int64_t>(c) * s.KH * s.KW + i * s.KW + j) * ld;
                 int lo, hi;
                 valid_range(j, s.PW, s.SW, s.W, s.OW, lo, hi);
                 for (int oh = 0; oh < s.OH; ++oh) {
@@ -96,6 +101,30 @@ void col2im(const Conv2dShape& s, const float* cols, float* x) {
                         for (int ow = lo; ow < hi; ++ow) xr[ow * s.SW] += in[ow];
                 }
             }
+    }
+}
+
+// Stride-1 layers take conv2d_avx512.cpp's im2col/col2im when the AVX-512 variant is active
+// (one masked move per window row instead of the generic loops' per-row set-up and tails).
+bool avx512_rows(const Conv2dShape& s) {
+    return s.SH == 1 && s.SW == 1 && simd_isa() == SimdIsa::avx512;
+}
+
+// cols (C*KH*KW, OH*OW), row stride ld, from one image x (C, H, W)
+void to_columns(const Conv2dShape& s, bool avx512, const float* x, float* cols, int64_t ld) {
+    if (avx512)
+        conv2d_isa::im2col_s1_avx512(s, x, cols, ld);
+    else
+        im2col(s, x, cols, ld);
+}
+
+// one image x (C, H, W) overwritten with the sum of its taps in cols (C*KH*KW, OH*OW), row stride ld
+void from_columns(const Conv2dShape& s, bool avx512, const float* cols, int64_t ld, float* x) {
+    if (avx512) {
+        conv2d_isa::col2im_s1_avx512(s, cols, ld, x);
+    } else {
+        std::fill(x, x + static_cast<int64_t>(s.C) * s.H * s.W, 0.0f);
+        col2im(s, cols, ld, x);
     }
 }
 
@@ -194,6 +223,17 @@ void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, c
     }
 }
 
+// Images per backward GEMM (see conv2d_backward): enough for a reduction of about 512 columns
+// (K blocks of the GEMM are 384 deep), while the group's column matrix stays within 1 MiB (L2).
+// (Seed CNN's 32->64 layer, P = 121, batch 128 on 2 threads: 1 image 7.48 ms, 2 images 7.26,
+// 4 images 7.05, 8 images 7.03 per backward, medians of 60.)
+int images_per_gemm(const Conv2dShape& s, int ckk) {
+    const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
+    const int64_t by_width = 512 / ohw;
+    const int64_t by_cache = (int64_t{1} << 18) / std::max<int64_t>(1, ckk * ohw);  // 1 MiB of floats
+    return static_cast<int>(std::clamp<int64_t>(std::min(by_width, by_cache), 1, 8));
+}
+
 }  // namespace
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
@@ -205,10 +245,11 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const bool direct = cols_are_input(s);
+    const bool rows512 = avx512_rows(s);
     auto image = [&](int n, std::vector<float>& cols) {
         const float* cn = x + n * x_img;
         if (!direct) {
-            im2col(s, cn, cols.data());
+            to_columns(s, rows512, cn, cols.data(), ohw);
             cn = cols.data();
         }
         // y_n (OC, P) = W (OC, CKK) @ cols_n (CKK, P) + bias (per row)
@@ -245,63 +286,127 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const size_t w_size = static_cast<size_t>(s.OC) * ckk;
     const bool direct = cols_are_input(s);
-    // Both operands of the weight-gradient GEMM hold the reduction (P) contiguously, so the one
+    // Both operands of the weight-gradient GEMM hold the reduction (G*P) contiguously, so the one
     // on the B side is transposed while packed, and so is the A side unless C is narrow (the
     // driver reads A in place when C has at most two column tiles, 64 columns with AVX-512).
-    // Accumulating gW^T (CKK, OC) transposes gy_n (OC x P); gW (OC, CKK) transposes cols_n
-    // (CKK x P). The transposed form wins unless OC is both wide and above CKK.
+    // Accumulating gW^T (CKK, OC) transposes gy (OC x G*P); gW (OC, CKK) transposes the columns
+    // (CKK x G*P). The transposed form wins unless OC is both wide and above CKK.
     const bool gw_transposed = s.OC <= 64 || s.OC <= ckk;
+    const int group = direct ? 1 : images_per_gemm(s, ckk);
+    const bool rows512 = avx512_rows(s);
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
-    std::fill(gw, gw + w_size, 0.0f);
-    if (gb) std::fill(gb, gb + s.OC, 0.0f);
 
-    // One worker's share: images n with n % team == rank; its partial gW/gb are added at the end.
-    // (A fixed share, unlike the forward's dynamic one, keeps the gW/gb sums in the same order on
-    // every run, so gradients are reproducible.)
-    auto run = [&](int rank, int team) {
-        std::vector<float> cols(direct ? 0 : static_cast<size_t>(ckk) * ohw);
-        std::vector<float> dcols(direct ? 0 : static_cast<size_t>(ckk) * ohw);
-        std::vector<float> gw_local(w_size, 0.0f);
-        std::vector<float> gb_local(gb ? s.OC : 0, 0.0f);
-        for (int n = rank; n < s.N; n += team) {
-            const float* gyn = gy + n * y_img;
-            const float* cn = x + n * x_img;
-            if (!direct) {
-                im2col(s, cn, cols.data());
-                cn = cols.data();
-            }
-            if (gw_transposed)  // gW^T (CKK, OC) += cols_n (CKK, P) @ gy_n^T (P, OC)
-                sgemm(false, true, ckk, s.OC, ohw, cn, ohw, gyn, ohw, 1.0f, gw_local.data(), s.OC, nullptr, false);
-            else                // gW (OC, CKK) += gy_n (OC, P) @ cols_n^T (P, CKK)
-                sgemm(false, true, s.OC, ckk, ohw, gyn, ohw, cn, ohw, 1.0f, gw_local.data(), ckk, nullptr, false);
-            float* gxn = gx + n * x_img;
-            if (direct) {       // gx_n (C, P) = W^T (C, OC) @ gy_n (OC, P)
-                sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyn, ohw, 0.0f, gxn, ohw, nullptr, false);
-            } else {            // dcols (CKK, P) = W^T (CKK, OC) @ gy_n (OC, P), then col2im onto gx_n
-                sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyn, ohw, 0.0f, dcols.data(), ohw, nullptr, false);
-                std::fill(gxn, gxn + x_img, 0.0f);
-                col2im(s, dcols.data(), gxn);
-            }
-            if (gb)
-                for (int o = 0; o < s.OC; ++o) gb_local[o] += sum(gyn + static_cast<int64_t>(o) * ohw, ohw);
-        }
-#pragma omp critical(deepkern_conv2d_backward_reduce)
-        {
-            if (gw_transposed) {
+    // Work items are chunks: runs of consecutive groups of `group` images, each accumulating
+    // its own partial gW/gb, which are added in chunk order at the end. Chunks are handed out
+    // dynamically (a worker that loses its core to another process delays one chunk, not a
+    // fixed half of the batch) and the sums still come out the same on every run.
+    const bool parallel = split_images(s);
+    const int groups = (s.N + group - 1) / group;
+    int chunks = 1;
+    if (parallel) {  // up to 8 chunks per thread, within a memory budget for the partials
+        constexpr int64_t kPartialFloats = int64_t{1} << 22;  // 16 MiB
+        const int64_t per_chunk = static_cast<int64_t>(w_size) + s.OC;
+        const int64_t most = std::min<int64_t>(groups, 8 * omp_get_max_threads());
+        chunks = static_cast<int>(std::clamp<int64_t>(kPartialFloats / per_chunk, 1, most));
+    }
+    std::vector<float> partial_w(static_cast<size_t>(chunks) * w_size);
+    std::vector<float> partial_b(gb ? static_cast<size_t>(chunks) * s.OC : 0);
+
+    // A group's images sit side by side as the columns of one GEMM: cols (CKK, G*P) and
+    // gy (OC, G*P), so the weight gradient is one product with K = G*P and the column gradient
+    // one product with N = G*P (with a per-image K = P of ~100, the micro-kernel's C-tile loads
+    // and stores and the per-call operand packing take a large share of each product).
+    struct Scratch {
+        std::vector<float> cols;      // the group's im2col; then (once gW has read it) its dcols
+        std::vector<float> gy_group;  // gy of the group's images side by side
+    };
+    auto chunk = [&](int k, Scratch& sc) {
+        const int g_lo = static_cast<int>(static_cast<int64_t>(groups) * k / chunks);
+        const int g_hi = static_cast<int>(static_cast<int64_t>(groups) * (k + 1) / chunks);
+        float* gw_part = partial_w.data() + static_cast<size_t>(k) * w_size;
+        float* gb_part = gb ? partial_b.data() + static_cast<size_t>(k) * s.OC : nullptr;
+        for (int gi = g_lo; gi < g_hi; ++gi) {
+            const int n0 = gi * group, G = std::min(group, s.N - n0);
+            const int ld = G * ohw;  // columns of this group's matrices
+            const float beta = gi == g_lo ? 0.0f : 1.0f;
+            // gyb (OC, G*P)
+            const float* gyb = gy + n0 * y_img;
+            if (G > 1) {
                 for (int o = 0; o < s.OC; ++o)
-                    for (int k = 0; k < ckk; ++k) gw[static_cast<int64_t>(o) * ckk + k] += gw_local[static_cast<int64_t>(k) * s.OC + o];
-            } else {
-                for (size_t i = 0; i < w_size; ++i) gw[i] += gw_local[i];
+                    for (int g = 0; g < G; ++g)
+                        std::memcpy(sc.gy_group.data() + static_cast<int64_t>(o) * ld + g * ohw,
+                                    gyb + g * y_img + static_cast<int64_t>(o) * ohw, sizeof(float) * ohw);
+                gyb = sc.gy_group.data();
             }
-            if (gb)
-                for (int o = 0; o < s.OC; ++o) gb[o] += gb_local[o];
+            // cb (CKK, G*P): the group's columns (a 1x1 layer's image is its own, G == 1)
+            const float* cb = x + n0 * x_img;
+            if (!direct) {
+                for (int g = 0; g < G; ++g)
+                    to_columns(s, rows512, x + (n0 + g) * x_img, sc.cols.data() + g * ohw, ld);
+                cb = sc.cols.data();
+            }
+            if (gw_transposed)  // gW^T (CKK, OC) (+)= cb (CKK, G*P) @ gyb^T (G*P, OC)
+                sgemm(false, true, ckk, s.OC, ld, cb, ld, gyb, ld, beta, gw_part, s.OC, nullptr, false);
+            else                // gW (OC, CKK) (+)= gyb (OC, G*P) @ cb^T (G*P, CKK)
+                sgemm(false, true, s.OC, ckk, ld, gyb, ld, cb, ld, beta, gw_part, ckk, nullptr, false);
+            if (gb_part)
+                for (int o = 0; o < s.OC; ++o)
+                    gb_part[o] = beta * gb_part[o] + sum(gyb + static_cast<int64_t>(o) * ld, ld);
+            if (!gx) continue;  // no input gradient wanted
+            if (direct) {       // gx_n (C, P) = W^T (C, OC) @ gy_n (OC, P)
+                sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyb, ohw, 0.0f, gx + n0 * x_img, ohw, nullptr, false);
+                continue;
+            }
+            // dcols (CKK, G*P) = W^T (CKK, OC) @ gyb (OC, G*P), then col2im onto each gx_n
+            sgemm(true, false, ckk, ld, s.OC, w, ckk, gyb, ld, 0.0f, sc.cols.data(), ld, nullptr, false);
+            for (int g = 0; g < G; ++g)
+                from_columns(s, rows512, sc.cols.data() + g * ohw, ld, gx + (n0 + g) * x_img);
         }
     };
-    if (split_images(s)) {
+    // The partials summed in chunk order into the first one, over its entries [lo, hi)
+    // (contiguous rows, so the adds vectorise).
+    constexpr size_t kSumBlock = 4096;
+    const size_t sum_blocks = (w_size + kSumBlock - 1) / kSumBlock;
+    auto add_partials = [&](size_t block) {
+        const size_t lo = block * kSumBlock, hi = std::min(w_size, lo + kSumBlock);
+        float* first = partial_w.data();
+        for (int k = 1; k < chunks; ++k) {
+            const float* part = partial_w.data() + static_cast<size_t>(k) * w_size;
+            for (size_t i = lo; i < hi; ++i) first[i] += part[i];
+        }
+    };
+    // gw (OC, CKK) and gb for output channels [o_lo, o_hi), from the summed first partial
+    auto store = [&](int o_lo, int o_hi) {
+        for (int o = o_lo; o < o_hi; ++o) {
+            float* gwo = gw + static_cast<int64_t>(o) * ckk;
+            if (gw_transposed)
+                for (int kk = 0; kk < ckk; ++kk) gwo[kk] = partial_w[static_cast<size_t>(kk) * s.OC + o];
+            else
+                std::memcpy(gwo, partial_w.data() + static_cast<size_t>(o) * ckk, sizeof(float) * ckk);
+            if (gb) {
+                float total = partial_b[o];
+                for (int k = 1; k < chunks; ++k) total += partial_b[static_cast<size_t>(k) * s.OC + o];
+                gb[o] = total;
+            }
+        }
+    };
+    const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
+    const size_t gy_size = group > 1 ? static_cast<size_t>(s.OC) * group * ohw : 0;
+    if (parallel) {
 #pragma omp parallel
-        run(omp_get_thread_num(), omp_get_num_threads());
+        {
+            Scratch sc{std::vector<float>(cols_size), std::vector<float>(gy_size)};
+#pragma omp for schedule(dynamic, 1)
+            for (int k = 0; k < chunks; ++k) chunk(k, sc);
+#pragma omp for schedule(static)
+            for (size_t b = 0; b < sum_blocks; ++b) add_partials(b);
+#pragma omp for schedule(static)
+            for (int o = 0; o < s.OC; ++o) store(o, o + 1);
+        }
     } else {
-        run(0, 1);
+        Scratch sc{std::vector<float>(cols_size), std::vector<float>(gy_size)};
+        chunk(0, sc);
+        store(0, s.OC);
     }
 }
 
