@@ -181,14 +181,21 @@ py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> b
     return std::move(y);
 }
 
+// want_input false: no input gradient (None; the kernel skips the dX GEMM and col2im)
 py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, Pair stride, Pair padding,
-                          bool want_bias) {
+                          bool want_bias, bool want_input) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4), g = checked(g_obj, "grad_out", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     if (dim(g, 0) != s.N || dim(g, 1) != s.OC || dim(g, 2) != s.OH || dim(g, 3) != s.OW)
         throw ShapeError("grad_out: expected shape (N, OC, OH, OW)");
-    FloatArray gx = new_output(Shape{s.N, s.C, s.H, s.W}), gw = new_output(Shape{s.OC, s.C, s.KH, s.KW});
-    py::object gb = py::none();
+    FloatArray gw = new_output(Shape{s.OC, s.C, s.KH, s.KW});
+    py::object gx = py::none(), gb = py::none();
+    float* pgx = nullptr;
+    if (want_input) {
+        FloatArray arr = new_output(Shape{s.N, s.C, s.H, s.W});
+        pgx = arr.mutable_data();
+        gx = std::move(arr);
+    }
     float* pgb = nullptr;
     if (want_bias) {
         FloatArray arr = new_output(Shape{s.OC});
@@ -196,7 +203,7 @@ py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, 
         gb = std::move(arr);
     }
     const float *pg = cptr(g), *px = cptr(x), *pw = cptr(w);
-    float *pgx = gx.mutable_data(), *pgw = gw.mutable_data();
+    float* pgw = gw.mutable_data();
     {
         py::gil_scoped_release nogil;
         k::conv2d_backward(s, pg, px, pw, pgx, pgw, pgb);
@@ -452,7 +459,7 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
           py::arg("padding"));
     m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
-          py::arg("stride"), py::arg("padding"), py::arg("want_bias"));
+          py::arg("stride"), py::arg("padding"), py::arg("want_bias"), py::arg("want_input") = true);
     m.def("max_pool2d", &pool_forward<k::max_pool2d_forward>, py::arg("x"), py::arg("kernel"),
           py::arg("stride"), py::arg("padding"));
     m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("kernel"),

@@ -121,14 +121,18 @@ def conv2d(x: Array, w: Array, bias: Optional[Array] = None, stride: IntPair = 1
 
 
 def conv2d_backward(grad_out: Array, x: Array, w: Array, stride: IntPair = 1, padding: IntPair = 0,
-                    bias: bool = False) -> Tuple[Array, Array, Optional[Array]]:
-    """Gradients of ``conv2d`` for (x, w, bias); the bias gradient is None unless ``bias``."""
+                    bias: bool = False, input_grad: bool = True) -> Tuple[Optional[Array], Array, Optional[Array]]:
+    """Gradients of ``conv2d`` for (x, w, bias): ``(gx, gw, gb)``.
+
+    The bias gradient is None unless ``bias``. With ``input_grad=False`` the input gradient
+    is not computed and ``gx`` is None (a network's first layer, whose input needs no
+    gradient, saves the dX product and its scatter that way); gw and gb are unchanged."""
     st, pd, out_shape = _conv_geometry(x, w, stride, padding)
     check_array(grad_out, "grad_out", 4)
     same_device("x", x, "grad_out", grad_out)
     if tuple(grad_out.shape) != out_shape:
         raise ValueError(f"grad_out: expected shape {out_shape}, got {tuple(grad_out.shape)}")
-    return backends.for_array(x).conv2d_backward(grad_out, x, w, st, pd, bool(bias))
+    return backends.for_array(x).conv2d_backward(grad_out, x, w, st, pd, bool(bias), bool(input_grad))
 
 
 # ---------------------------------------------------------------------------- pooling

@@ -82,13 +82,13 @@ def conv2d(x, w, bias, stride: Pair, padding: Pair):
     return y
 
 
-def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool):
+def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool, want_input: bool = True):
     with x.device:
-        grad_x = _empty(x.shape)
+        grad_x = _empty(x.shape)  # the kernel always writes it; dropped below when not wanted
         grad_w = _empty(w.shape)
         grad_b = _empty((w.shape[0],)) if want_bias else None
         _cuda.conv2d_backward(grad_out, x, w, stride, padding, grad_x, grad_w, grad_b, _stream())
-    return grad_x, grad_w, grad_b
+    return (grad_x if want_input else None), grad_w, grad_b
 
 
 # ---------------------------------------------------------------------------- pooling

@@ -106,13 +106,16 @@ def conv2d(x, w, bias, stride: Pair, padding: Pair):
     return xp.ascontiguousarray(y.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
 
 
-def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool):
+def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool, want_input: bool = True):
     xp = _xp(x)
     n, c, h, wd = x.shape
     oc, _, kh, kw = w.shape
     cols, oh, ow = _im2col(xp, x, kh, kw, stride, padding)
     g = grad_out.transpose(0, 2, 3, 1).reshape(n * oh * ow, oc)         # (N*OH*OW, OC)
     grad_w = xp.matmul(g.T, cols).reshape(w.shape)
+    grad_b = grad_out.sum(axis=(0, 2, 3)) if want_bias else None
+    if not want_input:
+        return None, xp.ascontiguousarray(grad_w), grad_b
     dcols = xp.matmul(g, w.reshape(oc, -1)).reshape(n, oh, ow, c, kh, kw)
     # col2im: scatter each window offset's gradient back with one strided add per (i, j)
     dxp = xp.zeros((n, c, h + 2 * padding[0], wd + 2 * padding[1]), dtype=x.dtype)
@@ -120,7 +123,6 @@ def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool
         for j in range(kw):
             dxp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] += \
                 dcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-    grad_b = grad_out.sum(axis=(0, 2, 3)) if want_bias else None
     return _unpad(xp, dxp, padding, h, wd), xp.ascontiguousarray(grad_w), grad_b
 
 

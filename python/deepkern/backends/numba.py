@@ -397,14 +397,16 @@ def conv2d(x, w, bias, stride: Pair, padding: Pair):
     return y.reshape(n, oc, oh, ow)
 
 
-def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool):
+def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool, want_input: bool = True):
     n = x.shape[0]
     oc, _, kh, kw = w.shape
     oh, ow = grad_out.shape[2], grad_out.shape[3]
     geometry = (kh, kw, stride[0], stride[1], padding[0], padding[1], oh, ow)
     gy = grad_out.reshape(n, oc, oh * ow)
-    grad_x = np.zeros(x.shape, dtype=np.float32)
-    _conv2d_dgrad_kernel(gy, _c(w.reshape(oc, -1).T), *geometry, grad_x)
+    grad_x = None
+    if want_input:
+        grad_x = np.zeros(x.shape, dtype=np.float32)
+        _conv2d_dgrad_kernel(gy, _c(w.reshape(oc, -1).T), *geometry, grad_x)
     chunks = max(1, min(n, numba.get_num_threads()))
     partial = np.zeros((chunks, oc, w[0].size), dtype=np.float32)
     _conv2d_wgrad_kernel(gy, x, *geometry, chunks, partial)

@@ -77,7 +77,7 @@ def conv2d(x, w, bias, stride: Pair, padding: Pair):
     return out.astype(out_dtype)
 
 
-def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool):
+def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool, want_input: bool = True):
     out_dtype = grad_out.dtype
     n, c, h, wd = x.shape
     oc, _, kh, kw = w.shape
@@ -86,6 +86,9 @@ def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool
     xp = _pad(_f64(x), padding)
     cols = _windows(xp, kh, kw, stride, oh, ow)
     grad_w = np.einsum("nopq,ncpqij->ocij", g, cols, optimize=True)
+    grad_b = g.sum(axis=(0, 2, 3)).astype(out_dtype) if want_bias else None
+    if not want_input:
+        return None, grad_w.astype(out_dtype), grad_b
     # scatter each output's gradient back over its window
     dcols = np.einsum("nopq,ocij->ncpqij", g, _f64(w), optimize=True)
     dxp = np.zeros_like(xp)
@@ -94,7 +97,6 @@ def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool
             dxp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] += dcols[:, :, :, :, i, j]
     ph, pw = padding
     grad_x = dxp[:, :, ph:ph + h, pw:pw + wd]
-    grad_b = g.sum(axis=(0, 2, 3)).astype(out_dtype) if want_bias else None
     return np.ascontiguousarray(grad_x, dtype=out_dtype), grad_w.astype(out_dtype), grad_b
 
 

@@ -109,7 +109,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: Int
 
     def backward(g: Array) -> None:
         want_bias = bias is not None and bias.requires_grad
-        gx, gw, gb = ops.conv2d_backward(_c(g), xd, wd, stride, padding, bias=want_bias)
+        # an input that needs no gradient (the first layer's images) skips the dX work
+        gx, gw, gb = ops.conv2d_backward(_c(g), xd, wd, stride, padding, bias=want_bias,
+                                         input_grad=x.requires_grad)
         if x.requires_grad:
             x._accumulate(gx)
         if weight.requires_grad:
