@@ -154,8 +154,13 @@ bool split_images(const Conv2dShape& s) {
 
 // The wide (no im2col) forward pays off from this many taps per output (C * KH * KW); below it,
 // im2col is a small copy and the extra Wp / OW columns of the wide form cost more.
-// (Measured on the seed CNN: 9 taps (1 channel) favour im2col, 288 taps favour the wide form.)
+// (Measured on the seed CNN: 9 taps (1 channel) favour im2col, 288 taps favour the wide form
+// with the generic im2col.) With the AVX-512 im2col, grouped columns beat it while one image's
+// column matrix is small (2 threads, medians: seed 32->64 layer on 13x13, 139 KiB of columns,
+// 3.29 ms vs 3.51 wide), not once it outgrows L2's share (16->32 channels on 32x32, 590 KiB:
+// 4.39 vs 3.47 ms; 64->64 on 28x28, 1.8 MiB: 11.2 vs 9.9 ms).
 constexpr int kWideMinTaps = 32;
+constexpr int64_t kAvx512ColsMaxBytes = 256 * 1024;
 
 // Forward of a stride-1 convolution with no im2col copy ("wide" output): in the zero-padded
 // image xp (C, Hp, Wp), output pixel (oh, ow) reads xp[c, oh + i, ow + j] = xp_flat[off(c, i, j) + q]
@@ -164,7 +169,10 @@ constexpr int kWideMinTaps = 32;
 // are discarded when y_wide is compacted into y. It costs Wp/OW more multiply-adds than im2col
 // but reads the image in place, which is cheaper when the image has several channels.
 bool use_wide_forward(const Conv2dShape& s) {
-    return s.SH == 1 && s.SW == 1 && s.C * s.KH * s.KW >= kWideMinTaps;
+    const int64_t taps = static_cast<int64_t>(s.C) * s.KH * s.KW;
+    if (s.SH != 1 || s.SW != 1 || taps < kWideMinTaps) return false;
+    const int64_t cols_bytes = taps * s.OH * s.OW * static_cast<int64_t>(sizeof(float));
+    return !avx512_rows(s) || cols_bytes > kAvx512ColsMaxBytes;
 }
 
 void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
@@ -234,6 +242,16 @@ int images_per_gemm(const Conv2dShape& s, int ckk) {
     return static_cast<int>(std::clamp<int64_t>(std::min(by_width, by_cache), 1, 8));
 }
 
+// Images per forward GEMM: the group's column matrix (its B) is read in place up to 512 KiB,
+// so at most that many columns; about 512 of them. (Seed 32->64 layer, 2 threads, medians:
+// 1 image 3.37 ms, 2 images 3.42, 3 images 3.29, 4 images 3.65 (B packed), 8 images 3.59.)
+int forward_images_per_gemm(const Conv2dShape& s, int ckk) {
+    const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
+    const int64_t by_width = 512 / ohw;
+    const int64_t by_cache = (int64_t{1} << 17) / std::max<int64_t>(1, ckk * ohw);  // 512 KiB of floats
+    return static_cast<int>(std::clamp<int64_t>(std::min(by_width, by_cache), 1, 8));
+}
+
 }  // namespace
 
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
@@ -246,37 +264,47 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const bool direct = cols_are_input(s);
     const bool rows512 = avx512_rows(s);
-    auto image = [&](int n, std::vector<float>& cols) {
-        const float* cn = x + n * x_img;
+    const int group = direct ? 1 : forward_images_per_gemm(s, ckk);
+    // A group's columns side by side: y_g (OC, G*P) = W (OC, CKK) @ cols_g (CKK, G*P) + bias,
+    // then each image's (OC, P) block copied out (one image writes y_n directly)
+    auto run_group = [&](int n0, std::vector<float>& cols, std::vector<float>& y_group) {
+        const int G = std::min(group, s.N - n0);
+        const int ld = G * ohw;
+        const float* cb = x + n0 * x_img;
         if (!direct) {
-            to_columns(s, rows512, cn, cols.data(), ohw);
-            cn = cols.data();
+            for (int g = 0; g < G; ++g) to_columns(s, rows512, x + (n0 + g) * x_img, cols.data() + g * ohw, ld);
+            cb = cols.data();
         }
-        // y_n (OC, P) = W (OC, CKK) @ cols_n (CKK, P) + bias (per row)
-        GemmArgs g;
-        g.M = s.OC;
-        g.N = ohw;
-        g.K = ckk;
-        g.A = w;
-        g.lda = ckk;
-        g.B = cn;
-        g.ldb = ohw;
-        g.C = y + n * y_img;
-        g.ldc = ohw;
-        g.bias_row = bias;
-        sgemm(g);
+        GemmArgs a;
+        a.M = s.OC;
+        a.N = ld;
+        a.K = ckk;
+        a.A = w;
+        a.lda = ckk;
+        a.B = cb;
+        a.ldb = ld;
+        a.C = G > 1 ? y_group.data() : y + n0 * y_img;
+        a.ldc = ld;
+        a.bias_row = bias;
+        sgemm(a);
+        if (G > 1)
+            for (int g = 0; g < G; ++g)
+                for (int o = 0; o < s.OC; ++o)
+                    std::memcpy(y + (n0 + g) * y_img + static_cast<int64_t>(o) * ohw,
+                                y_group.data() + static_cast<int64_t>(o) * ld + g * ohw, sizeof(float) * ohw);
     };
-    const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * ohw;
+    const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
+    const size_t y_group_size = group > 1 ? static_cast<size_t>(s.OC) * group * ohw : 0;
     if (split_images(s)) {
 #pragma omp parallel
         {
-            std::vector<float> cols(cols_size);
-#pragma omp for schedule(dynamic, 2)  // images are independent: a descheduled thread's share moves
-            for (int n = 0; n < s.N; ++n) image(n, cols);
+            std::vector<float> cols(cols_size), y_group(y_group_size);
+#pragma omp for schedule(dynamic, 1)  // groups are independent: a descheduled thread's share moves
+            for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols, y_group);
         }
     } else {
-        std::vector<float> cols(cols_size);
-        for (int n = 0; n < s.N; ++n) image(n, cols);
+        std::vector<float> cols(cols_size), y_group(y_group_size);
+        for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols, y_group);
     }
 }
 
@@ -291,7 +319,9 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     // driver reads A in place when C has at most two column tiles, 64 columns with AVX-512).
     // Accumulating gW^T (CKK, OC) transposes gy (OC x G*P); gW (OC, CKK) transposes the columns
     // (CKK x G*P). The transposed form wins unless OC is both wide and above CKK.
-    const bool gw_transposed = s.OC <= 64 || s.OC <= ckk;
+    // With very few taps (the seed CNN's first layer: CKK = 9, OC = 32, P = 676) the transposed
+    // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
+    const bool gw_transposed = (s.OC <= 64 || s.OC <= ckk) && ckk >= 16;
     const int group = direct ? 1 : images_per_gemm(s, ckk);
     const bool rows512 = avx512_rows(s);
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region

@@ -69,38 +69,51 @@ void im2col_s1_avx512(const Conv2dShape& s, const float* x, float* cols, int64_t
     }
 }
 
+// Input row h of channels [c0, c0 + CB), columns [w0, w0 + 16): the sum of each element's
+// taps, one accumulator per channel (CB independent add chains; one chain alone would wait on
+// the add latency at every tap), added in (i, j) order like the generic scatter.
+template <int CB>
+void col2im_rows(const Conv2dShape& s, const float* cols, int64_t ld, float* x, int c0, int h, int w0) {
+    const int64_t tap_rows = static_cast<int64_t>(s.KH) * s.KW * ld;  // one channel's rows of cols
+    const int n = std::min(16, s.W - w0);
+    __m512 acc[CB];
+    for (int b = 0; b < CB; ++b) acc[b] = _mm512_setzero_ps();
+    for (int i = 0; i < s.KH; ++i) {
+        const int oh = h + s.PH - i;
+        if (oh < 0 || oh >= s.OH) continue;
+        for (int j = 0; j < s.KW; ++j) {
+            const int shift = s.PW - j;  // output column = w + shift
+            const __mmask16 m = lanes(std::max(w0, -shift) - w0, std::min(w0 + n, s.OW - shift) - w0);
+            if (m == 0) continue;
+            const float* seg = cols + c0 * tap_rows + static_cast<int64_t>(i * s.KW + j) * ld +
+                               static_cast<int64_t>(oh) * s.OW + w0 + shift;
+            for (int b = 0; b < CB; ++b) acc[b] = _mm512_add_ps(acc[b], _mm512_maskz_loadu_ps(m, seg + b * tap_rows));
+        }
+    }
+    // A whole-vector store spills into the next rows of the same channel, written after this
+    // one; never into the next channel (already written when channels go in blocks) or image.
+    const bool whole = static_cast<int64_t>(h) * s.W + w0 + 16 <= static_cast<int64_t>(s.H) * s.W;
+    for (int b = 0; b < CB; ++b) {
+        float* at = x + (static_cast<int64_t>(c0 + b) * s.H + h) * s.W + w0;
+        if (whole)
+            _mm512_storeu_ps(at, acc[b]);
+        else
+            _mm512_mask_storeu_ps(at, lanes(0, n), acc[b]);
+    }
+}
+
 // cols is (C*KH*KW, OH*OW) with row stride ld; x (C, H, W) is overwritten with the sum of each
 // element's taps: x[c, h, w] = sum over (i, j) of cols[(c, i, j), (h + PH - i, w + PW - j)],
 // added in (i, j) order like the generic scatter, so both give the same bits.
 void col2im_s1_avx512(const Conv2dShape& s, const float* cols, int64_t ld, float* x) {
-    const int64_t image = static_cast<int64_t>(s.C) * s.H * s.W;
-    for (int c = 0; c < s.C; ++c) {
-        const float* cc = cols + static_cast<int64_t>(c) * s.KH * s.KW * ld;
-        for (int h = 0; h < s.H; ++h) {
-            float* xr = x + (static_cast<int64_t>(c) * s.H + h) * s.W;
-            for (int w0 = 0; w0 < s.W; w0 += 16) {
-                const int n = std::min(16, s.W - w0);
-                __m512 acc = _mm512_setzero_ps();
-                for (int i = 0; i < s.KH; ++i) {
-                    const int oh = h + s.PH - i;
-                    if (oh < 0 || oh >= s.OH) continue;
-                    for (int j = 0; j < s.KW; ++j) {
-                        const int shift = s.PW - j;  // output column = w + shift
-                        const __mmask16 m = lanes(std::max(w0, -shift) - w0, std::min(w0 + n, s.OW - shift) - w0);
-                        if (m == 0) continue;
-                        const float* seg = cc + static_cast<int64_t>(i * s.KW + j) * ld + static_cast<int64_t>(oh) * s.OW;
-                        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, seg + w0 + shift));
-                    }
-                }
-                // a whole-vector store spills into the next rows of this image, written after
-                // this one; never past the image (another thread may own the next one)
-                if ((static_cast<int64_t>(c) * s.H + h) * s.W + w0 + 16 <= image)
-                    _mm512_storeu_ps(xr + w0, acc);
-                else
-                    _mm512_mask_storeu_ps(xr + w0, lanes(0, n), acc);
-            }
-        }
-    }
+    constexpr int kBlock = 4;  // channels per pass
+    int c = 0;
+    for (; c + kBlock <= s.C; c += kBlock)
+        for (int h = 0; h < s.H; ++h)
+            for (int w0 = 0; w0 < s.W; w0 += 16) col2im_rows<kBlock>(s, cols, ld, x, c, h, w0);
+    for (; c < s.C; ++c)
+        for (int h = 0; h < s.H; ++h)
+            for (int w0 = 0; w0 < s.W; w0 += 16) col2im_rows<1>(s, cols, ld, x, c, h, w0);
 }
 
 }  // namespace deepkern::cpu::conv2d_isa
