@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "cpu/matmul.hpp"
@@ -127,6 +128,10 @@ void from_columns(const Conv2dShape& s, bool avx512, const float* cols, int64_t 
         col2im(s, cols, ld, x);
     }
 }
+
+// An uninitialised float buffer, for scratch that is always written before it is read
+// (std::vector would zero it first: a wasted pass over up to megabytes per call).
+std::unique_ptr<float[]> scratch(size_t n) { return std::unique_ptr<float[]>(new float[n]); }
 
 // Sum of x[0:n] in 16 independent partial sums: a single running sum would serialise on the
 // add latency (the compiler may not reorder float additions by itself).
@@ -267,13 +272,13 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     const int group = direct ? 1 : forward_images_per_gemm(s, ckk);
     // A group's columns side by side: y_g (OC, G*P) = W (OC, CKK) @ cols_g (CKK, G*P) + bias,
     // then each image's (OC, P) block copied out (one image writes y_n directly)
-    auto run_group = [&](int n0, std::vector<float>& cols, std::vector<float>& y_group) {
+    auto run_group = [&](int n0, float* cols, float* y_group) {
         const int G = std::min(group, s.N - n0);
         const int ld = G * ohw;
         const float* cb = x + n0 * x_img;
         if (!direct) {
-            for (int g = 0; g < G; ++g) to_columns(s, rows512, x + (n0 + g) * x_img, cols.data() + g * ohw, ld);
-            cb = cols.data();
+            for (int g = 0; g < G; ++g) to_columns(s, rows512, x + (n0 + g) * x_img, cols + g * ohw, ld);
+            cb = cols;
         }
         GemmArgs a;
         a.M = s.OC;
@@ -283,7 +288,7 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
         a.lda = ckk;
         a.B = cb;
         a.ldb = ld;
-        a.C = G > 1 ? y_group.data() : y + n0 * y_img;
+        a.C = G > 1 ? y_group : y + n0 * y_img;
         a.ldc = ld;
         a.bias_row = bias;
         sgemm(a);
@@ -291,20 +296,20 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
             for (int g = 0; g < G; ++g)
                 for (int o = 0; o < s.OC; ++o)
                     std::memcpy(y + (n0 + g) * y_img + static_cast<int64_t>(o) * ohw,
-                                y_group.data() + static_cast<int64_t>(o) * ld + g * ohw, sizeof(float) * ohw);
+                                y_group + static_cast<int64_t>(o) * ld + g * ohw, sizeof(float) * ohw);
     };
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
     const size_t y_group_size = group > 1 ? static_cast<size_t>(s.OC) * group * ohw : 0;
     if (split_images(s)) {
 #pragma omp parallel
         {
-            std::vector<float> cols(cols_size), y_group(y_group_size);
+            auto cols = scratch(cols_size), y_group = scratch(y_group_size);
 #pragma omp for schedule(dynamic, 1)  // groups are independent: a descheduled thread's share moves
-            for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols, y_group);
+            for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols.get(), y_group.get());
         }
     } else {
-        std::vector<float> cols(cols_size), y_group(y_group_size);
-        for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols, y_group);
+        auto cols = scratch(cols_size), y_group = scratch(y_group_size);
+        for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols.get(), y_group.get());
     }
 }
 
@@ -339,22 +344,28 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
         const int64_t most = std::min<int64_t>(groups, 8 * omp_get_max_threads());
         chunks = static_cast<int>(std::clamp<int64_t>(kPartialFloats / per_chunk, 1, most));
     }
-    std::vector<float> partial_w(static_cast<size_t>(chunks) * w_size);
-    std::vector<float> partial_b(gb ? static_cast<size_t>(chunks) * s.OC : 0);
+    if (s.N == 0) {  // no image: zero gradients
+        std::fill(gw, gw + w_size, 0.0f);
+        if (gb) std::fill(gb, gb + s.OC, 0.0f);
+        return;
+    }
+    // written by each chunk's first group before any read
+    auto partial_w = scratch(static_cast<size_t>(chunks) * w_size);
+    auto partial_b = scratch(gb ? static_cast<size_t>(chunks) * s.OC : 0);
 
     // A group's images sit side by side as the columns of one GEMM: cols (CKK, G*P) and
     // gy (OC, G*P), so the weight gradient is one product with K = G*P and the column gradient
     // one product with N = G*P (with a per-image K = P of ~100, the micro-kernel's C-tile loads
     // and stores and the per-call operand packing take a large share of each product).
     struct Scratch {
-        std::vector<float> cols;      // the group's im2col; then (once gW has read it) its dcols
-        std::vector<float> gy_group;  // gy of the group's images side by side
+        std::unique_ptr<float[]> cols;      // the group's im2col; then (once gW has read it) its dcols
+        std::unique_ptr<float[]> gy_group;  // gy of the group's images side by side
     };
     auto chunk = [&](int k, Scratch& sc) {
         const int g_lo = static_cast<int>(static_cast<int64_t>(groups) * k / chunks);
         const int g_hi = static_cast<int>(static_cast<int64_t>(groups) * (k + 1) / chunks);
-        float* gw_part = partial_w.data() + static_cast<size_t>(k) * w_size;
-        float* gb_part = gb ? partial_b.data() + static_cast<size_t>(k) * s.OC : nullptr;
+        float* gw_part = partial_w.get() + static_cast<size_t>(k) * w_size;
+        float* gb_part = gb ? partial_b.get() + static_cast<size_t>(k) * s.OC : nullptr;
         for (int gi = g_lo; gi < g_hi; ++gi) {
             const int n0 = gi * group, G = std::min(group, s.N - n0);
             const int ld = G * ohw;  // columns of this group's matrices
@@ -364,33 +375,35 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
             if (G > 1) {
                 for (int o = 0; o < s.OC; ++o)
                     for (int g = 0; g < G; ++g)
-                        std::memcpy(sc.gy_group.data() + static_cast<int64_t>(o) * ld + g * ohw,
+                        std::memcpy(sc.gy_group.get() + static_cast<int64_t>(o) * ld + g * ohw,
                                     gyb + g * y_img + static_cast<int64_t>(o) * ohw, sizeof(float) * ohw);
-                gyb = sc.gy_group.data();
+                gyb = sc.gy_group.get();
             }
             // cb (CKK, G*P): the group's columns (a 1x1 layer's image is its own, G == 1)
             const float* cb = x + n0 * x_img;
             if (!direct) {
                 for (int g = 0; g < G; ++g)
-                    to_columns(s, rows512, x + (n0 + g) * x_img, sc.cols.data() + g * ohw, ld);
-                cb = sc.cols.data();
+                    to_columns(s, rows512, x + (n0 + g) * x_img, sc.cols.get() + g * ohw, ld);
+                cb = sc.cols.get();
             }
             if (gw_transposed)  // gW^T (CKK, OC) (+)= cb (CKK, G*P) @ gyb^T (G*P, OC)
                 sgemm(false, true, ckk, s.OC, ld, cb, ld, gyb, ld, beta, gw_part, s.OC, nullptr, false);
             else                // gW (OC, CKK) (+)= gyb (OC, G*P) @ cb^T (G*P, CKK)
                 sgemm(false, true, s.OC, ckk, ld, gyb, ld, cb, ld, beta, gw_part, ckk, nullptr, false);
             if (gb_part)
-                for (int o = 0; o < s.OC; ++o)
-                    gb_part[o] = beta * gb_part[o] + sum(gyb + static_cast<int64_t>(o) * ld, ld);
+                for (int o = 0; o < s.OC; ++o) {
+                    const float part = sum(gyb + static_cast<int64_t>(o) * ld, ld);
+                    gb_part[o] = gi == g_lo ? part : gb_part[o] + part;
+                }
             if (!gx) continue;  // no input gradient wanted
             if (direct) {       // gx_n (C, P) = W^T (C, OC) @ gy_n (OC, P)
                 sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyb, ohw, 0.0f, gx + n0 * x_img, ohw, nullptr, false);
                 continue;
             }
             // dcols (CKK, G*P) = W^T (CKK, OC) @ gyb (OC, G*P), then col2im onto each gx_n
-            sgemm(true, false, ckk, ld, s.OC, w, ckk, gyb, ld, 0.0f, sc.cols.data(), ld, nullptr, false);
+            sgemm(true, false, ckk, ld, s.OC, w, ckk, gyb, ld, 0.0f, sc.cols.get(), ld, nullptr, false);
             for (int g = 0; g < G; ++g)
-                from_columns(s, rows512, sc.cols.data() + g * ohw, ld, gx + (n0 + g) * x_img);
+                from_columns(s, rows512, sc.cols.get() + g * ohw, ld, gx + (n0 + g) * x_img);
         }
     };
     // The partials summed in chunk order into the first one, over its entries [lo, hi)
@@ -399,9 +412,9 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     const size_t sum_blocks = (w_size + kSumBlock - 1) / kSumBlock;
     auto add_partials = [&](size_t block) {
         const size_t lo = block * kSumBlock, hi = std::min(w_size, lo + kSumBlock);
-        float* first = partial_w.data();
+        float* first = partial_w.get();
         for (int k = 1; k < chunks; ++k) {
-            const float* part = partial_w.data() + static_cast<size_t>(k) * w_size;
+            const float* part = partial_w.get() + static_cast<size_t>(k) * w_size;
             for (size_t i = lo; i < hi; ++i) first[i] += part[i];
         }
     };
@@ -412,7 +425,7 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
             if (gw_transposed)
                 for (int kk = 0; kk < ckk; ++kk) gwo[kk] = partial_w[static_cast<size_t>(kk) * s.OC + o];
             else
-                std::memcpy(gwo, partial_w.data() + static_cast<size_t>(o) * ckk, sizeof(float) * ckk);
+                std::memcpy(gwo, partial_w.get() + static_cast<size_t>(o) * ckk, sizeof(float) * ckk);
             if (gb) {
                 float total = partial_b[o];
                 for (int k = 1; k < chunks; ++k) total += partial_b[static_cast<size_t>(k) * s.OC + o];
@@ -425,7 +438,7 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     if (parallel) {
 #pragma omp parallel
         {
-            Scratch sc{std::vector<float>(cols_size), std::vector<float>(gy_size)};
+            Scratch sc{scratch(cols_size), scratch(gy_size)};
 #pragma omp for schedule(dynamic, 1)
             for (int k = 0; k < chunks; ++k) chunk(k, sc);
 #pragma omp for schedule(static)
@@ -434,7 +447,7 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
             for (int o = 0; o < s.OC; ++o) store(o, o + 1);
         }
     } else {
-        Scratch sc{std::vector<float>(cols_size), std::vector<float>(gy_size)};
+        Scratch sc{scratch(cols_size), scratch(gy_size)};
         chunk(0, sc);
         store(0, s.OC);
     }

@@ -77,6 +77,7 @@ void col2im_rows(const Conv2dShape& s, const float* cols, int64_t ld, float* x, 
     const int64_t tap_rows = static_cast<int64_t>(s.KH) * s.KW * ld;  // one channel's rows of cols
     const int n = std::min(16, s.W - w0);
     __m512 acc[CB];
+#pragma GCC unroll 8
     for (int b = 0; b < CB; ++b) acc[b] = _mm512_setzero_ps();
     for (int i = 0; i < s.KH; ++i) {
         const int oh = h + s.PH - i;
@@ -87,12 +88,15 @@ void col2im_rows(const Conv2dShape& s, const float* cols, int64_t ld, float* x, 
             if (m == 0) continue;
             const float* seg = cols + c0 * tap_rows + static_cast<int64_t>(i * s.KW + j) * ld +
                                static_cast<int64_t>(oh) * s.OW + w0 + shift;
+            // unrolled so the accumulators stay in registers (a loop over b kept them on the stack)
+#pragma GCC unroll 8
             for (int b = 0; b < CB; ++b) acc[b] = _mm512_add_ps(acc[b], _mm512_maskz_loadu_ps(m, seg + b * tap_rows));
         }
     }
     // A whole-vector store spills into the next rows of the same channel, written after this
     // one; never into the next channel (already written when channels go in blocks) or image.
     const bool whole = static_cast<int64_t>(h) * s.W + w0 + 16 <= static_cast<int64_t>(s.H) * s.W;
+#pragma GCC unroll 8
     for (int b = 0; b < CB; ++b) {
         float* at = x + (static_cast<int64_t>(c0 + b) * s.H + h) * s.W + w0;
         if (whole)
