@@ -620,6 +620,9 @@ def run_training(torch: Any, settings: Settings, progress: Optional[Callable[[st
                 loss = step(x, y)
                 if not np.isfinite(loss):
                     raise MismatchError(f"training {kind}: {name} produced a non-finite loss")
+            # Let the previous framework's spinning worker pool (OpenBLAS, PyTorch's OpenMP) go idle
+            # first: on two cores its busy-waiting threads otherwise slow whoever runs next.
+            time.sleep(0.0 if settings.profile == "smoke" else 0.5)
             t = time_call(one, lambda: None, budget, settings.min_repeats, 200, min_sample_s=0.0)
             rates[name] = batch / t.value(settings.stat)
         results.append(TrainResult(kind, batch, rates))
