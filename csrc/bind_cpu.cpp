@@ -146,18 +146,8 @@ py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
 using Pair = std::pair<int, int>;
 
 k::Conv2dShape conv_shape(const py::array& x, const py::array& w, Pair stride, Pair padding) {
-    k::Conv2dShape s{};
-    s.N = dim(x, 0); s.C = dim(x, 1); s.H = dim(x, 2); s.W = dim(x, 3);
-    s.OC = dim(w, 0); s.KH = dim(w, 2); s.KW = dim(w, 3);
-    s.SH = stride.first; s.SW = stride.second; s.PH = padding.first; s.PW = padding.second;
-    if (dim(w, 1) != s.C) throw ShapeError("w: input channels differ from x");
-    if (s.SH < 1 || s.SW < 1) throw ShapeError("stride: expected values >= 1");
-    if (s.PH < 0 || s.PW < 0) throw ShapeError("padding: expected values >= 0");
-    if (s.KH > s.H + 2 * s.PH || s.KW > s.W + 2 * s.PW)
-        throw ShapeError("w: kernel is larger than the padded input");
-    s.OH = (s.H + 2 * s.PH - s.KH) / s.SH + 1;
-    s.OW = (s.W + 2 * s.PW - s.KW) / s.SW + 1;
-    return s;
+    return deepkern::make_conv2d_shape(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), dim(w, 0), dim(w, 1), dim(w, 2),
+                                       dim(w, 3), stride, padding);
 }
 
 py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj,
@@ -213,19 +203,7 @@ py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, 
 
 // ------------------------------------------------------------------------ pooling
 k::Pool2dShape pool_shape(const py::array& x, Pair kernel, Pair stride, Pair padding) {
-    k::Pool2dShape s{};
-    s.N = dim(x, 0); s.C = dim(x, 1); s.H = dim(x, 2); s.W = dim(x, 3);
-    s.KH = kernel.first; s.KW = kernel.second; s.SH = stride.first; s.SW = stride.second;
-    s.PH = padding.first; s.PW = padding.second;
-    if (s.KH < 1 || s.KW < 1) throw ShapeError("kernel_size: expected values >= 1");
-    if (s.SH < 1 || s.SW < 1) throw ShapeError("stride: expected values >= 1");
-    if (s.PH < 0 || s.PW < 0 || s.PH > s.KH / 2 || s.PW > s.KW / 2)
-        throw ShapeError("padding: expected 0 <= padding <= kernel_size / 2");
-    if (s.KH > s.H + 2 * s.PH || s.KW > s.W + 2 * s.PW)
-        throw ShapeError("kernel_size: kernel is larger than the padded input");
-    s.OH = (s.H + 2 * s.PH - s.KH) / s.SH + 1;
-    s.OW = (s.W + 2 * s.PW - s.KW) / s.SW + 1;
-    return s;
+    return deepkern::make_pool2d_shape(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), kernel, stride, padding);
 }
 
 template <void (*Forward)(const k::Pool2dShape&, const float*, float*)>

@@ -165,17 +165,8 @@ void matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj, std::
 using Pair = std::pair<int, int>;
 
 k::Conv2dShape conv_shape(const DeviceArray& x, const DeviceArray& w, Pair stride, Pair padding) {
-    k::Conv2dShape s{};
-    s.N = x.dim(0); s.C = x.dim(1); s.H = x.dim(2); s.W = x.dim(3);
-    s.OC = w.dim(0); s.KH = w.dim(2); s.KW = w.dim(3);
-    s.SH = stride.first; s.SW = stride.second; s.PH = padding.first; s.PW = padding.second;
-    if (w.dim(1) != s.C) throw ShapeError("w: input channels differ from x");
-    if (s.SH < 1 || s.SW < 1) throw ShapeError("stride: expected values >= 1");
-    if (s.PH < 0 || s.PW < 0) throw ShapeError("padding: expected values >= 0");
-    if (s.KH > s.H + 2 * s.PH || s.KW > s.W + 2 * s.PW) throw ShapeError("w: kernel is larger than the padded input");
-    s.OH = (s.H + 2 * s.PH - s.KH) / s.SH + 1;
-    s.OW = (s.W + 2 * s.PW - s.KW) / s.SW + 1;
-    return s;
+    return deepkern::make_conv2d_shape(x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), w.dim(2), w.dim(3),
+                                       stride, padding);
 }
 
 void conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj, Pair stride, Pair padding,
@@ -206,19 +197,7 @@ void conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, Pair 
 
 // ------------------------------------------------------------------------ pooling
 k::Pool2dShape pool_shape(const DeviceArray& x, Pair kernel, Pair stride, Pair padding) {
-    k::Pool2dShape s{};
-    s.N = x.dim(0); s.C = x.dim(1); s.H = x.dim(2); s.W = x.dim(3);
-    s.KH = kernel.first; s.KW = kernel.second; s.SH = stride.first; s.SW = stride.second;
-    s.PH = padding.first; s.PW = padding.second;
-    if (s.KH < 1 || s.KW < 1) throw ShapeError("kernel_size: expected values >= 1");
-    if (s.SH < 1 || s.SW < 1) throw ShapeError("stride: expected values >= 1");
-    if (s.PH < 0 || s.PW < 0 || s.PH > s.KH / 2 || s.PW > s.KW / 2)
-        throw ShapeError("padding: expected 0 <= padding <= kernel_size / 2");
-    if (s.KH > s.H + 2 * s.PH || s.KW > s.W + 2 * s.PW)
-        throw ShapeError("kernel_size: kernel is larger than the padded input");
-    s.OH = (s.H + 2 * s.PH - s.KH) / s.SH + 1;
-    s.OW = (s.W + 2 * s.PW - s.KW) / s.SW + 1;
-    return s;
+    return deepkern::make_pool2d_shape(x.dim(0), x.dim(1), x.dim(2), x.dim(3), kernel, stride, padding);
 }
 
 template <void (*Forward)(const k::Pool2dShape&, const float*, float*, cudaStream_t)>

@@ -1,15 +1,12 @@
 // conv2d (NCHW cross-correlation), forward and backward.
 #pragma once
+
+#include "common/geometry.hpp"
 #include <cstdint>
 
 namespace deepkern::cpu {
 
-struct Conv2dShape {
-    int N, C, H, W;      // input
-    int OC, KH, KW;      // weight is (OC, C, KH, KW)
-    int SH, SW, PH, PW;  // stride, zero padding
-    int OH, OW;          // output
-};
+using deepkern::Conv2dShape;  // common/geometry.hpp
 
 // x is (N, C, H, W), w is (OC, C, KH, KW), bias (OC,) or null, y is (N, OC, OH, OW)
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y);

@@ -1,13 +1,11 @@
 // max_pool2d and avg_pool2d (NCHW), forward and backward.
 #pragma once
 
+#include "common/geometry.hpp"
+
 namespace deepkern::cpu {
 
-struct Pool2dShape {
-    int N, C, H, W;
-    int KH, KW, SH, SW, PH, PW;
-    int OH, OW;
-};
+using deepkern::Pool2dShape;  // common/geometry.hpp
 
 // x is (N, C, H, W), y is (N, C, OH, OW). Max: padding is -inf; ties go to the first
 // maximum in row-major window order. Avg: padded zeros count in the divisor (KH*KW).

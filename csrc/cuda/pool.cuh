@@ -2,13 +2,11 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include "common/geometry.hpp"
+
 namespace deepkern::cuda {
 
-struct Pool2dShape {
-    int N, C, H, W;
-    int KH, KW, SH, SW, PH, PW;
-    int OH, OW;
-};
+using deepkern::Pool2dShape;  // common/geometry.hpp
 
 // x is (N, C, H, W), y is (N, C, OH, OW). Max: padding is -inf; ties go to the first maximum in
 // row-major window order. Avg: padded zeros count in the divisor (KH*KW).
