@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deepkern import bench, cli
-from deepkern import _bench_numpy as npk
+from deepkern._bench import numpy_peer as npk
 from deepkern import ops
 
 from .conftest import randn

@@ -1,9 +1,11 @@
-"""Argument checks shared by ``deepkern.ops``.
+"""Argument checks shared by ``deepkern.ops`` and the layers above it.
 
 Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError`` (right kind,
 wrong value) and names the argument, so a bad call fails before any kernel runs.
 """
 from __future__ import annotations
+
+import math
 
 from typing import Any, Tuple
 
@@ -101,3 +103,22 @@ def window_output(size: int, kernel: int, stride: int, padding: int, what: str) 
         raise ValueError(f"{what}: kernel size {kernel} is larger than the padded input "
                          f"({size} + 2*{padding} = {padded})")
     return (padded - kernel) // stride + 1
+
+
+def is_real(value: Any) -> bool:
+    """A real number (int or float, NumPy's included), never a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def positive_int(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def non_negative(value: Any, name: str) -> float:
+    if not is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)

@@ -1,4 +1,4 @@
-"""Weight initialisation and the library's random generator.
+"""Weight initialisation (the library's random generator lives in ``autograd.rng``).
 
 One design for randomness: a single global ``numpy.random.Generator`` that
 ``dk.manual_seed(n)`` resets. Layers draw their initial weights from it when built, and
@@ -21,25 +21,10 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..autograd import Tensor, xp_of
+from ..autograd.rng import get_generator, manual_seed
 
 __all__ = ["manual_seed", "get_generator", "calculate_fans", "he_uniform_", "xavier_uniform_",
            "zeros_", "uniform_", "initialize_"]
-
-_generator: np.random.Generator = np.random.default_rng()
-
-
-def manual_seed(seed: int) -> np.random.Generator:
-    """Reset the global generator used for initial weights and dropout masks; returns it."""
-    global _generator
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
-    _generator = np.random.default_rng(int(seed))
-    return _generator
-
-
-def get_generator() -> np.random.Generator:
-    """The global generator (see :func:`manual_seed`)."""
-    return _generator
 
 
 def calculate_fans(shape: Tuple[int, ...]) -> Tuple[int, int]:
@@ -59,7 +44,7 @@ def _fill(t: Tensor, values: np.ndarray) -> Tensor:
 
 def uniform_(t: Tensor, low: float, high: float, rng: Optional[np.random.Generator] = None) -> Tensor:
     """Fill ``t`` in place with U(low, high)."""
-    rng = rng or _generator
+    rng = rng or get_generator()
     return _fill(t, rng.uniform(low, high, size=t.shape).astype(np.float32))
 
 

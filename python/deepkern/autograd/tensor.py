@@ -1,4 +1,4 @@
-"""Reverse-mode automatic differentiation: ``Tensor`` and the tape.
+"""``Tensor`` and the tape of reverse-mode automatic differentiation.
 
 A ``Tensor`` wraps a float32 array (``numpy.ndarray`` on the CPU, ``cupy.ndarray`` on a GPU).
 Every operation on tensors that need gradients records its inputs and a backward closure on
@@ -17,63 +17,24 @@ Rules kept throughout:
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._validate import is_gpu_array
+from .._device import device_name as _device_name
+from .._device import device_of as _device_of
+from .._device import is_gpu_array
+from .._device import move as _move
+from .._device import xp_of
+from .grad_mode import enable_grad, is_grad_enabled, no_grad
 
 __all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 Scalar = Union[int, float]
 
-_GRAD_ENABLED = True
-
-
-def is_grad_enabled() -> bool:
-    """True while operations record the graph (outside ``no_grad``). The mode is process-wide."""
-    return _GRAD_ENABLED
-
-
-class _GradMode(contextlib.ContextDecorator):
-    """Context manager (and decorator) setting whether operations record the graph."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._enabled = enabled
-        self._saved: List[bool] = []
-
-    def __enter__(self) -> "_GradMode":
-        global _GRAD_ENABLED
-        self._saved.append(_GRAD_ENABLED)
-        _GRAD_ENABLED = self._enabled
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        global _GRAD_ENABLED
-        _GRAD_ENABLED = self._saved.pop()
-
-
-def no_grad() -> _GradMode:
-    """``with dk.no_grad(): ...`` runs without recording the graph (results never need grad)."""
-    return _GradMode(False)
-
-
-def enable_grad() -> _GradMode:
-    """Re-enable recording inside a ``no_grad`` block."""
-    return _GradMode(True)
-
 
 # ---------------------------------------------------------------------------- array helpers
-def xp_of(a: Array):
-    """The array module (numpy or cupy) that owns ``a``."""
-    if is_gpu_array(a):
-        import cupy  # only reached when a cupy array exists, so cupy is importable
-        return cupy
-    return np
-
-
 def _contiguous(a: Array) -> Array:
     """``a`` as a C-contiguous array (no copy when it already is); ops refuses anything else."""
     if a.flags.c_contiguous:
@@ -120,44 +81,6 @@ def _unbroadcast(grad: Array, shape: Tuple[int, ...]) -> Array:
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad.reshape(shape)
-
-
-def _device_of(a: Array) -> str:
-    return "cuda" if is_gpu_array(a) else "cpu"
-
-
-def _move(a: Array, device: str) -> Array:
-    """Copy ``a`` to ``device`` ("cpu" or "cuda"); a no-op when it is already there."""
-    device = _normalise_device(device)
-    if device == _device_of(a):
-        return a
-    if device == "cpu":
-        return a.get()
-    cupy = _cupy_or_raise()
-    return _contiguous(cupy.asarray(a))
-
-
-def _normalise_device(device: Any) -> str:
-    name = str(device).lower()
-    if name in ("cpu",):
-        return "cpu"
-    if name in ("cuda", "gpu") or name.startswith("cuda:"):
-        return "cuda"
-    raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
-
-
-def _cupy_or_raise():
-    try:
-        import cupy
-    except ImportError:
-        raise RuntimeError("device 'cuda': CuPy is not installed (pip install deepkern[cuda])") from None
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # the CUDA runtime reports a missing driver/GPU by raising
-        raise RuntimeError(f"device 'cuda': no usable CUDA GPU ({exc})") from None
-    if count < 1:
-        raise RuntimeError("device 'cuda': no CUDA GPU found")
-    return cupy
 
 
 # ---------------------------------------------------------------------------- Tensor
@@ -242,7 +165,7 @@ class Tensor:
     def _make(data: Array, parents: Sequence["Tensor"], backward: Callable[[Array], None]) -> "Tensor":
         """Output tensor of an op; records ``backward`` only when some parent needs a gradient."""
         out = Tensor._wrap(data)
-        if _GRAD_ENABLED:
+        if is_grad_enabled():
             needed = tuple(p for p in parents if p.requires_grad)
             if needed:
                 out.requires_grad = True
@@ -355,14 +278,14 @@ class Tensor:
         return Tensor._wrap(self.data)
 
     def to(self, device: str) -> "Tensor":
-        """This tensor on ``device`` ("cpu" or "cuda"); self when already there.
+        """This tensor on ``device`` ("cpu", "cuda" or "cuda:N"); self when already there.
 
         Gradients flow back to the original device. "cuda" needs CuPy and a GPU, else RuntimeError.
         """
         moved = _move(self.data, device)
         if moved is self.data:
             return self
-        src = self.device
+        src = _device_name(self.data)  # "cuda:N": gradients return to the very GPU
 
         def backward(g: Array) -> None:
             self._accumulate(_move(g, src))
@@ -508,23 +431,23 @@ class Tensor:
         return self.abs()
 
     def relu(self) -> "Tensor":
-        from .nn import functional
+        from . import functional
         return functional.relu(self)
 
     def sigmoid(self) -> "Tensor":
-        from .nn import functional
+        from . import functional
         return functional.sigmoid(self)
 
     def tanh(self) -> "Tensor":
-        from .nn import functional
+        from . import functional
         return functional.tanh(self)
 
     def softmax(self, axis: int = -1) -> "Tensor":
-        from .nn import functional
+        from . import functional
         return functional.softmax(self, axis)
 
     def log_softmax(self, axis: int = -1) -> "Tensor":
-        from .nn import functional
+        from . import functional
         return functional.log_softmax(self, axis)
 
     # -- matmul ----------------------------------------------------------------------------
@@ -532,7 +455,7 @@ class Tensor:
         other = self._operand(other)
         a, b = self, other
         if a.ndim == 2 and b.ndim == 2 and a.dtype == np.float32 and b.dtype == np.float32:
-            from . import ops
+            from .. import ops
             ad, bd = _contiguous(a.data), _contiguous(b.data)
             out = ops.matmul(ad, bd)
 

@@ -1,22 +1,24 @@
-"""The ``deepkern`` command: info (and train, bench)."""
+"""The ``deepkern`` command: argparse and the entry points of info, train and bench.
+
+Each subcommand imports its module only when it runs: ``deepkern info`` never loads the models,
+matplotlib or torch."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import List, Optional
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ._info import format_info, info
+    from .._info import format_info, info
     report = info()
     print(json.dumps(report, indent=2, default=str) if args.json else format_info(report))
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import cli_entry  # lazy: NumPy peers, matplotlib and torch load only here
-    return cli_entry(args)
+    from .bench import run  # lazy: NumPy peers, matplotlib and torch load only here
+    return run(args)
 
 
 def _add_bench_parser(sub) -> None:
@@ -40,8 +42,8 @@ def _add_bench_parser(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import cli_entry  # lazy: the models, tqdm and matplotlib load only here
-    return cli_entry(args)
+    from .train import run  # lazy: the models, tqdm and matplotlib load only here
+    return run(args)
 
 
 def _add_train_parser(sub) -> None:
@@ -93,7 +95,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Differentiable functions on Tensors: Tensors in, Tensor out (``nn.functional`` re-exports them).
+
+Each function runs its forward through ``deepkern.ops`` (the compiled kernels) and records a
+backward closure that calls the matching ``ops.*_backward``. Arrays are made float32 and
+C-contiguous first, because ``ops`` is strict and never converts. Layouts follow PyTorch:
+activations NCHW, linear weights (out_features, in_features), conv weights (OC, C, KH, KW).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+
+from .. import ops
+from .rng import get_generator
+from .tensor import Array, Tensor, as_array, xp_of
+
+__all__ = ["linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax",
+           "log_softmax", "cross_entropy", "mse_loss", "dropout", "flatten", "binary_cross_entropy_with_logits"]
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _tensor(x: Any, name: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    try:
+        return Tensor(x)
+    except TypeError as exc:
+        raise TypeError(f"{name}: expected a Tensor or array, got {type(x).__name__}") from exc
+
+
+def _f32(x: Tensor, name: str) -> Array:
+    """x.data as a float32 C-contiguous array (no copy when it already is)."""
+    a = x.data
+    if a.dtype != np.float32:
+        if a.dtype.kind not in "iufb":
+            raise TypeError(f"{name}: expected a float32 tensor, got dtype {a.dtype}")
+        a = a.astype(np.float32)
+    if not a.flags.c_contiguous:
+        a = xp_of(a).ascontiguousarray(a)
+    return a
+
+
+def _c(g: Array) -> Array:
+    return g if g.flags.c_contiguous else xp_of(g).ascontiguousarray(g)
+
+
+# ---------------------------------------------------------------------------- linear
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+           activation: Optional[str] = None) -> Tensor:
+    """``activation(x @ weight.T + bias)``; x is (N, in) or (..., in), weight (out, in), bias (out,).
+
+    One fused kernel call (``ops.matmul(..., trans_b=True)`` with bias and optional ReLU);
+    the backward computes only the gradients some input needs.
+    """
+    x = _tensor(x, "x")
+    if weight.ndim != 2:
+        raise ValueError(f"weight: expected a 2-D (out_features, in_features) tensor, got shape {weight.shape}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x: expected last dimension {weight.shape[1]} (in_features), got shape {x.shape}")
+    lead = x.shape[:-1]
+    xd = _f32(x, "x")
+    if xd.ndim != 2:
+        xd = xd.reshape(-1, weight.shape[1])
+    wd = _f32(weight, "weight")
+    bd = None if bias is None else _f32(bias, "bias")
+    relu_ = activation == "relu"
+    if activation is not None and not relu_:
+        raise ValueError(f"activation: expected None or 'relu', got {activation!r}")
+    out = ops.matmul(xd, wd, bd, activation, trans_b=True)   # (N, out)
+
+    def backward(g: Array) -> None:
+        g = _c(g).reshape(out.shape)
+        if relu_:
+            g = ops.relu_backward(g, out)  # gradient passes where the fused ReLU was positive
+        if x.requires_grad and weight.requires_grad:
+            want_bias = bias is not None and bias.requires_grad
+            gx, gw, gb = ops.matmul_backward(g, xd, wd, trans_b=True, bias=want_bias)
+        else:
+            gx = ops.matmul(g, wd) if x.requires_grad else None               # (N, out) @ (out, in)
+            gw = ops.matmul(g, xd, trans_a=True) if weight.requires_grad else None  # (out, N) @ (N, in)
+            gb = None
+            if bias is not None and bias.requires_grad:
+                gb = g.sum(axis=0)
+        if gx is not None and x.requires_grad:
+            x._accumulate(gx.reshape(x.shape))
+        if gw is not None and weight.requires_grad:
+            weight._accumulate(gw)
+        if bias is not None and bias.requires_grad:
+            if gb is None:
+                gb = g.sum(axis=0)
+            bias._accumulate(gb)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    result = Tensor._make(out if len(lead) == 1 else out.reshape(lead + (weight.shape[0],)), parents, backward)
+    return result
+
+
+# ---------------------------------------------------------------------------- conv / pool
+def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntPair = 1,
+           padding: IntPair = 0) -> Tensor:
+    """2-D cross-correlation: x (N, C, H, W), weight (OC, C, KH, KW), bias (OC,) -> (N, OC, OH, OW)."""
+    x = _tensor(x, "x")
+    xd = _f32(x, "x")
+    wd = _f32(weight, "weight")
+    bd = None if bias is None else _f32(bias, "bias")
+    out = ops.conv2d(xd, wd, bd, stride, padding)
+
+    def backward(g: Array) -> None:
+        want_bias = bias is not None and bias.requires_grad
+        # an input that needs no gradient (the first layer's images) skips the dX work
+        gx, gw, gb = ops.conv2d_backward(_c(g), xd, wd, stride, padding, bias=want_bias,
+                                         input_grad=x.requires_grad)
+        if x.requires_grad:
+            x._accumulate(gx)
+        if weight.requires_grad:
+            weight._accumulate(gw)
+        if want_bias:
+            bias._accumulate(gb)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._make(out, parents, backward)
+
+
+def max_pool2d(x: Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0) -> Tensor:
+    """Max over windows of (N, C, H, W); stride defaults to kernel_size."""
+    x = _tensor(x, "x")
+    xd = _f32(x, "x")
+    out = ops.max_pool2d(xd, kernel_size, stride, padding)
+
+    def backward(g: Array) -> None:
+        x._accumulate(ops.max_pool2d_backward(_c(g), xd, kernel_size, stride, padding))
+    return Tensor._make(out, (x,), backward)
+
+
+def avg_pool2d(x: Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0) -> Tensor:
+    """Mean over windows of (N, C, H, W) (padding counts in the divisor)."""
+    x = _tensor(x, "x")
+    xd = _f32(x, "x")
+    out = ops.avg_pool2d(xd, kernel_size, stride, padding)
+
+    def backward(g: Array) -> None:
+        x._accumulate(ops.avg_pool2d_backward(_c(g), xd, kernel_size, stride, padding))
+    return Tensor._make(out, (x,), backward)
+
+
+# ---------------------------------------------------------------------------- activations
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0)."""
+    x = _tensor(x, "x")
+    out = ops.relu(_f32(x, "x"))
+
+    def backward(g: Array) -> None:
+        x._accumulate(ops.relu_backward(_c(g), out))
+    return Tensor._make(out, (x,), backward)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 so no exp overflows."""
+    x = _tensor(x, "x")
+    xp = xp_of(x.data)
+    xd = _f32(x, "x")
+    out = xp.tanh(xd * np.float32(0.5))
+    out += 1
+    out *= 0.5
+
+    def backward(g: Array) -> None:
+        x._accumulate(g * (out * (1 - out)))
+    return Tensor._make(out, (x,), backward)
+
+
+def tanh(x: Tensor) -> Tensor:
+    x = _tensor(x, "x")
+    out = xp_of(x.data).tanh(_f32(x, "x"))
+
+    def backward(g: Array) -> None:
+        x._accumulate(g * (1 - out * out))
+    return Tensor._make(out, (x,), backward)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """Numerically stable softmax along ``axis``."""
+    x = _tensor(x, "x")
+    out = ops.softmax(_f32(x, "x"), axis)
+
+    def backward(g: Array) -> None:
+        x._accumulate(ops.softmax_backward(_c(g), out, axis))
+    return Tensor._make(out, (x,), backward)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """log(softmax(x)) along ``axis``, computed stably."""
+    x = _tensor(x, "x")
+    out = ops.log_softmax(_f32(x, "x"), axis)
+
+    def backward(g: Array) -> None:
+        x._accumulate(ops.log_softmax_backward(_c(g), out, axis))
+    return Tensor._make(out, (x,), backward)
+
+
+def flatten(x: Tensor, start_axis: int = 1) -> Tensor:
+    """Collapse axes from ``start_axis`` on: (N, C, H, W) -> (N, C*H*W)."""
+    return _tensor(x, "x").flatten(start_axis)
+
+
+# ---------------------------------------------------------------------------- losses
+def _labels(labels: Any, logits: Array) -> Array:
+    """Class labels as a C-contiguous int64/int32 array on the logits' device."""
+    if isinstance(labels, Tensor):
+        labels = labels.data
+    xp = xp_of(logits)
+    if not (isinstance(labels, np.ndarray) or hasattr(labels, "__cuda_array_interface__")):
+        labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        if labels.dtype.kind == "f" and labels.size and bool((labels == labels.astype(np.int64)).all()):
+            labels = labels.astype(np.int64)  # float labels holding whole numbers (e.g. from a float tensor)
+        else:
+            raise TypeError(f"labels: expected integer class labels, got dtype {labels.dtype}")
+    if labels.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
+        labels = labels.astype(np.int64)
+    if xp is not np and isinstance(labels, np.ndarray):
+        labels = xp.asarray(labels)
+    elif xp is np and not isinstance(labels, np.ndarray):
+        labels = labels.get()
+    return labels if labels.flags.c_contiguous else xp.ascontiguousarray(labels)
+
+
+def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
+    """Mean over the batch of -log softmax(logits)[i, labels[i]] (one fused kernel).
+
+    logits is (N, C); labels is an integer array or Tensor of shape (N,). Returns a 0-d Tensor.
+    """
+    logits = _tensor(logits, "logits")
+    ld = _f32(logits, "logits")
+    lab = _labels(labels, ld)
+    loss = ops.cross_entropy(ld, lab)
+
+    def backward(g: Array) -> None:
+        logits._accumulate(ops.cross_entropy_backward(ld, lab, float(g)))
+    return Tensor._make(loss, (logits,), backward)
+
+
+def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Squared error between ``pred`` and ``target`` (same shape), averaged ("mean") or summed ("sum")."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+    pred = _tensor(pred, "pred")
+    target = target if isinstance(target, Tensor) else Tensor._wrap(_like(target, pred.data))
+    if pred.shape != target.shape:
+        raise ValueError(f"target: expected shape {pred.shape} like pred, got {target.shape}")
+    diff = pred.data - target.data
+    scale = np.float32(2.0 / diff.size if reduction == "mean" else 2.0)
+    total = (diff * diff).sum()
+    loss = total / diff.size if reduction == "mean" else total
+
+    def backward(g: Array) -> None:
+        d = diff * (scale * g)
+        if pred.requires_grad:
+            pred._accumulate(d)
+        if target.requires_grad:
+            target._accumulate(-d)
+    xp = xp_of(pred.data)
+    return Tensor._make(xp.asarray(loss, dtype=np.float32), (pred, target), backward)
+
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, targets: Any) -> Tensor:
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1] (same shape).
+
+    Computed from the logits in the stable form ``max(z, 0) - z*t + log(1 + exp(-|z|))``, never
+    as the log of a probability, so large ``|z|`` neither overflows nor loses the gradient
+    (``sigmoid(z) - t``).
+    """
+    logits = _tensor(logits, "logits")
+    z = _f32(logits, "logits")
+    t = targets.data if isinstance(targets, Tensor) else _like(targets, z)
+    if t.shape != z.shape:
+        raise ValueError(f"targets: expected shape {z.shape} like logits, got {t.shape}")
+    xp = xp_of(z)
+    per_element = xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
+    loss = per_element.sum(dtype=np.float64) / z.size
+
+    def backward(g: Array) -> None:
+        sig = np.float32(0.5) * (xp.tanh(np.float32(0.5) * z) + np.float32(1.0))  # sigmoid, no overflow
+        logits._accumulate((sig - t) * np.float32(float(g) / z.size))
+    return Tensor._make(xp.asarray(loss, dtype=np.float32), (logits,), backward)
+
+def _like(values: Any, ref: Array) -> Array:
+    """values as a float32 array on ref's device."""
+    xp = xp_of(ref)
+    arr = as_array(values, np.float32)
+    return arr if xp is np else xp.asarray(arr)
+
+
+# ---------------------------------------------------------------------------- dropout
+def dropout(x: Tensor, p: float = 0.5, training: bool = True,
+            rng: Optional[np.random.Generator] = None) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) while training
+    (inverted dropout); the identity otherwise. Masks come from ``rng`` or the global generator
+    (``dk.manual_seed``)."""
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0) or isinstance(p, bool):
+        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
+    x = _tensor(x, "x")
+    if not training or p == 0.0:
+        return x
+    xp = xp_of(x.data)
+    if p == 1.0:
+        mask = xp.zeros(x.shape, dtype=np.float32)
+    else:
+        draw = (rng or get_generator()).random(x.shape, dtype=np.float32)
+        mask = (draw >= p).astype(np.float32)
+        mask *= np.float32(1.0 / (1.0 - p))
+        if xp is not np:
+            mask = xp.asarray(mask)
+    out = x.data * mask
+
+    def backward(g: Array) -> None:
+        x._accumulate(g * mask)
+    return Tensor._make(out, (x,), backward)

@@ -1,0 +1,20 @@
+"""``deepkern bench``: run the benchmark as the command line asked and turn its errors into exit codes."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._bench import BenchError, MismatchError
+from .._bench import run as run_bench
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run, turning BenchError/MismatchError into a message and exit status 2/1."""
+    try:
+        return run_bench(args)
+    except BenchError as exc:
+        print(f"deepkern bench: error: {exc}", file=sys.stderr)
+        return 2
+    except MismatchError as exc:
+        print(f"deepkern bench: results disagree: {exc}", file=sys.stderr)
+        return 1
