@@ -2,7 +2,7 @@
 
 For every op and shape the table gives deepkern's time per call and rate (GFLOP/s for
 compute-bound ops, GB/s of the fewest bytes the op must read and write for memory-bound
-ones), vectorised NumPy's time (``deepkern._bench_numpy``) and PyTorch CPU's (when
+ones), vectorised NumPy's time (``deepkern._bench.numpy_peer``) and PyTorch CPU's (when
 installed), with ratios peer time / deepkern time (> 1: deepkern is faster). Results are
 compared before anything is timed; a disagreement stops the run. Times are medians of the
 samples, or with ``--stat min`` the best sample (steadier when other work shares the cores).

@@ -311,8 +311,7 @@ def adam_case(n: int) -> Case:
 
         def run_np() -> Any:
             nps["t"] += 1
-            npk.adam_update(nps["p"], nps["g"], nps["m"], nps["v"], lr, b1, b2, eps,
-                            1 - b1 ** nps["t"], 1 - b2 ** nps["t"])
+            npk.adam_update(nps["p"], nps["g"], nps["m"], nps["v"], nps["t"], lr, b1, b2, eps)
             return nps["p"]
 
         impls = {"deepkern": run_dk, "numpy": run_np}

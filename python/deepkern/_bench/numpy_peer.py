@@ -1,87 +1,96 @@
-"""Vectorised NumPy peers for ``deepkern bench`` and ``benchmarks/``.
+"""The NumPy peer of ``deepkern bench`` and ``benchmarks/``: sensible float32 NumPy.
 
-These are what a competent NumPy user would write (float32 throughout, BLAS matmul,
-im2col through stride tricks), not the float64 reference backend: the benchmark asks
-"how much faster than sensible NumPy", so the peer must be sensible. Every function
-takes the array module from its input, so the same code runs on CuPy arrays.
+The ops are the array-API backend's (``deepkern.backends.cupy``, written against the API NumPy
+and CuPy share, so it runs on NumPy arrays too): BLAS matmul, im2col through stride tricks,
+float32 throughout; not the float64 reference backend, because the benchmark asks "how much
+faster than sensible NumPy". Only 2x2 pooling is written here, as k*k strided-view ufuncs:
+the NumPy idiom a user would pick, 30-70x faster than the backend's general window reduction.
 
 Also here: a small layered NumPy MLP/CNN trainer (forward, backward, Adam) with the seed
 networks' architecture, the NumPy column of ``deepkern bench --train``.
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._device import xp_of
+from ..backends import cupy as _arr
+
 Array = Any  # numpy.ndarray or cupy.ndarray
 
-
-def xp_of(a: Array):
-    """numpy or cupy, whichever owns ``a``."""
-    cupy = sys.modules.get("cupy")
-    return cupy.get_array_module(a) if cupy is not None else np
+__all__ = ["xp_of", "matmul", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+           "avg_pool2d_backward", "relu", "relu_backward", "softmax", "softmax_backward", "log_softmax",
+           "cross_entropy", "cross_entropy_backward", "adam_update", "Adam", "NumpyNet", "SEED_NETS"]
 
 
-# ---------------------------------------------------------------------------- matmul
+# ---------------------------------------------------------------------------- the backend's ops, peer signatures
 def matmul(a: Array, b: Array) -> Array:
     return a @ b
 
 
-def matmul_backward(grad: Array, a: Array, b: Array) -> Tuple[Array, Array]:
-    """(grad @ b.T, a.T @ grad) for c = a @ b."""
-    return grad @ b.T, a.T @ grad
-
-
-# ---------------------------------------------------------------------------- conv2d
-def _windows(x: Array, kh: int, kw: int, stride: int) -> Array:
-    """View (N, C, OH, OW, KH, KW) of x (N, C, H, W) without copying."""
-    xp = xp_of(x)
-    n, c, h, w = x.shape
-    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
-    sn, sc, sh, sw = x.strides
-    return xp.lib.stride_tricks.as_strided(
-        x, (n, c, oh, ow, kh, kw), (sn, sc, sh * stride, sw * stride, sh, sw))
-
-
-def im2col(x: Array, kh: int, kw: int, stride: int = 1) -> Array:
-    """Columns (N*OH*OW, C*KH*KW) of x (N, C, H, W), one row per output pixel."""
-    win = _windows(x, kh, kw, stride)
-    n, c, oh, ow = win.shape[:4]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
-
-
 def conv2d(x: Array, w: Array, b: Optional[Array] = None, stride: int = 1) -> Array:
-    """y (N, OC, OH, OW) = im2col(x) @ w.T (+ b), padding 0."""
-    xp = xp_of(x)
-    n = x.shape[0]
-    oc, _, kh, kw = w.shape
-    cols = im2col(x, kh, kw, stride)
-    y = cols @ w.reshape(oc, -1).T
-    if b is not None:
-        y += b
-    oh = (x.shape[2] - kh) // stride + 1
-    ow = (x.shape[3] - kw) // stride + 1
-    return xp.ascontiguousarray(y.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
+    """y (N, OC, OH, OW), padding 0."""
+    return _arr.conv2d(x, w, b, (stride, stride), (0, 0))
 
 
 def conv2d_backward(grad: Array, x: Array, w: Array, stride: int = 1) -> Tuple[Array, Array, Array]:
-    """(gx, gw, gb) of conv2d: gw from the columns, gx by adding each kernel tap's slice back."""
-    xp = xp_of(x)
-    n, c, h, wd = x.shape
-    oc, _, kh, kw = w.shape
-    oh, ow = grad.shape[2], grad.shape[3]
-    g2 = grad.transpose(0, 2, 3, 1).reshape(n * oh * ow, oc)          # (N*OH*OW, OC)
-    gw = (g2.T @ im2col(x, kh, kw, stride)).reshape(w.shape)
-    gb = grad.sum(axis=(0, 2, 3))
-    gcols = (g2 @ w.reshape(oc, -1)).reshape(n, oh, ow, c, kh, kw)   # column gradients
-    gx = xp.zeros_like(x)
-    for i in range(kh):       # KH*KW vectorised slice-adds (col2im)
-        for j in range(kw):
-            gx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
-                gcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-    return gx, gw, gb
+    """(gx, gw, gb) of conv2d."""
+    return _arr.conv2d_backward(grad, x, w, (stride, stride), (0, 0), True)
+
+
+def relu(x: Array) -> Array:
+    return _arr.relu(x)
+
+
+def relu_backward(grad: Array, x: Array) -> Array:
+    return _arr.relu_backward(grad, x)
+
+
+def softmax(x: Array) -> Array:
+    """Along the last axis."""
+    return _arr.softmax(x, -1)
+
+
+def softmax_backward(grad: Array, y: Array) -> Array:
+    return _arr.softmax_backward(grad, y, -1)
+
+
+def log_softmax(x: Array) -> Array:
+    return _arr.log_softmax(x, -1)
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+    """Mean negative log-likelihood of log_softmax(logits)."""
+    return _arr.cross_entropy(logits, labels)
+
+
+def cross_entropy_backward(logits: Array, labels: Array) -> Array:
+    return _arr.cross_entropy_backward(logits, labels, 1.0)
+
+
+def adam_update(p: Array, g: Array, m: Array, v: Array, step: int, lr: float, beta1: float, beta2: float,
+                eps: float) -> None:
+    """One in-place Adam step (PyTorch's rule, no weight decay)."""
+    _arr.adam_update(p, g, m, v, step, lr, beta1, beta2, eps, 0.0)
+
+
+class Adam:
+    """In-place NumPy Adam over a list of parameter arrays."""
+
+    def __init__(self, params: Sequence[Array], lr: float = 1e-3, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self.params = list(params)
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.m = [xp_of(p).zeros_like(p) for p in self.params]
+        self.v = [xp_of(p).zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def step(self, grads: Sequence[Array]) -> None:
+        self.t += 1
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            adam_update(p, g, m, v, self.t, self.lr, self.beta1, self.beta2, self.eps)
 
 
 # ---------------------------------------------------------------------------- pooling (k x k, stride k, no padding)
@@ -133,82 +142,6 @@ def avg_pool2d_backward(grad: Array, x: Array, k: int = 2) -> Array:
         for j in range(k):
             gx[:, :, i:i + k * oh:k, j:j + k * ow:k] = share
     return gx
-
-
-# ---------------------------------------------------------------------------- activations
-def relu(x: Array) -> Array:
-    return xp_of(x).maximum(x, 0)
-
-
-def relu_backward(grad: Array, x: Array) -> Array:
-    return grad * (x > 0)   # a bool mask multiplies as 0/1 and keeps float32
-
-
-def softmax(x: Array) -> Array:
-    """Along the last axis."""
-    xp = xp_of(x)
-    e = xp.exp(x - x.max(axis=-1, keepdims=True))
-    e /= e.sum(axis=-1, keepdims=True)
-    return e
-
-
-def softmax_backward(grad: Array, y: Array) -> Array:
-    return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
-
-
-def log_softmax(x: Array) -> Array:
-    xp = xp_of(x)
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-# ---------------------------------------------------------------------------- loss
-def cross_entropy(logits: Array, labels: Array) -> Array:
-    """Mean negative log-likelihood of log_softmax(logits)."""
-    xp = xp_of(logits)
-    lsm = log_softmax(logits)
-    return -lsm[xp.arange(logits.shape[0]), labels].mean()
-
-
-def cross_entropy_backward(logits: Array, labels: Array) -> Array:
-    xp = xp_of(logits)
-    g = softmax(logits)
-    g[xp.arange(logits.shape[0]), labels] -= 1.0
-    g /= logits.shape[0]
-    return g
-
-
-# ---------------------------------------------------------------------------- optimizer
-class Adam:
-    """In-place NumPy Adam over a list of parameter arrays (PyTorch's update rule)."""
-
-    def __init__(self, params: Sequence[Array], lr: float = 1e-3, beta1: float = 0.9,
-                 beta2: float = 0.999, eps: float = 1e-8) -> None:
-        self.params = list(params)
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.m = [xp_of(p).zeros_like(p) for p in self.params]
-        self.v = [xp_of(p).zeros_like(p) for p in self.params]
-        self.t = 0
-
-    def step(self, grads: Sequence[Array]) -> None:
-        self.t += 1
-        c1 = 1.0 - self.beta1 ** self.t
-        c2 = 1.0 - self.beta2 ** self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            adam_update(p, g, m, v, self.lr, self.beta1, self.beta2, self.eps, c1, c2)
-
-
-def adam_update(p: Array, g: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
-                eps: float, c1: float, c2: float) -> None:
-    """One in-place Adam step with bias corrections c1 = 1 - beta1^t, c2 = 1 - beta2^t."""
-    xp = xp_of(p)
-    m *= beta1
-    m += (1.0 - beta1) * g
-    v *= beta2
-    v += (1.0 - beta2) * (g * g)
-    denom = xp.sqrt(v / c2)
-    denom += eps
-    p -= (lr / c1) * m / denom
 
 
 # ---------------------------------------------------------------------------- layered trainers
