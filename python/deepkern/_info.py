@@ -6,6 +6,7 @@ import platform
 from typing import Any, Dict
 
 from . import backends
+from ._version import __version__
 
 
 def _cpu_section() -> Dict[str, Any]:
@@ -73,7 +74,6 @@ def _cupy_devices(cupy: Any) -> Dict[str, Any]:
 def info() -> Dict[str, Any]:
     """A dict describing the build: each backend ('built and usable' or why not), the
     backend chosen for CPU and GPU arrays, CPU features and the GPUs with driver/runtime versions."""
-    from . import __version__
     report: Dict[str, Any] = {"version": __version__, "backends": {}}
     for name in backends.ALL_BACKENDS:
         reason = backends.reason_unavailable(name)

@@ -31,18 +31,16 @@ def train_data(kind: str, batch: int, n_batches: int = 4) -> List[Tuple[np.ndarr
 
 def deepkern_train_step(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
     """step(x, labels) -> loss: one Adam step of the seed network on deepkern's nn/optim."""
-    import deepkern as dk
-    for name in ("nn", "optim", "Tensor"):
-        if not hasattr(dk, name):
-            raise BenchError(f"deepkern.{name} is not available yet: the training benchmark needs "
-                             "dk.nn, dk.optim and dk.Tensor")
-    model = dk.nn.Sequential(*_seed_layers(dk.nn, kind))
-    loss_fn = dk.nn.CrossEntropyLoss()
-    opt = dk.optim.Adam(model.parameters(), lr=1e-3)
+    from .. import nn, optim
+    from ..autograd import Tensor
+
+    model = nn.Sequential(*_seed_layers(nn, kind))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.Adam(model.parameters(), lr=1e-3)
 
     def step(x: np.ndarray, y: np.ndarray) -> float:
         opt.zero_grad()
-        loss = loss_fn(model(dk.Tensor(x)), y)
+        loss = loss_fn(model(Tensor(x)), y)
         loss.backward()
         opt.step()
         return float(np.asarray(loss.data))

@@ -320,3 +320,11 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True,
     def backward(g: Array) -> None:
         x._accumulate(g * mask)
     return Tensor._make(out, (x,), backward)
+
+
+# Tensor's methods of the same names: x.relu() is relu(x), x.softmax(axis) is softmax(x, axis)
+Tensor.relu = relu  # type: ignore[attr-defined]
+Tensor.sigmoid = sigmoid  # type: ignore[attr-defined]
+Tensor.tanh = tanh  # type: ignore[attr-defined]
+Tensor.softmax = softmax  # type: ignore[attr-defined]
+Tensor.log_softmax = log_softmax  # type: ignore[attr-defined]

@@ -430,25 +430,8 @@ class Tensor:
     def __abs__(self) -> "Tensor":
         return self.abs()
 
-    def relu(self) -> "Tensor":
-        from . import functional
-        return functional.relu(self)
-
-    def sigmoid(self) -> "Tensor":
-        from . import functional
-        return functional.sigmoid(self)
-
-    def tanh(self) -> "Tensor":
-        from . import functional
-        return functional.tanh(self)
-
-    def softmax(self, axis: int = -1) -> "Tensor":
-        from . import functional
-        return functional.softmax(self, axis)
-
-    def log_softmax(self, axis: int = -1) -> "Tensor":
-        from . import functional
-        return functional.log_softmax(self, axis)
+    # relu, sigmoid, tanh, softmax, log_softmax: the functions of autograd.functional, attached
+    # there as methods (x.relu() is F.relu(x)) so that this module never imports that one
 
     # -- matmul ----------------------------------------------------------------------------
     def __matmul__(self, other: Any) -> "Tensor":
