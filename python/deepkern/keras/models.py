@@ -106,11 +106,6 @@ def _cycle(iterable: Any) -> Iterator[Any]:
             raise ValueError("x: the batch source yielded no batches")
 
 
-def _is_source(x: Any) -> bool:
-    return not isinstance(x, (np.ndarray, list, tuple, Tensor)) and not hasattr(x, "shape") and (
-        hasattr(x, "__iter__") or hasattr(x, "__next__"))
-
-
 class Sequential(nn.Module):
     """A linear stack of :mod:`deepkern.keras.layers`, with Keras's compile/fit/evaluate/predict.
 
@@ -335,7 +330,7 @@ class Sequential(nn.Module):
             raise ValueError(f"steps_per_epoch: expected None or an int >= 1, got {steps_per_epoch!r}")
         if x is None:
             raise ValueError("fit: x is required")
-        if _is_source(x):
+        if train.is_batch_source(x):
             if y is not None:
                 raise ValueError("y must not be given when x yields (x, y) batches")
             if not hasattr(x, "__len__") and steps_per_epoch is None:

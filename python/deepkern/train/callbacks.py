@@ -1,6 +1,7 @@
-"""Training callbacks: ``History``, ``EarlyStopping``, ``ModelCheckpoint``, ``EpochLogger``.
+"""Training callbacks: ``History``, ``ProgressBar``, ``EarlyStopping``, ``ModelCheckpoint``, ``EpochLogger``.
 
-``fit`` calls each callback's hooks at the start and end of training and of every epoch.
+``fit`` calls each callback's hooks at the start and end of training, of every epoch and after
+every batch; its own ``History`` and progress bar are callbacks like the user's, as in Keras.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -17,10 +18,100 @@ from .._validate import is_real as _is_real
 from ._common import PathLike
 from .checkpoint import save
 
-__all__ = ["History", "Callback", "EarlyStopping", "ModelCheckpoint", "EpochLogger"]
+__all__ = ["History", "Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "EpochLogger", "ProgressBar"]
 
 
-class History:
+class Callback:
+    """Base class of training callbacks; override the hooks you need.
+
+    ``fit`` sets ``model``, ``optimizer`` and ``params`` before ``on_train_begin``. ``logs`` at
+    epoch end holds the epoch's metrics (``loss``, ``accuracy`` and, with validation data,
+    ``val_loss``, ``val_accuracy``). Setting ``self.stop_training = True`` ends training after
+    the current epoch.
+    """
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.params: Dict[str, Any] = {}
+        self.stop_training = False
+
+    def on_train_begin(self, logs: Optional[Dict[str, float]] = None) -> None:
+        """Called once before the first epoch."""
+
+    def on_train_end(self, logs: Optional[Dict[str, float]] = None) -> None:
+        """Called once after the last epoch (also after an early stop)."""
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        """Called at the start of each epoch (``epoch`` counts from 0)."""
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        """Called at the end of each epoch with that epoch's metrics."""
+
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        """Called after each update with the epoch's running ``loss`` (and ``accuracy``) and the
+        batch's ``size``."""
+
+
+class _EpochRate:
+    """Samples per second of an epoch's updates: from the epoch's start to its last batch."""
+
+    def __init__(self) -> None:
+        self.start = self.end = 0.0
+        self.seen = 0
+
+    def begin(self) -> None:
+        self.start = self.end = time.perf_counter()
+        self.seen = 0
+
+    def batch(self, size: int) -> None:
+        self.seen += int(size)
+        self.end = time.perf_counter()
+
+    def per_second(self) -> float:
+        elapsed = self.end - self.start
+        return self.seen / elapsed if elapsed > 0 else math.inf
+
+
+class CallbackList:
+    """The callbacks of one ``fit`` call, called in order; ``stop_training`` when any asked."""
+
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def set_run(self, model: Any, optimizer: Any, params: Dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.model, cb.optimizer, cb.params = model, optimizer, dict(params)
+            cb.stop_training = False
+
+    @property
+    def stop_training(self) -> bool:
+        return any(cb.stop_training for cb in self.callbacks)
+
+    def on_train_begin(self, logs: Dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_train_begin(dict(logs))
+
+    def on_train_end(self, logs: Dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_train_end(dict(logs))
+
+    def on_epoch_begin(self, epoch: int, logs: Dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, dict(logs))
+
+    def on_epoch_end(self, epoch: int, logs: Dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, dict(logs))
+
+    def on_train_batch_end(self, batch: int, logs: Dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb.on_train_batch_end(batch, logs)
+
+
+
+
+class History(Callback):
     """Per-epoch metrics of one ``fit`` call, like Keras's ``History``.
 
     Attributes:
@@ -28,15 +119,27 @@ class History:
             (the ``val_*`` keys only when fit had validation data); ``loss`` includes the
             L1/L2 penalty when one was set, ``val_loss`` is the data loss alone.
         epoch: the 0-based indices of the epochs that ran.
-        samples_per_second: training throughput of each epoch (forward, backward, update).
+        samples_per_second: training throughput of each epoch (forward, backward, update; the
+            validation pass excluded).
         params: the settings of the run (epochs, batch_size, samples, validation samples, ...).
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.history: Dict[str, List[float]] = OrderedDict()
         self.epoch: List[int] = []
         self.samples_per_second: List[float] = []
-        self.params: Dict[str, Any] = {}
+        self._rate = _EpochRate()
+
+    # as a callback (fit adds one first, so it records before the others see the epoch)
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        self._rate.begin()
+
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        self._rate.batch((logs or {}).get("size", 0))
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        self._record(epoch, logs or {}, self._rate.per_second())
 
     def _record(self, epoch: int, logs: Mapping[str, float], samples_per_second: float) -> None:
         self.epoch.append(epoch)
@@ -66,34 +169,6 @@ class History:
     def __repr__(self) -> str:
         last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
         return f"History(epochs={len(self.epoch)}, last={last})"
-
-
-class Callback:
-    """Base class of training callbacks; override the hooks you need.
-
-    ``fit`` sets ``model``, ``optimizer`` and ``params`` before ``on_train_begin``. ``logs`` at
-    epoch end holds the epoch's metrics (``loss``, ``accuracy`` and, with validation data,
-    ``val_loss``, ``val_accuracy``). Setting ``self.stop_training = True`` ends training after
-    the current epoch.
-    """
-
-    def __init__(self) -> None:
-        self.model: Any = None
-        self.optimizer: Any = None
-        self.params: Dict[str, Any] = {}
-        self.stop_training = False
-
-    def on_train_begin(self, logs: Optional[Dict[str, float]] = None) -> None:
-        """Called once before the first epoch."""
-
-    def on_train_end(self, logs: Optional[Dict[str, float]] = None) -> None:
-        """Called once after the last epoch (also after an early stop)."""
-
-    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        """Called at the start of each epoch (``epoch`` counts from 0)."""
-
-    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        """Called at the end of each epoch with that epoch's metrics."""
 
 
 def _resolve_mode(mode: str, monitor: str, owner: str) -> str:
@@ -259,3 +334,44 @@ def _bar_size() -> Dict[str, Any]:
         return {"dynamic_ncols": True}
     return {"ncols": 140, "nrows": 24}
 
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch (samples done, running loss and accuracy; at the end the epoch's
+    metrics and samples/s). ``fit(progress=True)`` adds one; by default only on a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bar: Any = None
+        self._rate = _EpochRate()
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.params.get("samples"), desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
+                         unit="samples", unit_scale=False, leave=True, file=sys.stdout, **_bar_size())
+        self._rate.begin()
+
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        logs = logs or {}
+        self._rate.batch(logs.get("size", 0))
+        if self._bar is None:
+            return
+        self._bar.update(int(logs.get("size", 0)))
+        postfix = {"loss": f"{logs.get('loss', math.nan):.4f}"}
+        if "accuracy" in logs:
+            postfix["acc"] = f"{logs['accuracy']:.4f}"
+        self._bar.set_postfix(postfix, refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        if self._bar is None:
+            return
+        postfix = {k.replace("accuracy", "acc"): f"{v:.4f}" for k, v in (logs or {}).items()}
+        postfix["samples/s"] = f"{self._rate.per_second():,.0f}"
+        self._bar.set_postfix(postfix, refresh=True)
+        self._bar.close()
+        self._bar = None
+
+    def on_train_end(self, logs: Optional[Dict[str, float]] = None) -> None:
+        if self._bar is not None:  # a stop or an exception left one open
+            self._bar.close()
+            self._bar = None

@@ -18,28 +18,26 @@ model's constructor (``dk.manual_seed`` before building it).
 from __future__ import annotations
 
 import math
-import sys
-import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import ops
+from .._device import canonical_device, device_name, to_device, to_host
 from .._validate import is_real as _is_real
 from .._validate import non_negative as _non_negative
 from .._validate import positive_int as _positive_int
-from ..autograd import Tensor, no_grad, xp_of
+from ..autograd import Tensor, no_grad
 from ._common import LossFn
 from ._common import check_model as _check_model
-from .batches import _as_features, _as_targets, _is_batch_source
-from .callbacks import Callback, History, _bar_size, _progress_enabled
+from .batches import ArrayBatches, BatchSource, SourceBatches, _as_features, _as_targets, is_batch_source
+from .callbacks import Callback, CallbackList, History, ProgressBar, _progress_enabled
 
 __all__ = ["fit", "evaluate", "predict"]
 
 # Learning rates used when the optimizer is given by name and lr is None (Keras's defaults).
 _DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "rmsprop": 1e-3}
 _LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
-
 
 
 def _resolve_loss(loss: Union[str, LossFn]) -> Tuple[str, LossFn]:
@@ -86,17 +84,16 @@ def _resolve_optimizer(optimizer: Any, model: Any, lr: Optional[float]) -> Any:
     return optimizer
 
 
-def _resolve_device(device: str, model: Any) -> Any:
-    """The array module for ``device``; moves the model there (cuda needs CuPy and a GPU)."""
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+def _place_model(device: str, model: Any) -> str:
+    """Move the model to ``device`` ("cpu", "cuda" or "cuda:N"); returns the canonical name.
+    A GPU without a usable backend raises RuntimeError naming the reason."""
+    try:
+        device = canonical_device(device)
+    except (TypeError, ValueError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
     if hasattr(model, "to"):
-        model.to(device)  # raises RuntimeError naming the reason when there is no usable GPU
-    if device == "cpu":
-        return np
-    import cupy
-    return cupy
-
+        model.to(device)
+    return device
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,27 +124,30 @@ def _has_accuracy(y: np.ndarray, loss_kind: str) -> bool:
     return False
 
 
-def _penalty_grads(params: Sequence[Any], l1: float, l2: float) -> float:
-    """Add d/dw [l1*|w| + l2*w^2] to each weight's gradient; returns the penalty's value.
+def _weight_penalty(params: Sequence[Any], l1: float, l2: float) -> Optional[Tensor]:
+    """``l1 * sum|w| + l2 * sum w^2`` over the weights (rank >= 2; biases are not penalised, as
+    in Keras's kernel regularizers), as a Tensor in the graph: the one way penalties are applied
+    (``dk.optim.l1_penalty`` / ``l2_penalty``, as the Keras regularizers do). None when both are 0."""
+    from .. import optim
 
-    Biases (1-D parameters) are not penalised, as in Keras's kernel regularizers. The gradient
-    is added out of place: a .grad may be an array the autograd graph still shares.
-    """
-    total = 0.0
-    for p in params:
-        if p.grad is None or p.data.ndim < 2:
-            continue
-        w = p.data
-        xp = xp_of(w)
-        extra = 0.0
-        if l1:
-            extra = extra + np.float32(l1) * xp.sign(w)
-            total += l1 * float(xp.abs(w).sum())
-        if l2:
-            extra = extra + np.float32(2.0 * l2) * w
-            total += l2 * float((w * w).sum())
-        p.grad = p.grad + extra
+    weights = [p for p in params if p.data.ndim >= 2]
+    if not weights or not (l1 or l2):
+        return None
+    total = optim.l1_penalty(weights, l1) if l1 else None
+    if l2:
+        term = optim.l2_penalty(weights, l2)
+        total = term if total is None else total + term
     return total
+
+
+def _penalty_grads(params: Sequence[Any], l1: float, l2: float) -> float:
+    """Add the penalty's gradient to each weight's ``.grad`` (through the graph, as ``fit`` does);
+    returns the penalty's value. Parameters without a gradient are left alone."""
+    penalty = _weight_penalty([p for p in params if p.grad is not None], l1, l2)
+    if penalty is None:
+        return 0.0
+    penalty.backward()
+    return float(penalty.item())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +174,78 @@ def _evaluate_arrays(model: Any, x: Any, y: Any, loss_fn: LossFn, loss_kind: str
         if hasattr(model, "train"):
             model.train(was_training)
     return total_loss / n, (correct / n if with_accuracy else math.nan)
+
+
+def _check_fit_options(epochs: Any, batch_size: Any, validation_split: Any, l1: Any, l2: Any, lr: Any,
+                       shuffle: Any, seed: Any, callbacks: Any) -> Tuple[int, int, float, float, List[Callback]]:
+    """fit's scalar options checked once: (epochs, batch_size, l1, l2, callbacks)."""
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if not _is_real(validation_split) or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+    l1 = _non_negative(l1, "l1")
+    l2 = _non_negative(l2, "l2")
+    if lr is not None and (not _is_real(lr) or not math.isfinite(lr) or lr <= 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(shuffle, bool):
+        raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
+    return epochs, batch_size, l1, l2, callbacks
+
+
+class _FitData:
+    """fit's inputs sorted out: the training batches and the validation arrays (or None)."""
+
+    def __init__(self, X: Any, y: Any, loss_kind: str, validation_split: float,
+                 validation_data: Optional[Tuple[Any, Any]]) -> None:
+        self.source = X if is_batch_source(X) else None
+        if self.source is None:
+            x_all = _as_features(X, "X")
+            y_all = _as_targets(y, len(x_all), loss_kind, "y")
+            # a source's targets are first seen in its first batch
+            self.with_accuracy: Optional[bool] = _has_accuracy(y_all, loss_kind)
+        else:
+            if y is not None:
+                raise ValueError("y must be None when X is a batch source yielding (x, y) pairs")
+            if validation_split and validation_data is None:
+                raise ValueError("validation_split needs arrays; give a batch source validation_data instead")
+            x_all = y_all = None
+            self.with_accuracy = None
+        self.x_train, self.y_train = x_all, y_all
+        self.x_val = self.y_val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            self.x_val = _as_features(validation_data[0], "validation_data[0]")
+            self.y_val = _as_targets(validation_data[1], len(self.x_val), loss_kind, "validation_data[1]")
+            if x_all is not None and self.x_val.shape[1:] != x_all.shape[1:]:
+                raise ValueError(f"validation_data[0]: samples of shape {self.x_val.shape[1:]} do not match "
+                                 f"X's {x_all.shape[1:]}")
+        elif validation_split > 0:
+            n_train = int(len(x_all) * (1.0 - validation_split))
+            if n_train < 1 or n_train == len(x_all):
+                raise ValueError(f"validation_split={validation_split} of {len(x_all)} samples leaves "
+                                 f"{n_train} for training and {len(x_all) - n_train} for validation; "
+                                 f"both need at least one")
+            # the tail, as Keras takes it; slices, not copies
+            self.x_train, self.y_train = x_all[:n_train], y_all[:n_train]
+            self.x_val, self.y_val = x_all[n_train:], y_all[n_train:]
+
+    def batches(self, loss_kind: str, batch_size: int, shuffle: bool, seed: Optional[int],
+                device: str) -> BatchSource:
+        if self.source is not None:
+            return SourceBatches(self.source, loss_kind, device)
+        return ArrayBatches(self.x_train, self.y_train, batch_size, shuffle, np.random.default_rng(seed), device)
+
+    def validation(self, device: str) -> Optional[Tuple[Any, Any]]:
+        if self.x_val is None:
+            return None
+        return to_device(self.x_val, device), to_device(self.y_val, device)
 
 
 def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
@@ -213,167 +285,77 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         History with per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``.
     """
     _check_model(model)
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    if not _is_real(validation_split) or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
-    l1 = _non_negative(l1, "l1")
-    l2 = _non_negative(l2, "l2")
-    if lr is not None and (not _is_real(lr) or not math.isfinite(lr) or lr <= 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(shuffle, bool):
-        raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    epochs, batch_size, l1, l2, user_callbacks = _check_fit_options(
+        epochs, batch_size, validation_split, l1, l2, lr, shuffle, seed, callbacks)
     show_progress = _progress_enabled(progress)
-    callbacks = list(callbacks or [])
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
-
     loss_kind, loss_fn = _resolve_loss(loss)
-    source = X if _is_batch_source(X) else None
-    if source is None:
-        x_all = _as_features(X, "X")
-        y_all = _as_targets(y, len(x_all), loss_kind, "y")
-    else:
-        if y is not None:
-            raise ValueError("y must be None when X is a batch source yielding (x, y) pairs")
-        if validation_split and validation_data is None:
-            raise ValueError("validation_split needs arrays; give a batch source validation_data instead")
-        if len(source) < 1:
-            raise ValueError("X: the batch source yields no batches (len() is 0)")
-        x_all = y_all = None
-
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        x_val = _as_features(validation_data[0], "validation_data[0]")
-        y_val = _as_targets(validation_data[1], len(x_val), loss_kind, "validation_data[1]")
-        if x_all is not None and x_val.shape[1:] != x_all.shape[1:]:
-            raise ValueError(f"validation_data[0]: samples of shape {x_val.shape[1:]} do not match "
-                             f"X's {x_all.shape[1:]}")
-        x_train, y_train = x_all, y_all
-    elif validation_split > 0:
-        n_train = int(len(x_all) * (1.0 - validation_split))
-        if n_train < 1 or n_train == len(x_all):
-            raise ValueError(f"validation_split={validation_split} of {len(x_all)} samples leaves "
-                             f"{n_train} for training and {len(x_all) - n_train} for validation; "
-                             f"both need at least one")
-        # slices, not copies: the training part is indexed by permutation below anyway
-        x_train, y_train = x_all[:n_train], y_all[:n_train]
-        x_val, y_val = x_all[n_train:], y_all[n_train:]
-    else:
-        x_train, y_train, x_val, y_val = x_all, y_all, None, None
-
-    xp = _resolve_device(device, model)
-    if xp is not np and source is None:
-        x_train, y_train = xp.asarray(x_train), xp.asarray(y_train)
-        if x_val is not None:
-            x_val, y_val = xp.asarray(x_val), xp.asarray(y_val)
+    data = _FitData(X, y, loss_kind, validation_split, validation_data)
+    device = _place_model(device, model)
+    batches = data.batches(loss_kind, batch_size, shuffle, seed, device)
+    validation = data.validation(device)
     optimizer = _resolve_optimizer(optimizer, model, lr)
     params = list(model.parameters())
-    # a source's targets are first seen in its first batch
-    with_accuracy: Optional[bool] = _has_accuracy(y_all, loss_kind) if source is None else None
-    n = len(x_train) if source is None else getattr(source, "n", None)
-    rng = np.random.default_rng(seed)
-
-    def epoch_batches(order: Any) -> Iterable[Tuple[Any, Any]]:
-        """One epoch of (inputs, targets) batches on the training device."""
-        if source is None:
-            for begin in range(0, n, batch_size):
-                if order is None:
-                    yield x_train[begin:begin + batch_size], y_train[begin:begin + batch_size]
-                else:
-                    idx = order[begin:begin + batch_size]
-                    yield x_train[idx], y_train[idx]
-            return
-        for i, batch in enumerate(source):
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise TypeError(f"X: batch {i} of the source is not an (x, y) pair")
-            xb = _as_features(batch[0], f"X batch {i}")
-            yb = _as_targets(batch[1], len(xb), loss_kind, f"y batch {i}")
-            yield (xb, yb) if xp is np else (xp.asarray(xb), xp.asarray(yb))
 
     history = History()
-    history.params = {"epochs": epochs, "samples": n,
-                      "batch_size": batch_size if source is None else getattr(source, "batch_size", None),
-                      "validation_samples": 0 if x_val is None else len(x_val),
-                      "optimizer": type(optimizer).__name__, "loss": loss_kind, "device": device}
-    for cb in callbacks:
-        cb.model, cb.optimizer, cb.params = model, optimizer, dict(history.params)
-        cb.stop_training = False
-        cb.on_train_begin({})
-
-    bar_factory = None
-    if show_progress:
-        from tqdm.auto import tqdm as bar_factory
-
+    callbacks = CallbackList([history] + ([ProgressBar()] if show_progress else []) + user_callbacks)
+    callbacks.set_run(model, optimizer, {
+        "epochs": epochs, "samples": getattr(batches, "n", None),
+        "batch_size": getattr(batches, "batch_size", None),
+        "validation_samples": 0 if validation is None else len(validation[0]),
+        "optimizer": type(optimizer).__name__, "loss": loss_kind, "device": device})
+    step = _TrainStep(model, optimizer, loss_fn, loss_kind, lambda: _weight_penalty(params, l1, l2))
+    step.with_accuracy = data.with_accuracy
+    callbacks.on_train_begin({})
     logs: Dict[str, float] = {}
     for epoch in range(epochs):
-        for cb in callbacks:
-            cb.on_epoch_begin(epoch, {})
-        model.train()
-        order = rng.permutation(n) if shuffle and source is None else None
-        if order is not None and xp is not np:
-            order = xp.asarray(order)
-        bar = None
-        if bar_factory is not None:
-            bar = bar_factory(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="samples",
-                              unit_scale=False, leave=True, file=sys.stdout, **_bar_size())
-        total_loss = 0.0
-        total_penalty = 0.0
-        correct = 0
-        seen = 0
-        start = time.perf_counter()
-        for xb, yb in epoch_batches(order):
-            if with_accuracy is None:
-                with_accuracy = _has_accuracy(yb, loss_kind)
-            optimizer.zero_grad()
-            out = model(Tensor(xb))
-            batch_loss = loss_fn(out, yb)
-            batch_loss.backward()
-            if l1 or l2:
-                total_penalty += _penalty_grads(params, l1, l2) * len(xb)
-            optimizer.step()
-
-            total_loss += float(batch_loss.item()) * len(xb)
-            if with_accuracy:
-                correct += _correct(out.data, yb, loss_kind)
-            seen += len(xb)
-            if bar is not None:
-                bar.update(len(xb))
-                postfix = {"loss": f"{(total_loss + total_penalty) / seen:.4f}"}
-                if with_accuracy:
-                    postfix["acc"] = f"{correct / seen:.4f}"
-                bar.set_postfix(postfix, refresh=False)
-        elapsed = time.perf_counter() - start
-        rate = seen / elapsed if elapsed > 0 else math.inf
-
-        logs = {"loss": (total_loss + total_penalty) / seen}
-        if with_accuracy:
-            logs["accuracy"] = correct / seen
-        if x_val is not None:
-            val_loss, val_acc = _evaluate_arrays(model, x_val, y_val, loss_fn, loss_kind,
-                                                 max(batch_size, 256), with_accuracy)
+        callbacks.on_epoch_begin(epoch, {})
+        logs = step.run_epoch(batches, callbacks)
+        if validation is not None:
+            val_loss, val_acc = _evaluate_arrays(model, validation[0], validation[1], loss_fn, loss_kind,
+                                                 max(batch_size, 256), bool(step.with_accuracy))
             logs["val_loss"] = val_loss
-            if with_accuracy:
+            if step.with_accuracy:
                 logs["val_accuracy"] = val_acc
-        history._record(epoch, logs, rate)
-        if bar is not None:
-            postfix = {k.replace("accuracy", "acc"): f"{v:.4f}" for k, v in logs.items()}
-            postfix["samples/s"] = f"{rate:,.0f}"
-            bar.set_postfix(postfix, refresh=True)
-            bar.close()
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, dict(logs))
-        if any(cb.stop_training for cb in callbacks):
+        callbacks.on_epoch_end(epoch, logs)
+        if callbacks.stop_training:
             break
-    for cb in callbacks:
-        cb.on_train_end(dict(logs))
+    callbacks.on_train_end(logs)
     return history
 
 
+class _TrainStep:
+    """One epoch of updates: forward, loss (+ penalty), backward, step, per batch; running
+    metrics go to the callbacks after each batch."""
+
+    def __init__(self, model: Any, optimizer: Any, loss_fn: LossFn, loss_kind: str, penalty: Any) -> None:
+        self.model, self.optimizer, self.loss_fn, self.loss_kind = model, optimizer, loss_fn, loss_kind
+        self.penalty = penalty
+        self.with_accuracy: Optional[bool] = None
+
+    def run_epoch(self, batches: BatchSource, callbacks: CallbackList) -> Dict[str, float]:
+        self.model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        logs: Dict[str, float] = {}
+        for i, (xb, yb) in enumerate(batches):
+            if self.with_accuracy is None:
+                self.with_accuracy = _has_accuracy(yb, self.loss_kind)
+            self.optimizer.zero_grad()
+            out = self.model(Tensor(xb))
+            batch_loss = self.loss_fn(out, yb)
+            penalty = self.penalty()
+            if penalty is not None:
+                batch_loss = batch_loss + penalty
+            batch_loss.backward()
+            self.optimizer.step()
+            total_loss += float(batch_loss.item()) * len(xb)
+            if self.with_accuracy:
+                correct += _correct(out.data, yb, self.loss_kind)
+            seen += len(xb)
+            logs = {"loss": total_loss / seen}
+            if self.with_accuracy:
+                logs["accuracy"] = correct / seen
+            callbacks.on_train_batch_end(i, dict(logs, size=len(xb)))
+        return logs
 
 
 def evaluate(model: Any, X: Any, y: Any, batch_size: int = 256,
@@ -412,7 +394,7 @@ def predict(model: Any, X: Any, batch_size: int = 256, proba: bool = False) -> n
                 out = model(Tensor(x[start:start + batch_size])).data
                 if proba:
                     out = ops.softmax(out, axis=-1)
-                chunks.append(out.get() if hasattr(out, "get") and not isinstance(out, np.ndarray) else out)
+                chunks.append(to_host(out))
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
@@ -422,7 +404,4 @@ def predict(model: Any, X: Any, batch_size: int = 256, proba: bool = False) -> n
 def _to_model_device(model: Any, arr: np.ndarray) -> Any:
     """``arr`` on the device of the model's first parameter (host when it has none)."""
     params = list(model.parameters())
-    if params and xp_of(params[0].data) is not np:
-        return xp_of(params[0].data).asarray(arr)
-    return arr
-
+    return to_device(arr, device_name(params[0].data)) if params else arr
