@@ -21,18 +21,18 @@ kernels, and ``predict`` applies the softmax (sigmoid) -- see ``deepkern.keras.l
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import sys
-import uuid
-import zipfile
-import zlib
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import nn, ops, optim, train
+from .._files import check_float32_values, read_npz, save_npz
 from ..autograd import Tensor
 from ..nn.init import get_generator
 from . import layers as _layers
@@ -106,6 +106,52 @@ def _cycle(iterable: Any) -> Iterator[Any]:
             raise ValueError("x: the batch source yielded no batches")
 
 
+# While a file is loaded: how many weights its architecture may still allocate (what the file holds)
+_BUDGET: "contextvars.ContextVar[Optional[List[int]]]" = contextvars.ContextVar("deepkern_keras_budget",
+                                                                               default=None)
+
+
+_BUDGET_SLACK = 1 << 20  # weights (4 MiB) beyond the file's that a load may allocate
+
+
+@contextlib.contextmanager
+def _weight_budget(limit: int) -> Iterator[None]:
+    token = _BUDGET.set([int(limit)])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _weights_needed(layer: _layers.Layer, shape: Tuple[int, ...]) -> int:
+    """Weights a layer whose size grows with its arguments will allocate for inputs of ``shape``."""
+    if layer.built:
+        return 0
+    if isinstance(layer, _layers.Dense) and shape:
+        return int(shape[-1]) * layer.units + (layer.units if layer.use_bias else 0)
+    if isinstance(layer, _layers.Conv2D) and len(shape) == 3:
+        kh, kw = layer.kernel_size
+        return kh * kw * int(shape[-1]) * layer.filters + (layer.filters if layer.use_bias else 0)
+    return 0
+
+
+def _build_layer(layer: _layers.Layer, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """``layer.build(shape)``; while a file is loaded, a layer needing more weights than the file
+    holds is refused before it allocates them (a crafted ``Dense(10**12)`` costs nothing)."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return layer.build(shape)
+    need = _weights_needed(layer, tuple(shape))
+    if need > budget[0]:
+        raise ValueError(f"layer {layer.name!r} needs {need:,} weights for inputs {tuple(shape)}, "
+                         f"more than the file holds ({budget[0]:,} left)")
+    out = layer.build(shape)
+    budget[0] -= layer.count_params()
+    if budget[0] < 0:
+        raise ValueError(f"layer {layer.name!r} needs more weights than the file holds")
+    return out
+
+
 class Sequential(nn.Module):
     """A linear stack of :mod:`deepkern.keras.layers`, with Keras's compile/fit/evaluate/predict.
 
@@ -155,7 +201,7 @@ class Sequential(nn.Module):
         if hasattr(self, layer.name):
             raise ValueError(f"layer name {layer.name!r} clashes with an attribute of Sequential")
         if self.built:
-            layer.build(self.output_shape)
+            _build_layer(layer, self.output_shape)
             self.output_shape = layer.output_shape
         elif layer.declared_input_shape is not None and self._stack:
             raise ValueError(f"{layer.name}: only the first layer takes input_shape")
@@ -195,7 +241,7 @@ class Sequential(nn.Module):
             shape = shape[1:]
         self.input_shape = shape
         for layer in self._stack:
-            shape = layer.build(shape)
+            shape = _build_layer(layer, shape)
         self.output_shape = shape
         self.built = True
         if self.compiled:
@@ -504,25 +550,10 @@ class Sequential(nn.Module):
                     for key, value in self._dk_optimizer.state_dict().items():
                         arrays["optimizer/" + key] = np.asarray(value)
             arrays["compile"] = np.array(json.dumps(settings))
-        return _write_npz(os.fspath(filepath), arrays)
+        return save_npz(os.fspath(filepath), arrays)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
-
-
-def _write_npz(path: str, arrays: Dict[str, np.ndarray]) -> str:
-    """Write to a temporary name beside ``path`` and rename it over ``path`` in one step."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def model_from_json(text: str) -> Sequential:
@@ -541,43 +572,59 @@ def load_model(filepath: PathLike, compile: bool = True) -> Sequential:  # noqa:
     ``compile=True``) the compile settings and optimizer state, so training can continue.
 
     Raises FileNotFoundError for a missing file and ValueError naming the file for a corrupt,
-    foreign or newer-format file, or weights that do not fit the stored architecture.
+    foreign, crafted or newer-format file: an architecture needing more weights than the file
+    holds is refused before any of them is allocated, and NaN, infinite or out-of-float32-range
+    weights are refused.
     """
     path = os.fspath(filepath)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            entries = {key: archive[key] for key in archive.files}
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: not a readable deepkern.keras model file (truncated, corrupt or "
-                         f"another format): {type(exc).__name__}: {exc}") from exc
-    except AttributeError as exc:  # np.load returned a single array, which has no context manager
-        raise ValueError(f"{path}: not a deepkern.keras model file (a .npy array, not an archive)") from exc
+    entries = read_npz(path, "deepkern.keras model file")
     marker = entries.get("__format__")
-    if marker is None or marker.dtype.kind != "U" or str(marker) != SAVE_FORMAT:
+    if marker is None or marker.dtype.kind != "U" or marker.ndim != 0 or str(marker) != SAVE_FORMAT:
         raise ValueError(f"{path}: not a deepkern.keras model file (no {SAVE_FORMAT!r} marker)")
     version = entries.get("__version__")
-    if version is None or version.dtype.kind not in "iu" or int(version) > SAVE_VERSION:
-        raise ValueError(f"{path}: unsupported model file version {None if version is None else int(version)} "
-                         f"(this deepkern reads up to {SAVE_VERSION})")
-    try:
-        model = model_from_json(str(entries["architecture"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: the stored architecture cannot be rebuilt: {exc}") from exc
+    if version is None or version.dtype.kind not in "iu" or version.ndim != 0 or int(version) > SAVE_VERSION:
+        shown = None if version is None else version.tolist()
+        raise ValueError(f"{path}: unsupported model file version {shown} (this deepkern reads up to {SAVE_VERSION})")
     weights = {k[len("weights/"):]: v for k, v in entries.items() if k.startswith("weights/")}
+    check_float32_values(path, ((k, v) for k, v in entries.items() if k.startswith(("weights/", "optimizer/"))))
+    model = _rebuild(path, entries.get("architecture"), sum(int(v.size) for v in weights.values()))
     try:
         model.load_state_dict(weights)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     if compile and "compile" in entries:
-        settings = json.loads(str(entries["compile"]))
+        _compile_from(path, model, entries)
+    return model
+
+
+def _rebuild(path: str, architecture: Optional[np.ndarray], stored: int) -> Sequential:
+    """The model of the stored architecture, built within the ``stored`` weights the file holds."""
+    if architecture is None or architecture.dtype.kind != "U" or architecture.ndim != 0:
+        raise ValueError(f"{path}: the stored architecture is missing or not text")
+    # slack: a small mismatch is reported by name by load_state_dict, after building
+    with _weight_budget(stored + _BUDGET_SLACK):
+        try:
+            return model_from_json(str(architecture))
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"{path}: the stored architecture cannot be rebuilt: {exc}") from exc
+
+
+def _compile_from(path: str, model: Sequential, entries: Dict[str, np.ndarray]) -> None:
+    """Apply the stored compile settings and optimizer state."""
+    text = entries["compile"]
+    try:
+        if text.dtype.kind != "U" or text.ndim != 0:
+            raise ValueError("not text")
+        settings = json.loads(str(text))
+        if not isinstance(settings, dict) or "loss" not in settings:
+            raise ValueError("no 'loss' in the settings")
         model.compile(optimizer=settings.get("optimizer", "rmsprop"), loss=settings["loss"],
                       metrics=settings.get("metrics") or None)
-        state = {k[len("optimizer/"):]: v for k, v in entries.items() if k.startswith("optimizer/")}
-        if state:
-            try:
-                model._optimizer().load_state_dict(state)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise ValueError(f"{path}: optimizer state does not fit: {exc}") from exc
-    return model
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: the stored compile settings are unusable: {exc}") from exc
+    state = {k[len("optimizer/"):]: v for k, v in entries.items() if k.startswith("optimizer/")}
+    if state:
+        try:
+            model._optimizer().load_state_dict(state)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: optimizer state does not fit: {exc}") from exc

@@ -1,15 +1,13 @@
 """Checkpoints: ``save`` / ``load`` of a model's weights and its optimizer's state as ``.npz``."""
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-import zipfile
-import zlib
 from typing import Any, Dict
 
 import numpy as np
 
+from .._device import to_host
+from .._files import check_float32_values, read_npz, save_npz
 from ..autograd import Tensor
 from ._common import PathLike
 from ._common import check_model as _check_model
@@ -27,21 +25,14 @@ _MODEL_PREFIX = "model/"
 _OPTIM_PREFIX = "optimizer/"
 
 
-def _host(value: Any) -> np.ndarray:
-    if isinstance(value, Tensor):
-        return value.numpy()
-    if hasattr(value, "get") and not isinstance(value, np.ndarray):
-        return value.get()
-    return np.asarray(value)
-
-
 def save(model: Any, path: PathLike, optimizer: Any = None) -> str:
     """Write the model's weights (and the optimizer's state) to ``path`` as an ``.npz``.
 
-    The file is written to a temporary name in the same directory and renamed over ``path``
-    in one step, so an interrupted save never leaves a half-written checkpoint. It holds only
-    plain arrays (readable with ``allow_pickle=False``) plus a format marker and version.
-    Returns the path written (exactly ``path``; no extension is added).
+    Written with the library's one atomic saver (``deepkern._files``): a fsync'ed temporary in
+    the same directory renamed over ``path`` in one step, so an interrupted save never leaves a
+    half-written checkpoint, and the temporary of a killed save is removed by the next save to
+    ``path``. The file holds only plain arrays (readable with ``allow_pickle=False``) plus a
+    format marker and version. Returns the path written (exactly ``path``; no extension is added).
     """
     _check_model(model)
     path = os.fspath(path)
@@ -60,35 +51,11 @@ def save(model: Any, path: PathLike, optimizer: Any = None) -> str:
     for key, value in arrays.items():
         if value.dtype.kind not in "biufU":
             raise TypeError(f"save: entry {key!r} has dtype {value.dtype}; checkpoints hold numeric arrays only")
-
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return save_npz(path, arrays)
 
 
-def _read_checkpoint(path: str) -> Dict[str, np.ndarray]:
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: not a readable deepkern checkpoint (truncated, corrupt or another "
-                         f"format): {type(exc).__name__}: {exc}") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: not a deepkern checkpoint (a single .npy array, not an .npz archive)")
-    try:
-        with loaded:
-            return {key: loaded[key] for key in loaded.files}
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: checkpoint is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
+def _host(value: Any) -> np.ndarray:
+    return value.numpy() if isinstance(value, Tensor) else to_host(value)
 
 
 def load(model: Any, path: PathLike, optimizer: Any = None) -> Dict[str, Any]:
@@ -103,9 +70,7 @@ def load(model: Any, path: PathLike, optimizer: Any = None) -> Dict[str, Any]:
     """
     _check_model(model)
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    entries = _read_checkpoint(path)
+    entries = read_npz(path, "deepkern checkpoint")
     marker = entries.get(_FORMAT_KEY)
     if marker is None or marker.dtype.kind != "U" or str(marker) != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a deepkern checkpoint (no {CHECKPOINT_FORMAT!r} marker; "
@@ -138,6 +103,8 @@ def load(model: Any, path: PathLike, optimizer: Any = None) -> Dict[str, Any]:
                             f"{tuple(np.shape(current))} in the model")
     if problems:
         raise ValueError(f"{path}: checkpoint does not fit {type(model).__name__}: " + "; ".join(problems))
+    check_float32_values(path, ((k, v) for k, v in entries.items()
+                                if k.startswith((_MODEL_PREFIX, _OPTIM_PREFIX))))
 
     saved_optimizer = entries.get(_OPTIMIZER_KEY)
     optimizer_name = None if saved_optimizer is None else str(saved_optimizer)
