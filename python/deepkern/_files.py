@@ -149,7 +149,7 @@ def read_npz(path: PathLike, what: str) -> Dict[str, np.ndarray]:
     be for anything unreadable (FileNotFoundError when there is no file)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such {what} file")
+        raise FileNotFoundError(f"{path}: no such file (expected a {what})")
     try:
         is_zip = zipfile.is_zipfile(path)
         with open(path, "rb") as f:
