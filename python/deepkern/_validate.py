@@ -96,13 +96,21 @@ def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return int(axis) % ndim
 
 
+def window_shape(h: int, w: int, kernel: Tuple[int, int], stride: Tuple[int, int],
+                 padding: Tuple[int, int]) -> Tuple[int, int]:
+    """(OH, OW) of a conv/pool window over (h, w): (h + 2*ph - kh) // sh + 1 (either may be < 1
+    for a too-small input; :func:`window_output` is the checked form)."""
+    return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+            (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+
+
 def window_output(size: int, kernel: int, stride: int, padding: int, what: str) -> int:
     """Output length of a sliding window; refuses windows larger than the padded input."""
     padded = size + 2 * padding
     if kernel > padded:
         raise ValueError(f"{what}: kernel size {kernel} is larger than the padded input "
                          f"({size} + 2*{padding} = {padded})")
-    return (padded - kernel) // stride + 1
+    return window_shape(size, 1, (kernel, 1), (stride, 1), (padding, 0))[0]
 
 
 def is_real(value: Any) -> bool:

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 
 from .. import backends, ops
+from .._validate import window_shape
 from . import numpy_peer as npk
 
 PROFILES = ("full", "quick", "smoke")
@@ -149,13 +150,13 @@ def linear_backward_case(m: int, k: int, n: int) -> Case:
 
 
 def _conv_flops(n: int, c: int, h: int, w: int, oc: int, k: int) -> float:
-    oh, ow = h - k + 1, w - k + 1
+    oh, ow = window_shape(h, w, (k, k), (1, 1), (0, 0))
     return 2.0 * n * oc * oh * ow * c * k * k
 
 
 def conv_case(n: int, c: int, h: int, w: int, oc: int, k: int, backward: bool) -> Case:
     """x (N, C, H, W) * w (OC, C, K, K) + b, stride 1, padding 0; backward gives gx, gw, gb."""
-    oh, ow = h - k + 1, w - k + 1
+    oh, ow = window_shape(h, w, (k, k), (1, 1), (0, 0))
 
     def build(dev: Device, torch: Any) -> Dict[str, Callable[[], Any]]:
         rng = np.random.default_rng(n + c + h + oc)

@@ -18,6 +18,8 @@ try:
 except ImportError:  # reported by unavailable_reason(); the module stays importable
     cupy = None
 
+from .._validate import window_shape
+
 Pair = Tuple[int, int]
 
 
@@ -47,7 +49,7 @@ def _windows(xp: ModuleType, x, kh: int, kw: int, stride: Pair, oh: int, ow: int
 
 
 def _out_size(h: int, w: int, kh: int, kw: int, stride: Pair, padding: Pair) -> Pair:
-    return (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
+    return window_shape(h, w, (kh, kw), stride, padding)
 
 
 def _pad(xp: ModuleType, x, padding: Pair, value: float = 0.0):

@@ -19,6 +19,8 @@ try:
 except ImportError:  # reported by unavailable_reason(); the module stays importable
     numba = None
 
+from .._validate import window_shape
+
 Pair = Tuple[int, int]
 
 
@@ -384,7 +386,7 @@ def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias
 
 # ---------------------------------------------------------------------------- conv2d
 def _out_size(h: int, w: int, kh: int, kw: int, stride: Pair, padding: Pair) -> Pair:
-    return (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
+    return window_shape(h, w, (kh, kw), stride, padding)
 
 
 def conv2d(x, w, bias, stride: Pair, padding: Pair):

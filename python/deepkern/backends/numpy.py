@@ -10,6 +10,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .._validate import window_shape
+
 Pair = Tuple[int, int]
 
 
@@ -57,7 +59,7 @@ def _windows(x: np.ndarray, kh: int, kw: int, stride: Pair, oh: int, ow: int) ->
 
 
 def _out_size(h: int, w: int, kh: int, kw: int, stride: Pair, padding: Pair) -> Pair:
-    return ((h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1)
+    return window_shape(h, w, (kh, kw), stride, padding)
 
 
 def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import nn
+from .._validate import pair, window_shape
 from ..autograd import Tensor, xp_of
 from ..nn import functional as F
 from . import regularizers as _regularizers
@@ -49,10 +50,7 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def _pair(value: Any, name: str) -> Tuple[int, int]:
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2:
-        raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
-    return _positive_int(items[0], name), _positive_int(items[1], name)
+    return pair(value, name, 1)
 
 
 def _padding(value: Any) -> str:
@@ -342,7 +340,7 @@ class Conv2D(Layer):
             else:
                 self.pad = _Pad2d((top, bottom, left, right))
         else:
-            out_rows, out_cols = (rows - kh) // sh + 1, (cols - kw) // sw + 1
+            out_rows, out_cols = window_shape(rows, cols, (kh, kw), (sh, sw), (0, 0))
             if rows < kh or cols < kw:
                 raise ValueError(f"{self.name}: kernel {self.kernel_size} is larger than the input "
                                  f"{(rows, cols)} with padding='valid'")
@@ -399,7 +397,7 @@ class _Pooling2D(Layer):
         else:
             if rows < kh or cols < kw:
                 raise ValueError(f"{self.name}: pool {self.pool_size} is larger than the input {(rows, cols)}")
-            out_rows, out_cols = (rows - kh) // sh + 1, (cols - kw) // sw + 1
+            out_rows, out_cols = window_shape(rows, cols, (kh, kw), (sh, sw), (0, 0))
         self.pool = self._pool_class(self.pool_size, stride=self.strides)
         return (out_rows, out_cols, channels)
 

@@ -10,6 +10,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .._validate import pair, window_shape
 from ..autograd import Tensor
 from . import functional as F
 from .init import initialize_, zeros_
@@ -25,14 +26,6 @@ def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
     return int(value)
-
-
-def _int_pair(value: Any, name: str, minimum: int) -> Tuple[int, int]:
-    items = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
-    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum
-                              for v in items):
-        raise ValueError(f"{name}: expected an int >= {minimum} or a pair of them, got {value!r}")
-    return int(items[0]), int(items[1])
 
 
 class Linear(Module):
@@ -71,9 +64,9 @@ class Conv2d(Module):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = _int_pair(kernel_size, "kernel_size", 1)
-        self.stride = _int_pair(stride, "stride", 1)
-        self.padding = _int_pair(padding, "padding", 0)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
         self.weight = Parameter(np.empty((self.out_channels, self.in_channels) + self.kernel_size,
                                          dtype=np.float32))
         initialize_(self.weight, init, rng)
@@ -84,9 +77,7 @@ class Conv2d(Module):
 
     def output_size(self, height: int, width: int) -> Tuple[int, int]:
         """(OH, OW) for an input of (height, width); either may be < 1 for a too-small input."""
-        kh, kw = self.kernel_size
-        return ((height + 2 * self.padding[0] - kh) // self.stride[0] + 1,
-                (width + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+        return window_shape(height, width, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -96,13 +87,12 @@ class Conv2d(Module):
 class _Pool2d(Module):
     def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0) -> None:
         super().__init__()
-        self.kernel_size = _int_pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _int_pair(stride, "stride", 1)
-        self.padding = _int_pair(padding, "padding", 0)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
 
     def output_size(self, height: int, width: int) -> Tuple[int, int]:
-        return ((height + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1,
-                (width + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1)
+        return window_shape(height, width, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
