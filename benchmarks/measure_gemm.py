@@ -112,7 +112,7 @@ def bench_conv(repeats: int) -> None:
         tx, tw, tb, tgy = (torch.from_numpy(v) for v in (x, w, bias, gy))
         txg = tx.clone().requires_grad_(True)
         twg = tw.clone().requires_grad_(True)
-        tbg = tb.clone().requires_grad_(True)
+        _tbg = tb.clone().requires_grad_(True)
 
         def torch_fwd():
             with torch.no_grad():

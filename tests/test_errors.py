@@ -7,7 +7,6 @@ import pytest
 import deepkern as dk
 from deepkern import backends
 
-from .conftest import randn
 
 
 def f32(*shape):

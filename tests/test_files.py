@@ -192,7 +192,8 @@ def _keras_cases(good: Path, folder: Path):
     yield _huge_member(good, folder / "huge.npz", "weights/dense.linear.weight.npy")
     yield _rewrite(good, folder / "vector_version.npz", lambda e: e.__setitem__("__version__", np.array([1, 1])))
     yield _rewrite(good, folder / "bad_json.npz", lambda e: e.__setitem__("compile", np.array("{not json")))
-    yield _rewrite(good, folder / "no_loss.npz", lambda e: e.__setitem__("compile", np.array(json.dumps({"metrics": []}))))
+    yield _rewrite(good, folder / "no_loss.npz",
+                   lambda e: e.__setitem__("compile", np.array(json.dumps({"metrics": []}))))
     yield _rewrite(good, folder / "bad_arch.npz", lambda e: e.__setitem__("architecture", np.array("[1, 2]")))
     yield _rewrite(good, folder / "nan.npz", lambda e: e["weights/dense.linear.weight"].__setitem__((0, 0), np.nan))
     yield _rewrite(good, folder / "f64.npz",

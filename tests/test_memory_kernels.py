@@ -1,9 +1,9 @@
 """The fast paths of the memory-bound C++ kernels against the float64 reference.
 
 Each instruction-set variant of the relu/softmax/optimizer/max-pool-backward kernels the CPU
-supports is forced in turn (avx512, avx2, generic); shapes are awkward (1, primes, more than one strided column block, sizes on both
-sides of the OpenMP grain), and every kernel also runs on one thread. Pooling covers the
-2x2/stride-2 special case (odd sizes, ties) next to the general path.
+supports is forced in turn (avx512, avx2, generic); shapes are awkward (1, primes, more than one
+strided column block, sizes on both sides of the OpenMP grain), and every kernel also runs on one
+thread. Pooling covers the 2x2/stride-2 special case (odd sizes, ties) next to the general path.
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from . import backends
 from ._validate import is_gpu_array
 
 __all__ = ["gpu_available", "gpu_unavailable_reason", "gpu_array_module", "array_module",
-           "normalize_device", "parse_device", "canonical_device", "device_name", "device_of", "to_device", "move", "to_host", "xp_of",
+           "normalize_device", "parse_device", "canonical_device", "device_name", "device_of", "to_device",
+           "move", "to_host", "xp_of",
            "is_gpu_array"]
 
 

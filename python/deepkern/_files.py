@@ -158,7 +158,8 @@ def read_npz(path: PathLike, what: str) -> Dict[str, np.ndarray]:
         raise ValueError(f"{path}: cannot read the {what}: {exc}") from exc
     if not is_zip:
         if head.startswith(b"PK"):
-            raise ValueError(f"{path}: not a readable {what}: a truncated or corrupt zip archive (no central directory)")
+            raise ValueError(f"{path}: not a readable {what}: a truncated or corrupt zip archive "
+                             f"(no central directory)")
         kind = "a single .npy array" if head == b"\x93NUMPY" else "another format"
         raise ValueError(f"{path}: not a {what} ({kind}, not an .npz archive)")
     try:

@@ -6,7 +6,7 @@ the gradient tests call it directly for finite differences). Arguments arrive va
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 

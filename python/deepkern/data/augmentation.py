@@ -152,7 +152,10 @@ class ImageDataGenerator:
         return (1, 2) if self.data_format == "channels_first" else (0, 1)
 
     def _warp(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        from scipy import ndimage
+        try:
+            from scipy import ndimage
+        except ImportError:
+            raise ImportError("ImageDataGenerator's transforms need SciPy: pip install 'deepkern[augment]'") from None
 
         rows, cols = self._spatial_axes(image.ndim)
         full = np.eye(image.ndim)

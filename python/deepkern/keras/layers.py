@@ -312,7 +312,8 @@ class Conv2D(Layer):
 
     _kind = "conv2d"
 
-    def __init__(self, filters: int, kernel_size: Union[int, Tuple[int, int]], strides: Union[int, Tuple[int, int]] = (1, 1),
+    def __init__(self, filters: int, kernel_size: Union[int, Tuple[int, int]],
+                 strides: Union[int, Tuple[int, int]] = (1, 1),
                  padding: str = "valid", activation: Optional[str] = None, use_bias: bool = True,
                  kernel_initializer: str = "glorot_uniform", kernel_regularizer: Any = None,
                  bias_regularizer: Any = None, **kwargs: Any) -> None:
@@ -377,7 +378,8 @@ class Conv2D(Layer):
 class _Pooling2D(Layer):
     _pool_class: Any = None
 
-    def __init__(self, pool_size: Union[int, Tuple[int, int]] = (2, 2), strides: Union[None, int, Tuple[int, int]] = None,
+    def __init__(self, pool_size: Union[int, Tuple[int, int]] = (2, 2),
+                 strides: Union[None, int, Tuple[int, int]] = None,
                  padding: str = "valid", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pool_size = _pair(pool_size, "pool_size")

@@ -19,7 +19,8 @@ __all__ = ["load_data"]
 _notice_shown = False
 
 
-def load_data(path: Optional[data.PathLike] = None) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+def load_data(path: Optional[data.PathLike] = None
+              ) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
     """MNIST as Keras returns it: images uint8 ``(N, 28, 28)`` in 0-255, labels uint8 ``(N,)``.
 
     Args:
