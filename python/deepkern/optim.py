@@ -21,7 +21,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 
 from . import ops
-from .autograd import Tensor, _move, no_grad, xp_of
+from ._device import move as _move
+from ._device import to_host
+from .autograd import Tensor, no_grad, xp_of
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "l1_penalty", "l2_penalty"]
 
@@ -133,7 +135,7 @@ class Optimizer:
                 continue
             for name in self.buffers:
                 buf = state[name]
-                out[f"state.{i}.{name}"] = buf.get() if not isinstance(buf, np.ndarray) else buf.copy()
+                out[f"state.{i}.{name}"] = buf.copy() if isinstance(buf, np.ndarray) else to_host(buf)
             out[f"state.{i}.step"] = np.array(state["step"], dtype=np.int64)
         return out
 

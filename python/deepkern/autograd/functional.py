@@ -12,6 +12,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from .. import ops
+from .._device import device_name, is_gpu_array, move
 from .rng import get_generator
 from .tensor import Array, Tensor, as_array, xp_of
 
@@ -211,8 +212,7 @@ def _labels(labels: Any, logits: Array) -> Array:
     """Class labels as a C-contiguous int64/int32 array on the logits' device."""
     if isinstance(labels, Tensor):
         labels = labels.data
-    xp = xp_of(logits)
-    if not (isinstance(labels, np.ndarray) or hasattr(labels, "__cuda_array_interface__")):
+    if not (isinstance(labels, np.ndarray) or is_gpu_array(labels)):
         labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         if labels.dtype.kind == "f" and labels.size and bool((labels == labels.astype(np.int64)).all()):
@@ -221,11 +221,7 @@ def _labels(labels: Any, logits: Array) -> Array:
             raise TypeError(f"labels: expected integer class labels, got dtype {labels.dtype}")
     if labels.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
         labels = labels.astype(np.int64)
-    if xp is not np and isinstance(labels, np.ndarray):
-        labels = xp.asarray(labels)
-    elif xp is np and not isinstance(labels, np.ndarray):
-        labels = labels.get()
-    return labels if labels.flags.c_contiguous else xp.ascontiguousarray(labels)
+    return move(labels, device_name(logits))  # onto the logits' device, C-contiguous
 
 
 def cross_entropy(logits: Tensor, labels: Any) -> Tensor:

@@ -15,6 +15,8 @@ import os
 from types import ModuleType
 from typing import Dict, Optional
 
+from .._validate import is_gpu_array
+
 log = logging.getLogger("deepkern.backends")
 
 CPU_BACKENDS = ("cpu", "numba", "numpy")
@@ -96,8 +98,7 @@ def _select(kind: str) -> ModuleType:
 
 def for_array(x) -> ModuleType:
     """The backend module for this array's device."""
-    is_gpu = hasattr(x, "__cuda_array_interface__") and type(x).__module__.split(".")[0] != "numpy"
-    return _select("gpu" if is_gpu else "cpu")
+    return _select("gpu" if is_gpu_array(x) else "cpu")
 
 
 def _apply_environment() -> None:
