@@ -4,7 +4,9 @@
 
 Damaged files: every truncation length on a grid, random byte flips and the crafted cases of
 tests/test_files.py, on a checkpoint (with optimizer state) and a Keras model file. Each load
-must succeed or raise ValueError naming the file; anything else is counted as an escape.
+must raise ValueError naming the file, or give exactly the saved weights (a flip in zip
+metadata that no reader uses); anything else is counted: an escape (another exception) or a
+load with different weights (silently wrong).
 kill -9: a child saves a 784-256-256-10 MLP with Adam state (checkpoint and Keras format in
 turn) in a loop and is killed at a random moment; after each kill the target must load (old or
 new, never half), and after the next save no temporary may remain. Prints the counts.
@@ -48,12 +50,21 @@ def probe_damaged(folder: Path, flips: int) -> dict:
                     epochs=1, verbose=0)
     good_keras = Path(keras_model.save(folder / "model.npz"))
     rng = np.random.default_rng(1)
-    counts = {"files": 0, "loaded": 0, "value_error_naming_file": 0, "escaped": 0}
+    counts = {"files": 0, "loaded_intact": 0, "loaded_different": 0, "value_error_naming_file": 0, "escaped": 0}
     damaged = folder / "damaged.npz"
-    kinds = ((good_ckpt, lambda p: train.load(helpers._mlp(), p, optimizer=dk.optim.Adam(helpers._mlp().parameters())),
-              list(helpers._checkpoint_cases(good_ckpt, folder))),
-             (good_keras, models.load_model, list(helpers._keras_cases(good_keras, folder))))
+
+    def load_ckpt(p: Path) -> list:
+        model = helpers._mlp(seed=5)
+        train.load(model, p, optimizer=dk.optim.Adam(model.parameters()))
+        return [np.asarray(v) for v in model.state_dict().values()]
+
+    def load_keras(p: Path) -> list:
+        return models.load_model(p).get_weights()
+
+    kinds = ((good_ckpt, load_ckpt, list(helpers._checkpoint_cases(good_ckpt, folder))),
+             (good_keras, load_keras, list(helpers._keras_cases(good_keras, folder))))
     for good, load, crafted in kinds:
+        reference = load(good)
         data = good.read_bytes()
         payloads = [data[:n] for n in range(0, len(data), max(1, len(data) // 200))]
         for _ in range(flips):
@@ -65,8 +76,10 @@ def probe_damaged(folder: Path, flips: int) -> dict:
             damaged.write_bytes(payload)
             counts["files"] += 1
             try:
-                load(damaged)
-                counts["loaded"] += 1
+                weights = load(damaged)
+                same = len(weights) == len(reference) and all(
+                    np.array_equal(a, b) for a, b in zip(weights, reference))
+                counts["loaded_intact" if same else "loaded_different"] += 1
             except ValueError as exc:
                 counts["value_error_naming_file" if "damaged.npz" in str(exc) else "escaped"] += 1
             except Exception as exc:  # noqa: BLE001 - an escape is what the probe counts

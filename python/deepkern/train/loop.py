@@ -130,8 +130,10 @@ def _weight_penalty(params: Sequence[Any], l1: float, l2: float) -> Optional[Ten
     (``dk.optim.l1_penalty`` / ``l2_penalty``, as the Keras regularizers do). None when both are 0."""
     from .. import optim
 
+    if not (l1 or l2):
+        return None
     weights = [p for p in params if p.data.ndim >= 2]
-    if not weights or not (l1 or l2):
+    if not weights:
         return None
     total = optim.l1_penalty(weights, l1) if l1 else None
     if l2:
