@@ -1,0 +1,1 @@
+"""Mirror of ``tensorflow.examples.tutorials`` (the MNIST ``input_data`` reader)."""
