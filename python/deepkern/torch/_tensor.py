@@ -350,9 +350,23 @@ class Tensor(_CoreTensor):
         return "tensor" + _CoreTensor.__repr__(self)[len("Tensor"):]
 
 
+def _reflected(name: str):
+    # ``scalar * t`` calls t.__rmul__; a subclass's reflected method also wins over the core's
+    # forward one (``core * t``), so call the forward op directly instead of dispatching again
+    forward = getattr(_CoreTensor, name)
+
+    def method(self, other: Any) -> Any:
+        return wrap(forward(self._operand(other), self))
+    method.__name__ = name.replace("__", "__r", 1)
+    return method
+
+
+for _name in ("__add__", "__sub__", "__mul__", "__truediv__", "__matmul__"):
+    setattr(Tensor, _name.replace("__", "__r", 1), _reflected(_name))
+
 # every core method that returns a tensor hands back this class
-for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-              "__rtruediv__", "__neg__", "__pow__", "__matmul__", "__rmatmul__", "__getitem__", "exp", "log",
+for _name in ("__add__", "__sub__", "__mul__", "__truediv__",
+              "__neg__", "__pow__", "__matmul__", "__getitem__", "exp", "log",
               "sqrt", "abs", "__abs__", "relu", "sigmoid", "tanh", "reshape", "transpose", "detach", "to",
               "cpu", "cuda"):
     setattr(Tensor, _name, _returning_torch(_name))
