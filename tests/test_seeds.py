@@ -65,8 +65,10 @@ def mnist_subset(tmp_path, monkeypatch):
         (x_train, y_train), (x_test, y_test) = data.load_mnist_arrays("mnist", source="sample")
         folder = tmp_path / "mnist"
         folder.mkdir()
-        for stem, array in (("train-images-idx3-ubyte", x_train[:n_train]), ("train-labels-idx1-ubyte", y_train[:n_train]),
-                            ("t10k-images-idx3-ubyte", x_test[:n_test]), ("t10k-labels-idx1-ubyte", y_test[:n_test])):
+        for stem, array in (("train-images-idx3-ubyte", x_train[:n_train]),
+                            ("train-labels-idx1-ubyte", y_train[:n_train]),
+                            ("t10k-images-idx3-ubyte", x_test[:n_test]),
+                            ("t10k-labels-idx1-ubyte", y_test[:n_test])):
             _write_idx(folder / stem, array)
         monkeypatch.setenv(data.MNIST_DIR_ENV, str(folder))
         return folder

@@ -192,7 +192,8 @@ def fill(dims: Sequence[int], value: Any, name: Optional[str] = None) -> Tensor:
         value, float) else np.float32, name)
 
 
-def constant(value: Any, dtype: Any = None, shape: Optional[Sequence[int]] = None, name: Optional[str] = None) -> Tensor:
+def constant(value: Any, dtype: Any = None, shape: Optional[Sequence[int]] = None,
+             name: Optional[str] = None) -> Tensor:
     arr = np.asarray(value, dtype=None if dtype is None else as_dtype(dtype))
     if shape is not None:
         arr = np.broadcast_to(arr, tuple(shape))

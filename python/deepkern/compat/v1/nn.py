@@ -29,7 +29,8 @@ def log_softmax(logits: Any, axis: int = -1, name: Optional[str] = None, dim: Op
 
 
 def softmax_cross_entropy_with_logits_v2(_sentinel: Any = None, labels: Any = None, logits: Any = None,
-                                         axis: int = -1, name: Optional[str] = None, dim: Optional[int] = None) -> Tensor:
+                                         axis: int = -1, name: Optional[str] = None,
+                                         dim: Optional[int] = None) -> Tensor:
     """Per-example ``-sum(labels * log_softmax(logits))`` along ``axis`` (labels: probabilities)."""
     if _sentinel is not None or labels is None or logits is None:
         raise ValueError("softmax_cross_entropy_with_logits: call it with named arguments labels=..., logits=...")

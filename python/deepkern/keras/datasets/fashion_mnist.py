@@ -16,6 +16,9 @@ from ... import data
 __all__ = ["load_data"]
 
 
-def load_data(path: Optional[data.PathLike] = None) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+Arrays = Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+def load_data(path: Optional[data.PathLike] = None) -> Arrays:
     """Fashion-MNIST: images uint8 ``(60000, 28, 28)`` / ``(10000, 28, 28)``, labels uint8 0-9."""
     return data.load_mnist_arrays("fashion", source=path)

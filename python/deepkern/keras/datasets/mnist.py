@@ -15,8 +15,10 @@ from ... import data
 __all__ = ["load_data"]
 
 
-def load_data(path: Optional[data.PathLike] = None
-              ) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+Arrays = Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+def load_data(path: Optional[data.PathLike] = None) -> Arrays:
     """MNIST as Keras returns it: images uint8 ``(N, 28, 28)`` in 0-255, labels uint8 ``(N,)``.
 
     Args:

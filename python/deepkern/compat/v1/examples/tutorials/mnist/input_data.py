@@ -43,7 +43,8 @@ class DataSet:
         idx = self._order[start:stop]
         return self._images[idx], self._labels[idx]
 
-    def next_batch(self, batch_size: int, fake_data: bool = False, shuffle: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    def next_batch(self, batch_size: int, fake_data: bool = False,
+                   shuffle: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """The next ``batch_size`` examples; an epoch's tail is completed from the next epoch's start."""
         if batch_size < 1 or batch_size > self.num_examples:
             raise ValueError(f"batch_size: expected 1..{self.num_examples}, got {batch_size}")
@@ -62,7 +63,8 @@ class DataSet:
         return np.concatenate([rest_x, new_x]), np.concatenate([rest_y, new_y])
 
 
-def _prepare(images: np.ndarray, labels: np.ndarray, one_hot: bool, reshape: bool, dtype: Any) -> Tuple[np.ndarray, np.ndarray]:
+def _prepare(images: np.ndarray, labels: np.ndarray, one_hot: bool, reshape: bool,
+             dtype: Any) -> Tuple[np.ndarray, np.ndarray]:
     x = images.astype(np.float32) * np.float32(1.0 / 255.0) if np.dtype(dtype) == np.float32 else images
     x = x.reshape(len(x), -1) if reshape else x[..., None]
     y = _data.one_hot(labels.astype(np.int64), 10).astype(np.float32) if one_hot else labels
