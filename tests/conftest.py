@@ -33,6 +33,13 @@ def rng(request) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def write_idx(path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as an IDX file: magic 0x0000 08 <ndim>, big-endian dims, the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
 def randn(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 

@@ -10,6 +10,8 @@ import pytest
 from deepkern import data, datasets_full
 from deepkern.keras import datasets
 
+from .conftest import write_idx
+
 
 def write_idx_set(folder: Path, n_train: int = 3, n_test: int = 2, offset: int = 0) -> tuple:
     folder.mkdir(parents=True, exist_ok=True)
@@ -19,8 +21,7 @@ def write_idx_set(folder: Path, n_train: int = 3, n_test: int = 2, offset: int =
     y_test = ((np.arange(n_test) + 1) % 10).astype(np.uint8)
     for stem, array in (("train-images-idx3-ubyte", x_train), ("train-labels-idx1-ubyte", y_train),
                         ("t10k-images-idx3-ubyte", x_test), ("t10k-labels-idx1-ubyte", y_test)):
-        header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-        (folder / stem).write_bytes(header + array.tobytes())
+        write_idx(folder / stem, array)
     return (x_train, y_train), (x_test, y_test)
 
 

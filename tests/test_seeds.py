@@ -20,6 +20,8 @@ import pytest
 from deepkern import data
 from deepkern.compat import v1 as tf1
 
+from .conftest import write_idx
+
 SEEDS = Path(__file__).resolve().parent / "seeds"
 
 _MODULES = [("tensorflow.keras", "deepkern.keras"), ("tensorflow", "deepkern.compat.v1"),
@@ -53,11 +55,6 @@ def test_swap_imports_changes_only_import_lines():
                                  "x = tf.torch\nimport torchx\nimport deepkern.torch as torch\n")
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
-
-
 @pytest.fixture
 def mnist_subset(tmp_path, monkeypatch):
     """Make ``n_train``/``n_test`` digits of the embedded sample the user's "full" MNIST."""
@@ -69,7 +66,7 @@ def mnist_subset(tmp_path, monkeypatch):
                             ("train-labels-idx1-ubyte", y_train[:n_train]),
                             ("t10k-images-idx3-ubyte", x_test[:n_test]),
                             ("t10k-labels-idx1-ubyte", y_test[:n_test])):
-            _write_idx(folder / stem, array)
+            write_idx(folder / stem, array)
         monkeypatch.setenv(data.MNIST_DIR_ENV, str(folder))
         return folder
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-cache"))

@@ -11,6 +11,8 @@ import deepkern.torch.nn.functional as F
 from deepkern.torch.utils.data import DataLoader, TensorDataset
 from deepkern.torchvision import datasets, transforms
 
+from .test_datasets_full import write_idx_set
+
 
 class TinyMLP(nn.Module):
     def __init__(self):
@@ -166,14 +168,7 @@ def test_torchvision_mnist_batches_match_item_by_item(tmp_path, monkeypatch):
 def test_torchvision_reads_the_raw_folder_under_root(tmp_path, monkeypatch):
     monkeypatch.delenv(dk.data.MNIST_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "none"))
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
-    labels = np.array([4, 5, 6], np.uint8)
-    for stem, array in (("train-images-idx3-ubyte", images), ("t10k-images-idx3-ubyte", images),
-                        ("train-labels-idx1-ubyte", labels), ("t10k-labels-idx1-ubyte", labels)):
-        header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-        (raw / stem).write_bytes(header + array.tobytes())
+    _, (images, labels) = write_idx_set(tmp_path / "MNIST" / "raw", n_test=3)
     ds = datasets.MNIST(root=str(tmp_path), train=False, transform=transforms.ToTensor())
-    assert len(ds) == 3 and ds[1][1] == 5
+    assert len(ds) == 3 and ds[1][1] == labels[1]
     np.testing.assert_allclose(ds[2][0].numpy()[0], images[2] / 255.0, rtol=1e-6)
