@@ -11,7 +11,7 @@ import deepkern.torch.nn.functional as F
 from deepkern.torch.utils.data import DataLoader, TensorDataset
 from deepkern.torchvision import datasets, transforms
 
-from .test_datasets_full import write_idx_set
+from .test_data_full import write_idx_set
 
 
 class TinyMLP(nn.Module):

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .. import autograd as _ag
+from ..autograd.tensor import _positive_axes
 from ..autograd import enable_grad, is_grad_enabled, no_grad
 from ..nn import init as _init
 from ._tensor import Parameter, Size, Tensor, TensorData, wrap
@@ -123,7 +124,7 @@ def _t(x: Any) -> Tensor:
 def cat(tensors: Sequence[Any], dim: Any = 0) -> Tensor:
     """Concatenate along ``dim`` (gradients flow back to each input)."""
     parts = [_t(t) for t in tensors]
-    axis = _ag._positive_axes(dim, parts[0].ndim)[0]
+    axis = _positive_axes(dim, parts[0].ndim)[0]
     out = np.concatenate([np.asarray(p.data) for p in parts], axis=axis)
     bounds = np.cumsum([p.shape[axis] for p in parts])[:-1]
 

@@ -26,6 +26,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from .. import autograd as _ag
+from ..autograd.tensor import _positive_axes
 from ..autograd import Tensor as _CoreTensor
 from ..nn import init as _init
 from ..nn.module import Parameter as _CoreParameter
@@ -54,7 +55,7 @@ class _Numel(int):
     def __call__(self, dim: Optional[int] = None) -> Union[Size, int]:
         if dim is None:
             return self._shape
-        return self._shape[_ag._positive_axes(dim, len(self._shape))[0]]
+        return self._shape[_positive_axes(dim, len(self._shape))[0]]
 
 
 def _rng() -> np.random.Generator:
@@ -235,7 +236,7 @@ class Tensor(_CoreTensor):
         if dim is None:
             flat = self.reshape(-1)
             return flat[int(getattr(a, find)())]
-        axis = _ag._positive_axes(dim, a.ndim)[0]
+        axis = _positive_axes(dim, a.ndim)[0]
         idx = np.expand_dims(getattr(a, find)(axis=axis), axis)
         index = list(np.ix_(*[np.arange(n) for n in a.shape]))
         index[axis] = idx
@@ -263,7 +264,7 @@ class Tensor(_CoreTensor):
         if dim is None:
             shape = [n for n in self.shape if n != 1]
         else:
-            axis = _ag._positive_axes(dim, self.ndim)[0]
+            axis = _positive_axes(dim, self.ndim)[0]
             shape = [n for i, n in enumerate(self.shape) if i != axis or n != 1]
         return self.reshape(shape)
 

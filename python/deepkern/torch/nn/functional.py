@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ...autograd import xp_of
+from ...autograd.functional import _labels, _tensor
 from ...nn import functional as _F
 from .._tensor import Tensor, wrap
 
@@ -59,8 +60,8 @@ def cross_entropy(input: Any, target: Any) -> Tensor:
 
 def nll_loss(input: Any, target: Any) -> Tensor:
     """Mean of ``-input[i, target[i]]`` (``input`` holds log-probabilities)."""
-    x = _F._tensor(input, "input")
-    labels = _F._labels(target, x.data)
+    x = _tensor(input, "input")
+    labels = _labels(target, x.data)
     picked = x[xp_of(x.data).arange(len(labels)), labels]
     return wrap(-picked.mean())
 

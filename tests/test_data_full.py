@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepkern import data, datasets_full
+from deepkern import data
+from deepkern.data import full as datasets_full
 from deepkern.keras import datasets
 
 from .conftest import write_idx
