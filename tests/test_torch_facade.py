@@ -105,6 +105,12 @@ def test_functional_matches_the_core():
     expected = dk.nn.functional.cross_entropy(dk.Tensor(logits.numpy()), labels.numpy()).item()
     assert F.cross_entropy(logits, labels).item() == pytest.approx(expected, rel=1e-6)
     assert F.nll_loss(F.log_softmax(logits, dim=1), labels).item() == pytest.approx(expected, rel=1e-5)
+    summed = F.nll_loss(F.log_softmax(logits, dim=1), labels, reduction="sum").item()
+    assert summed == pytest.approx(5 * expected, rel=1e-5)
+    assert F.cross_entropy(logits, labels, reduction="sum").item() == pytest.approx(5 * expected, rel=1e-5)
+    pred = logits.argmax(dim=1, keepdim=True)
+    hits = (pred.numpy()[:, 0] == labels.numpy()).sum()
+    assert pred.shape == (5, 1) and pred.eq(labels.view_as(pred)).sum().item() == hits
     np.testing.assert_allclose(torch.softmax(logits, dim=1).numpy().sum(1), 1.0, rtol=1e-6)
 
 

@@ -268,6 +268,11 @@ class Tensor(_CoreTensor):
             shape = [n for i, n in enumerate(self.shape) if i != axis or n != 1]
         return self.reshape(shape)
 
+    def view_as(self, other: Any) -> "Tensor":
+        return self.reshape(other.shape)
+
+    reshape_as = view_as
+
     def t(self) -> "Tensor":
         return self.transpose()
 

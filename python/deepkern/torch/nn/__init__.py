@@ -28,7 +28,7 @@ class Module(_nn.Module):
         super().__setattr__(name, value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return wrap(self.forward(*args, **kwargs))
+        return wrap(super().__call__(*args, **kwargs))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():

@@ -53,17 +53,24 @@ def log_softmax(input: Any, dim: int = -1) -> Tensor:
     return wrap(_F.log_softmax(input, dim))
 
 
-def cross_entropy(input: Any, target: Any) -> Tensor:
-    """Mean cross entropy of logits ``(N, C)`` against class indices ``(N,)`` (one fused kernel)."""
-    return wrap(_F.cross_entropy(input, target))
+def _reduce(mean: Any, n: int, reduction: str) -> Tensor:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+    return wrap(mean if reduction == "mean" else mean * float(n))
 
 
-def nll_loss(input: Any, target: Any) -> Tensor:
-    """Mean of ``-input[i, target[i]]`` (``input`` holds log-probabilities)."""
+def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Cross entropy of logits ``(N, C)`` against class indices ``(N,)`` (one fused kernel), mean or sum."""
+    loss = _F.cross_entropy(input, target)
+    return _reduce(loss, len(input), reduction)
+
+
+def nll_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean (or sum) of ``-input[i, target[i]]`` (``input`` holds log-probabilities)."""
     x = _tensor(input, "input")
     labels = _labels(target, x.data)
     picked = x[xp_of(x.data).arange(len(labels)), labels]
-    return wrap(-picked.mean())
+    return _reduce(-picked.mean(), len(labels), reduction)
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
