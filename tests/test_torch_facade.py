@@ -178,3 +178,18 @@ def test_torchvision_reads_the_raw_folder_under_root(tmp_path, monkeypatch):
     ds = datasets.MNIST(root=str(tmp_path), train=False, transform=transforms.ToTensor())
     assert len(ds) == 3 and ds[1][1] == labels[1]
     np.testing.assert_allclose(ds[2][0].numpy()[0], images[2] / 255.0, rtol=1e-6)
+
+
+def test_save_and_load_a_state_dict(tmp_path):
+    torch.manual_seed(4)
+    model, other = TinyMLP(), TinyMLP()
+    path = tmp_path / "model.pth"
+    torch.save(model.state_dict(), path)
+    assert path.exists()                                  # the name is kept as given
+    state = torch.load(path)
+    assert list(state) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    other.load_state_dict(state)
+    x = torch.randn(3, 4)
+    np.testing.assert_array_equal(other(x).numpy(), model(x).numpy())
+    with pytest.raises(TypeError, match="state_dict"):
+        torch.save(model, tmp_path / "whole.pth")

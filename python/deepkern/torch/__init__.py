@@ -15,7 +15,8 @@ same storage with the in-place initialisers (see ``deepkern.torch._tensor``). CP
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections import OrderedDict
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from .nn import functional as _F
 __all__ = ["Tensor", "Parameter", "Size", "TensorData", "tensor", "as_tensor", "from_numpy", "zeros", "ones",
            "zeros_like", "ones_like", "full", "randn", "rand", "arange", "cat", "stack", "relu", "sigmoid",
            "tanh", "softmax", "log_softmax", "max", "min", "argmax", "sum", "mean", "exp", "log", "matmul",
-           "mm", "flatten", "manual_seed", "no_grad", "enable_grad", "is_grad_enabled", "device", "cuda",
+           "mm", "flatten", "manual_seed", "save", "load", "no_grad", "enable_grad", "is_grad_enabled", "device", "cuda",
            "float32", "float", "float64", "double", "int64", "long", "int32", "int", "uint8", "bool",
            "nn", "optim", "utils"]
 
@@ -198,6 +199,27 @@ mm = matmul
 
 def flatten(input: Any, start_dim: Any = 0, end_dim: Any = -1) -> Tensor:
     return _F.flatten(input, start_dim, end_dim)
+
+
+def save(obj: Mapping[str, Any], f: Any) -> None:
+    """``torch.save(model.state_dict(), path)``: a state dict (name -> tensor or array) as a NumPy
+    ``.npz`` archive at exactly ``f`` (a path or a binary file). Only state dicts: no pickle, so
+    :func:`load` never runs code from a file."""
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        raise TypeError(f"save: expected a state dict (str -> tensor/array), got {type(obj).__name__}; "
+                        f"save model.state_dict()")
+    arrays = {k: np.asarray(v.numpy() if isinstance(v, _ag.Tensor) else v) for k, v in obj.items()}
+    if hasattr(f, "write"):
+        np.savez(f, **arrays)
+        return
+    with open(f, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def load(f: Any, map_location: Any = None, weights_only: Any = True) -> "OrderedDict[str, np.ndarray]":
+    """The state dict :func:`save` wrote, in its order (for ``model.load_state_dict``)."""
+    with np.load(f, allow_pickle=False) as archive:
+        return OrderedDict((k, archive[k]) for k in archive.files)
 
 
 class device(str):
