@@ -31,7 +31,8 @@ from .nn import functional as _F
 __all__ = ["Tensor", "Parameter", "Size", "TensorData", "tensor", "as_tensor", "from_numpy", "zeros", "ones",
            "zeros_like", "ones_like", "full", "randn", "rand", "arange", "cat", "stack", "relu", "sigmoid",
            "tanh", "softmax", "log_softmax", "max", "min", "argmax", "sum", "mean", "exp", "log", "matmul",
-           "mm", "flatten", "manual_seed", "save", "load", "no_grad", "enable_grad", "is_grad_enabled", "device", "cuda",
+           "mm", "flatten", "manual_seed", "save", "load", "no_grad", "enable_grad", "is_grad_enabled",
+           "device", "cuda",
            "float32", "float", "float64", "double", "int64", "long", "int32", "int", "uint8", "bool",
            "nn", "optim", "utils"]
 
