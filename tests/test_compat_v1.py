@@ -156,3 +156,16 @@ def test_read_data_sets_one_hot_next_batch(tmp_path, monkeypatch):
     assert sorted(row.tobytes() for row in first_epoch) == sorted(row.tobytes() for row in mnist.train.images)
     plain = input_data.read_data_sets(str(tmp_path / "data"), validation_size=0)
     assert plain.train.labels.dtype == np.uint8 and plain.train.num_examples == 4000
+
+
+def test_var_list_limits_what_a_step_trains_and_leaves_no_stale_gradients():
+    a, b = tf.Variable([1.0]), tf.Variable([1.0])
+    loss = tf.reduce_sum(tf.square(a * b - 3.0))
+    only_a = tf.train.GradientDescentOptimizer(0.1).minimize(loss, var_list=[a])
+    only_b = tf.train.GradientDescentOptimizer(0.1).minimize(loss, var_list=[b])
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run(only_a)                     # d/da (ab - 3)^2 = 2b(ab - 3) = -4: a -> 1.4
+        np.testing.assert_allclose(sess.run([a, b]), [[1.4], [1.0]], rtol=1e-6)
+        sess.run(only_b)                     # d/db = 2a(ab - 3) = 2.8 * -1.6 = -4.48: b -> 1.448
+        np.testing.assert_allclose(sess.run([a, b]), [[1.4], [1.448]], rtol=1e-6)

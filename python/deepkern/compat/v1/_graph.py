@@ -320,6 +320,10 @@ class Session:
         value = np.array(value, dtype=np.float32 if value.dtype.kind == "f" else value.dtype)
         self._variables[id(var)] = _Core(value, requires_grad=var.trainable and value.dtype.kind == "f")
 
+    def _clear_gradients(self) -> None:
+        for value in self._variables.values():
+            value.grad = None
+
     def _variable_value(self, var: Variable) -> _Core:
         try:
             return self._variables[id(var)]

@@ -54,9 +54,11 @@ class Optimizer:
             if opt is None:
                 opt = per_session[id(session)] = self._make(params)
             value = run.value(loss)
-            opt.zero_grad()
             (value if value.size == 1 else value.sum()).backward(retain_graph=True)
             opt.step()
+            # backward also reached variables outside var_list: drop every gradient so another
+            # optimizer's next step never sees this one's
+            session._clear_gradients()
         return Operation(name or f"{type(self).__name__}_minimize", step, needs_grad=True)
 
 
