@@ -17,9 +17,9 @@ int64, split stratified by class and reproducibly by ``seed``::
 Modules: :mod:`.datasets` (embedded sets, splits), :mod:`.idx`, :mod:`.transforms`,
 :mod:`.batching`, :mod:`.augmentation`, :mod:`.full` (:func:`load_mnist_arrays`: the full
 MNIST / Fashion-MNIST from the user's copies, else the embedded sample). Data tools: the full
-MNIST from a folder of IDX files (:func:`load_mnist`, :func:`read_idx`, validated), :func:`normalize`, :class:`Standardizer`,
-:func:`one_hot`, :func:`train_val_test_split`, :class:`BatchIterator`, and
-:class:`ImageDataGenerator` (random affine augmentation on ``scipy.ndimage``) with ``flow``.
+MNIST from a folder of IDX files (:func:`load_mnist`, :func:`read_idx`, validated),
+:func:`normalize`, :class:`Standardizer`, :func:`one_hot`, :func:`train_val_test_split`,
+:class:`BatchIterator`, and :class:`ImageDataGenerator` (random affine augmentation on ``scipy.ndimage``) with ``flow``.
 """
 from __future__ import annotations
 
