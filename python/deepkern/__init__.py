@@ -11,13 +11,13 @@ from ._version import __version__
 from . import ops
 from .backends import get_backend, set_backend
 from ._info import info
-from .autograd import Tensor, no_grad, enable_grad, is_grad_enabled
+from .autograd import Tensor, from_dlpack, no_grad, enable_grad, is_grad_enabled
 from .nn.init import manual_seed
 from . import nn, optim, models
 from . import data, train
 
 __all__ = ["__version__", "ops", "info", "set_backend", "get_backend",
-           "Tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models",
+           "Tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models",
            "data", "train"]
 
 

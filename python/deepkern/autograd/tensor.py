@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
+from .. import _interop
 from .._device import device_name as _device_name
 from .._device import device_of as _device_of
 from .._device import is_gpu_array
@@ -28,7 +29,7 @@ from .._device import move as _move
 from .._device import xp_of
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
 
-__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
+__all__ = ["Tensor", "tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 Scalar = Union[int, float]
@@ -260,9 +261,27 @@ class Tensor:
         """The data as a NumPy array (a copy from the GPU; the array itself on the CPU)."""
         return self.data.get() if is_gpu_array(self.data) else self.data
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        arr = self.numpy()
-        return arr if dtype is None else arr.astype(dtype)
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
+        """NumPy's array protocol: ``np.asarray(t)`` shares the memory of a CPU tensor; a GPU
+        tensor or another dtype is a copy, which ``copy=False`` refuses (NumPy 2 semantics)."""
+        return _interop.array_protocol(self.data, dtype, copy)
+
+    # -- DLPack: torch.from_dlpack(t), np.from_dlpack(t), cupy.from_dlpack(t) share the memory
+    def __dlpack__(self, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: Optional[bool] = None) -> Any:
+        """A DLPack capsule of the data (no copy). The autograd record does not travel with it."""
+        return _interop.export_dlpack(self.data, stream=stream, max_version=max_version,
+                                      dl_device=dl_device, copy=copy)
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        return _interop.dlpack_device(self.data)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The CUDA array interface of a GPU tensor (``cupy.asarray(t)`` without a copy)."""
+        if not is_gpu_array(self.data):
+            raise AttributeError("__cuda_array_interface__: a CPU tensor has none (use __array__ or __dlpack__)")
+        return self.data.__cuda_array_interface__
 
     def item(self) -> float:
         """The single value as a Python number."""
@@ -573,3 +592,14 @@ def _positive_axes(axis: Union[int, Sequence[int]], ndim: int) -> Tuple[int, ...
 def tensor(data: Any, requires_grad: bool = False) -> Tensor:
     """``Tensor(data, requires_grad)`` (PyTorch's spelling)."""
     return Tensor(data, requires_grad=requires_grad)
+
+
+def from_dlpack(obj: Any, requires_grad: bool = False) -> Tensor:
+    """A Tensor sharing the memory of ``obj`` -- anything with ``__dlpack__``: a torch tensor,
+    a NumPy or CuPy array, another Tensor (``torch.from_dlpack``'s counterpart).
+
+    No copy is made for float32 or integer C-contiguous data (CPU memory becomes a NumPy
+    array, CUDA memory a CuPy array); other dtypes or strides are converted as ``Tensor()``
+    converts them, which copies.
+    """
+    return Tensor(_interop.import_dlpack(obj), requires_grad=requires_grad)
