@@ -23,8 +23,8 @@ __all__ = ["__version__", "ops", "info", "set_backend", "get_backend",
 
 def __getattr__(name: str):
     # dk.keras and dk.sklearn load on first use: they pull in scikit-learn, which a plain
-    # `import deepkern` should not pay for
-    if name in ("keras", "sklearn"):
+    # `import deepkern` should not pay for; dk.onnx is only needed to export
+    if name in ("keras", "sklearn", "onnx"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

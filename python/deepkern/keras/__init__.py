@@ -21,6 +21,9 @@ from __future__ import annotations
 from . import (callbacks, datasets, layers, losses, models, optimizers, preprocessing, regularizers,
                utils, wrappers)
 from .models import Sequential, load_model
+from ._onnx import register_all as _register_onnx_converters
+
+_register_onnx_converters()
 
 __all__ = ["callbacks", "datasets", "layers", "losses", "models", "optimizers", "preprocessing",
            "regularizers", "utils", "wrappers", "Sequential", "load_model"]

@@ -552,6 +552,19 @@ class Sequential(nn.Module):
             arrays["compile"] = np.array(json.dumps(settings))
         return save_npz(os.fspath(filepath), arrays)
 
+    def export(self, filepath: PathLike, sample_input: Any = None) -> str:
+        """Write the model as an ONNX file (``deepkern.onnx.export``; needs ``deepkern[onnx]``).
+
+        The graph takes channels-last inputs like ``predict`` and returns what ``predict``
+        returns. ``sample_input`` (a batch) is needed only when the model is not built yet.
+        """
+        from .. import onnx as _onnx
+
+        if sample_input is None:
+            self._require_built("export")
+            sample_input = np.zeros((1,) + tuple(self.input_shape), np.float32)
+        return _onnx.export(self, filepath, sample_input)
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
 
