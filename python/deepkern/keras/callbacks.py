@@ -11,6 +11,7 @@ import os
 from typing import Any, Dict, Optional, Union
 
 from .. import train
+from ..train.callbacks import _monitored
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LambdaCallback"]
 
@@ -19,10 +20,21 @@ History = train.History
 
 
 def _canonical(monitor: str) -> str:
-    """deepkern's log keys say ``accuracy``; accept Keras 1's ``acc`` for it."""
+    """Keras 1's ``acc`` spelled ``accuracy`` (the logs may use either; see :func:`_aliased`)."""
     if monitor in ("acc", "val_acc"):
         return monitor.replace("acc", "accuracy")
     return monitor
+
+
+def _aliased(logs: Optional[Dict[str, float]], monitor: str) -> Dict[str, float]:
+    """The epoch logs, with ``monitor`` filled from its other spelling (``acc``/``accuracy``,
+    which ``compile(metrics=[...])`` chose) when only that one is there."""
+    logs = dict(logs or {})
+    if monitor not in logs:
+        other = monitor[:-len("uracy")] if monitor.endswith("accuracy") else None
+        if other is not None and other in logs:
+            logs[monitor] = logs[other]
+    return logs
 
 
 class EarlyStopping(train.EarlyStopping):
@@ -42,6 +54,9 @@ class EarlyStopping(train.EarlyStopping):
         super().__init__(monitor=_canonical(monitor), patience=patience, min_delta=min_delta,
                          mode=mode, restore_best_weights=restore_best_weights)
         self.verbose = int(verbose)
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        super().on_epoch_end(epoch, _aliased(logs, self.monitor))
 
     def on_train_end(self, logs: Optional[Dict[str, float]] = None) -> None:
         super().on_train_end(logs)
@@ -79,12 +94,9 @@ class ModelCheckpoint(train.Callback):
         self.best = None
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        logs = dict(logs or {})
+        logs = _aliased(logs, self.monitor)
         if self.save_best_only:
-            if self.monitor not in logs:
-                raise ValueError(f"ModelCheckpoint monitors {self.monitor!r} but the epoch logs have "
-                                 f"only {sorted(logs)}")
-            value = float(logs[self.monitor])
+            value = _monitored(logs, self.monitor, "ModelCheckpoint")
             if self.best is not None and not (value < self.best if self.mode == "min" else value > self.best):
                 return
             self.best = value

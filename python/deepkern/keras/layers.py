@@ -26,7 +26,7 @@ from ..autograd import Tensor, xp_of
 from ..nn import functional as F
 from . import regularizers as _regularizers
 
-__all__ = ["Layer", "InputLayer", "Input", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
+__all__ = ["Layer", "InputLayer", "Input", "KerasTensor", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
            "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "Activation", "ACTIVATIONS", "get"]
 
 Shape = Tuple[int, ...]
@@ -163,6 +163,11 @@ class Layer(nn.Module):
         return input_shape
 
     # -- running -------------------------------------------------------------------------
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(x, KerasTensor):  # the functional API
+            return x._through(self)
+        return super().__call__(x, *args, **kwargs)
+
     def call(self, x: Tensor) -> Tensor:
         return x
 
@@ -189,13 +194,16 @@ class Layer(nn.Module):
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set the weights from arrays in Keras's layouts (as ``get_weights`` returns them)."""
         params = self.parameters()
+        expected = [a.shape for a in self._to_keras([np.empty(p.shape, np.float32) for p in params])]
         if len(weights) != len(params):
-            raise ValueError(f"{self.name}: expected {len(params)} weight arrays, got {len(weights)}")
-        arrays = self._from_keras([np.asarray(w, dtype=np.float32) for w in weights])
-        for i, (p, a) in enumerate(zip(params, arrays)):
-            if a.shape != p.shape:
-                raise ValueError(f"{self.name}: weight {i} has shape {a.shape} here, expected "
-                                 f"{tuple(self._to_keras([np.empty(p.shape)])[0].shape)} (Keras layout)")
+            raise ValueError(f"{self.name}: set_weights expected {len(params)} arrays of shapes "
+                             f"{expected}, got {len(weights)}")
+        given = [np.asarray(w, dtype=np.float32) for w in weights]
+        for i, (a, shape) in enumerate(zip(given, expected)):
+            if a.shape != shape:  # compared in Keras's layout, the one the caller wrote
+                raise ValueError(f"{self.name}: weight {i} has shape {a.shape}, expected {shape} "
+                                 f"(Keras layout, as get_weights() returns it)")
+        arrays = self._from_keras(given)
         for p, a in zip(params, arrays):
             p.data[...] = a
 
@@ -242,9 +250,46 @@ class InputLayer(Layer):
         super().__init__(name=name, input_shape=input_shape if shape is None else shape, **kwargs)
 
 
-def Input(shape: Sequence[int], name: Optional[str] = None) -> InputLayer:
-    """``Input(shape=(28, 28, 1))`` for the first entry of a ``Sequential`` list."""
-    return InputLayer(shape=shape, name=name)
+class KerasTensor:
+    """A symbolic batch of shape ``(None,) + shape`` (Keras's functional API): what ``Input``
+    returns and what a layer returns when called on one. It holds no data; calling a layer on
+    it builds the layer for its shape. ``keras.Model(inputs, outputs)`` follows ``parent``
+    links from the outputs back to the input."""
+
+    #: what ``Layer.__call__`` and ``Sequential.add`` look for
+    _keras_symbolic = True
+
+    def __init__(self, shape: Shape, layer: Layer, parent: Optional["KerasTensor"]) -> None:
+        self.shape: Tuple[Optional[int], ...] = (None,) + tuple(shape)
+        self.layer = layer
+        self.parent = parent
+
+    def _through(self, layer: Layer) -> "KerasTensor":
+        """``layer(self)``: build the layer for this shape and return its symbolic output."""
+        if isinstance(layer, InputLayer):
+            raise ValueError("an InputLayer takes no inputs; use keras.Input(shape=...) to start a graph")
+        return KerasTensor(layer.build(self.shape[1:]), layer, self)
+
+    def chain(self) -> List[Layer]:
+        """The layers from the input to this value, the InputLayer first."""
+        chain: List[Layer] = []
+        node: Optional[KerasTensor] = self
+        while node is not None:
+            chain.append(node.layer)
+            node = node.parent
+        return chain[::-1]
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape} from {type(self.layer).__name__}>"
+
+
+def Input(shape: Sequence[int], batch_size: Optional[int] = None, name: Optional[str] = None,
+          dtype: Any = None) -> KerasTensor:
+    """``Input(shape=(28, 28, 1))``: the start of a functional model (``keras.Model``), or the
+    first entry of a ``Sequential`` list. ``batch_size`` and ``dtype`` are accepted for
+    compatibility (deepkern batches are any size, float32)."""
+    layer = InputLayer(shape=shape, name=name)
+    return KerasTensor(layer.build(layer.declared_input_shape), layer, None)
 
 
 class Dense(Layer):

@@ -8,15 +8,10 @@ softmax/sigmoid only in ``predict``. ``from_logits=True`` says the outputs alrea
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple, Union
-
-import numpy as np
-
-from .. import nn
-from ..autograd import Tensor
+from typing import Any, Dict, Optional, Union
 
 __all__ = ["Loss", "SparseCategoricalCrossentropy", "CategoricalCrossentropy", "BinaryCrossentropy",
-           "MeanSquaredError", "get", "serialize"]
+           "MeanSquaredError", "get", "serialize", "fuses_head"]
 
 
 class Loss:
@@ -99,80 +94,25 @@ def serialize(loss: Loss) -> Dict[str, Any]:
     return {"class_name": type(loss).__name__, "config": loss.get_config()}
 
 
-# ------------------------------------------------------------------------ training losses
-Penalty = Callable[[], Optional[Tensor]]
-
-
-def _with_penalty(value: Tensor, penalty: Penalty) -> Tensor:
-    extra = penalty()
-    return value if extra is None else value + extra
-
-
-class _CrossEntropy(nn.CrossEntropyLoss):
-    """Fused cross-entropy on logits plus the layers' weight penalties."""
-
-    def __init__(self, penalty: Penalty) -> None:
-        super().__init__()
-        self.penalty = penalty
-
-    def forward(self, logits: Tensor, labels: Any) -> Tensor:
-        return _with_penalty(super().forward(logits, labels), self.penalty)
-
-
-class _BinaryCrossEntropy(nn.BCEWithLogitsLoss):
-    """Binary cross-entropy on logits (log-sigmoid form) plus the layers' weight penalties."""
-
-    def __init__(self, penalty: Penalty) -> None:
-        super().__init__()
-        self.penalty = penalty
-
-    def forward(self, logits: Tensor, targets: Any) -> Tensor:
-        return _with_penalty(super().forward(logits, targets), self.penalty)
-
-
-class _MeanSquaredError(nn.MSELoss):
-    def __init__(self, penalty: Penalty) -> None:
-        super().__init__()
-        self.penalty = penalty
-
-    def forward(self, pred: Tensor, target: Any) -> Tensor:
-        return _with_penalty(super().forward(pred, target), self.penalty)
-
-
-def training_loss(loss: Loss, last_activation: Optional[str], penalty: Penalty) -> Tuple[nn.Module, bool]:
-    """The ``dk.train`` loss for ``loss`` and whether the model's last activation is fused into it.
+# ------------------------------------------------------------------------ training
+def fuses_head(loss: Loss, last_activation: Optional[str]) -> bool:
+    """Whether training hands the loss the last layer's pre-activation outputs (logits): True
+    when that layer's softmax/sigmoid is the one the loss reads (the fused, stable kernels then
+    apply it), False for MSE and ``from_logits=True``.
 
     Raises ValueError for combinations that would mean taking the log of something that is
     not a probability (e.g. cross-entropy without a softmax output and without from_logits).
     """
     if isinstance(loss, MeanSquaredError):
-        return _MeanSquaredError(penalty), False
+        return False
     if loss.from_logits:
         if last_activation is not None:
             raise ValueError(f"{loss.name} with from_logits=True needs a last layer without activation "
                              f"(logits), but it has activation={last_activation!r}")
-        fused = False
-    elif last_activation == loss.head:
-        fused = True
-    else:
-        raise ValueError(
-            f"{loss.name} reads probabilities from a {loss.head} output, but the last layer has "
-            f"activation={last_activation!r}; use activation={loss.head!r} on the last layer, or a "
-            f"linear last layer with losses.{type(loss).__name__}(from_logits=True)")
-    if isinstance(loss, BinaryCrossentropy):
-        return _BinaryCrossEntropy(penalty), fused
-    return _CrossEntropy(penalty), fused
-
-
-def sparse_targets(y: Any, loss: Loss, name: str) -> np.ndarray:
-    """Targets as the training loss wants them: one-hot rows become class indices for
-    categorical cross-entropy (the fused kernel takes indices); others pass through."""
-    if not isinstance(loss, CategoricalCrossentropy):
-        return y
-    y = np.asarray(y)
-    if y.ndim != 2:
-        raise ValueError(f"{name}: categorical_crossentropy needs one-hot targets (N, classes), got shape "
-                         f"{y.shape}; use sparse_categorical_crossentropy for class indices")
-    if not (np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)):
-        raise ValueError(f"{name}: categorical_crossentropy targets must be one-hot rows (a single 1 each)")
-    return y.argmax(axis=1).astype(np.int64)
+        return False
+    if last_activation == loss.head:
+        return True
+    raise ValueError(
+        f"{loss.name} reads probabilities from a {loss.head} output, but the last layer has "
+        f"activation={last_activation!r}; use activation={loss.head!r} on the last layer, or a "
+        f"linear last layer with losses.{type(loss).__name__}(from_logits=True)")

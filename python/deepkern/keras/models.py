@@ -37,9 +37,11 @@ from ..autograd import Tensor
 from ..nn.init import get_generator
 from . import layers as _layers
 from . import losses as _losses
+from . import metrics as _metrics
 from . import optimizers as _optimizers
+from . import training as _training
 
-__all__ = ["Sequential", "load_model", "model_from_json", "SAVE_FORMAT", "SAVE_VERSION"]
+__all__ = ["Sequential", "Model", "load_model", "model_from_json", "SAVE_FORMAT", "SAVE_VERSION"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -47,63 +49,22 @@ PathLike = Union[str, "os.PathLike[str]"]
 SAVE_FORMAT = "deepkern-keras-model"
 #: Layout version of those files.
 SAVE_VERSION = 1
-_ACCURACY_NAMES = ("accuracy", "acc")
+#: File name endings ``save`` refuses: formats deepkern does not write (it writes ``.npz``).
+_FOREIGN_FORMATS = {".h5": "HDF5", ".hdf5": "HDF5", ".keras": "Keras v3 (.keras)", ".pb": "SavedModel",
+                    ".tf": "SavedModel"}
 
 
-class _StopBridge(train.Callback):
-    """Turns Keras's ``model.stop_training = True`` (set by any callback) into a stop."""
-
-    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        if getattr(self.model, "stop_training", False):
-            self.stop_training = True
-
-
-class _Batches:
-    """A batch source for ``dk.train.fit`` over another one: converts the targets (one-hot to
-    indices) and, with ``steps``, takes that many batches per epoch from an endless iterator."""
-
-    def __init__(self, source: Any, convert: Any, steps: Optional[int]) -> None:
-        self.source = source
-        self.convert = convert
-        self.steps = steps
-        self.n = None if steps is not None else getattr(source, "n", None)
-        self.batch_size = getattr(source, "batch_size", None)
-        self._endless: Optional[Iterator[Any]] = None
-
-    def __len__(self) -> int:
-        return self.steps if self.steps is not None else len(self.source)
-
-    def _pairs(self) -> Iterator[Any]:
-        if self.steps is None:
-            yield from self.source
-            return
-        if self._endless is None:
-            # an object with __next__ (Keras-style flow, generator) continues where it stopped
-            self._endless = self.source if hasattr(self.source, "__next__") else _cycle(self.source)
-        for _ in range(self.steps):
-            yield next(self._endless)
-
-    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
-        for i, batch in enumerate(self._pairs()):
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise TypeError(f"x: batch {i} is not an (inputs, targets) pair; a generator for fit "
-                                f"must yield (x_batch, y_batch)")
-            yield batch[0], self.convert(batch[1], f"y batch {i}")
-
-
-def _on_terminal() -> bool:
-    isatty = getattr(sys.stdout, "isatty", None)
-    return bool(isatty and isatty())
-
-
-def _cycle(iterable: Any) -> Iterator[Any]:
-    while True:
-        empty = True
-        for item in iterable:
-            empty = False
-            yield item
-        if empty:
-            raise ValueError("x: the batch source yielded no batches")
+def _npz_path(filepath: PathLike, what: str) -> str:
+    """``filepath`` as a string, refusing names that promise another file format."""
+    path = os.fspath(filepath)
+    ending = os.path.splitext(path)[1].lower()
+    if ending in _FOREIGN_FORMATS or path.lower().endswith(".weights.h5"):
+        stem = path[:-len(".weights.h5")] if path.lower().endswith(".weights.h5") else os.path.splitext(path)[0]
+        raise ValueError(f"{what}: {path!r} asks for the {_FOREIGN_FORMATS.get(ending, 'HDF5')} format, which "
+                         f"deepkern does not write; it saves .npz archives: use {what}({stem + '.npz'!r}) "
+                         f"(read back with deepkern.keras.models.load_model), or model.export('model.onnx') "
+                         f"to run the model in another framework")
+    return path
 
 
 # While a file is loaded: how many weights its architecture may still allocate (what the file holds)
@@ -159,6 +120,8 @@ class Sequential(nn.Module):
     is built from the first data it sees.
     """
 
+    _json_class = "Sequential"
+
     def __init__(self, layers: Optional[Sequence[_layers.Layer]] = None, name: Optional[str] = None) -> None:
         super().__init__()
         self.name = name or "sequential"
@@ -175,6 +138,7 @@ class Sequential(nn.Module):
         self.history: Optional[train.History] = None
         self._dk_optimizer: Optional[optim.Optimizer] = None
         self._fused = False
+        self._metric_specs: List[Any] = []
         for layer in layers or []:
             self.add(layer)
 
@@ -185,7 +149,12 @@ class Sequential(nn.Module):
         return [layer for layer in self._stack if not isinstance(layer, _layers.InputLayer)]
 
     def add(self, layer: _layers.Layer) -> None:
-        """Append a layer (built at once when the model already is)."""
+        """Append a layer (built at once when the model already is); ``keras.Input(shape)``
+        may start the model."""
+        if isinstance(layer, _layers.KerasTensor):
+            if layer.parent is not None:
+                raise ValueError("a Sequential takes layers; only a keras.Input tensor may start it")
+            layer = layer.layer
         if not isinstance(layer, _layers.Layer):
             raise TypeError(f"layer: expected a deepkern.keras.layers.Layer, got {type(layer).__name__}")
         if any(layer is other for other in self._stack):
@@ -283,7 +252,7 @@ class Sequential(nn.Module):
         return x
 
     # ------------------------------------------------------------------------ compile
-    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Optional[Sequence[str]] = None) -> None:
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Optional[Sequence[Any]] = None) -> None:
         """Choose the optimizer, loss and metrics (Keras's names).
 
         Args:
@@ -292,7 +261,9 @@ class Sequential(nn.Module):
                 made over this model's parameters.
             loss: ``"sparse_categorical_crossentropy"``, ``"categorical_crossentropy"``,
                 ``"binary_crossentropy"``, ``"mse"`` or a ``deepkern.keras.losses`` instance.
-            metrics: ``None`` or ``["accuracy"]`` (``"acc"`` names the key ``acc``).
+            metrics: names (``"accuracy"``/``"acc"``, ``"sparse_categorical_accuracy"``,
+                ``"top_k_categorical_accuracy"``, ``"precision"``, ...) or
+                ``deepkern.keras.metrics`` instances; see that module.
         """
         if loss is None:
             raise ValueError("compile: loss is required")
@@ -301,13 +272,17 @@ class Sequential(nn.Module):
             self.optimizer = optimizer
         else:
             self.optimizer = _optimizers.get(optimizer)
+        if isinstance(metrics, (str, _metrics.Metric)):
+            metrics = [metrics]
+        specs: List[Any] = []
         names = ["loss"]
         for metric in metrics or []:
-            if metric not in _ACCURACY_NAMES:
-                raise ValueError(f"metrics: only 'accuracy' (or 'acc') is supported, got {metric!r}")
-            if len(names) == 1:
-                names.append(metric)
+            name = _metrics.name_of(metric)
+            if name not in names:  # Keras logs a metric once however often it is listed
+                names.append(name)
+                specs.append(metric)
         self.metrics_names = names
+        self._metric_specs = specs
         self._dk_optimizer = optimizer if isinstance(optimizer, optim.Optimizer) else None
         self.compiled = True
         if self.built:
@@ -315,9 +290,15 @@ class Sequential(nn.Module):
 
     def _configure_loss(self) -> None:
         last_activation = self._stack[-1].activation if self._stack else None
-        loss_module, self._fused = _losses.training_loss(self.loss, last_activation, self._penalty)
+        self._fused = _losses.fuses_head(self.loss, last_activation)
+        metric_objects = _metrics.resolve(self._metric_specs, self.loss.name, self._units)
         # kept out of the module tree (it holds no weights and must not show up as a layer)
-        object.__setattr__(self, "_train_loss", loss_module)
+        object.__setattr__(self, "_objective",
+                           _training.Objective(self, self.loss, self._fused, self._penalty, metric_objects))
+
+    @property
+    def _units(self) -> int:
+        return int(self.output_shape[-1]) if self.output_shape else 0
 
     def _penalty(self) -> Optional[Tensor]:
         total = None
@@ -336,101 +317,103 @@ class Sequential(nn.Module):
             self._dk_optimizer = self.optimizer.build(self.parameters())
         return self._dk_optimizer
 
-    def _targets(self, y: Any, name: str) -> Any:
-        return _losses.sparse_targets(y, self.loss, name)
-
-    @property
-    def _accuracy_key(self) -> Optional[str]:
-        return self.metrics_names[1] if len(self.metrics_names) > 1 else None
-
-    def _keras_logs(self, logs: Dict[str, List[float]]) -> "OrderedDict[str, List[float]]":
-        """dk.train's history keys renamed/filtered to the compiled metrics."""
-        out: "OrderedDict[str, List[float]]" = OrderedDict()
-        for prefix in ("", "val_"):
-            if prefix + "loss" in logs:
-                out[prefix + "loss"] = logs[prefix + "loss"]
-            if self._accuracy_key and prefix + "accuracy" in logs:
-                out[prefix + self._accuracy_key] = logs[prefix + "accuracy"]
-        return out
+    def _packed(self, y: Any, name: str, sample_weight: Any = None, class_weight: Any = None) -> np.ndarray:
+        """Targets checked against the loss and packed with their per-sample weights."""
+        targets = _training.prepare_targets(y, self.loss, self._units, name)
+        weight_name = "sample_weight" if name == "y" else f"{name} sample_weight"
+        weights = _training.sample_weights(targets, sample_weight, class_weight, weight_name)
+        return _training.pack(targets, weights)
 
     # ------------------------------------------------------------------------ fit
     def fit(self, x: Any = None, y: Any = None, batch_size: Optional[int] = None, epochs: int = 1,
             verbose: Union[int, str] = "auto", callbacks: Optional[Sequence[train.Callback]] = None,
-            validation_split: float = 0.0, validation_data: Optional[Tuple[Any, Any]] = None,
-            shuffle: bool = True, steps_per_epoch: Optional[int] = None,
-            seed: Optional[int] = None) -> train.History:
+            validation_split: float = 0.0, validation_data: Optional[Tuple[Any, ...]] = None,
+            shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None, sample_weight: Any = None,
+            steps_per_epoch: Optional[int] = None, seed: Optional[int] = None) -> train.History:
         """Train for ``epochs`` passes; returns a History whose ``.history`` has Keras's keys
-        (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
+        (``loss``, each compiled metric, ``val_loss``, ``val_<metric>``).
 
-        ``x`` is an array (with targets ``y``) or a batch source yielding ``(x, y)`` pairs, such
-        as ``ImageDataGenerator.flow(...)`` (``len()`` batches per epoch, or ``steps_per_epoch``).
-        ``verbose``: 0 silent, 1 a progress bar (one line per epoch when not on a terminal), 2
-        one line per epoch. ``seed`` fixes the shuffling; by default it is drawn from deepkern's
-        global generator, so ``dk.manual_seed(n)`` makes a whole script reproducible.
+        ``x`` is an array (with targets ``y``) or a batch source yielding ``(x, y)`` or
+        ``(x, y, sample_weight)``, such as ``ImageDataGenerator.flow(...)`` (``len()`` batches
+        per epoch, or ``steps_per_epoch``). ``sample_weight`` (N,) and ``class_weight``
+        ``{class: weight}`` scale each sample's loss (their product when both are given);
+        ``validation_data`` may be ``(x, y)`` or ``(x, y, sample_weight)``.
+        ``verbose``: 0 silent; 1 (``"auto"``) a progress bar on a terminal or in Jupyter and
+        one line per epoch otherwise (logs, pipes); 2 one line per epoch. ``seed`` fixes the
+        shuffling; by default it is drawn from deepkern's global generator, so
+        ``dk.manual_seed(n)`` makes a whole script reproducible.
         """
         self._require_compiled("fit")
         if epochs is None or isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
+        batch_size = _training.check_batch_size(batch_size)
         if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or
                                             not isinstance(steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1):
             raise ValueError(f"steps_per_epoch: expected None or an int >= 1, got {steps_per_epoch!r}")
+        level = _training.verbosity(verbose)
         if x is None:
             raise ValueError("fit: x is required")
         if train.is_batch_source(x):
             if y is not None:
                 raise ValueError("y must not be given when x yields (x, y) batches")
+            if sample_weight is not None:
+                raise ValueError("sample_weight applies to array inputs; a batch source yields "
+                                 "(x, y, sample_weight) instead")
             if not hasattr(x, "__len__") and steps_per_epoch is None:
                 raise ValueError("x is a generator without len(); give steps_per_epoch")
             if not self.built:
                 if not hasattr(x, "x"):
                     raise ValueError("the model is not built; give its first layer input_shape")
                 self._build_from(x.x)
-            inputs, targets = _Batches(x, self._targets, steps_per_epoch), None
+
+            def convert(batch_y: Any, name: str, weights: Any) -> np.ndarray:
+                return self._packed(batch_y, name, weights, class_weight)
+            inputs, targets = _training.Batches(x, convert, steps_per_epoch), None
+            steps = len(inputs) if steps_per_epoch is not None or hasattr(x, "__len__") else None
         else:
             if y is None:
                 raise ValueError("fit: y is required with array inputs")
             if steps_per_epoch is not None:
                 raise ValueError("steps_per_epoch applies to generator inputs, not arrays")
             self._build_from(x)
-            inputs, targets = x, self._targets(y, "y")
+            inputs, targets = x, self._packed(y, "y", sample_weight, class_weight)
+            n_train = len(targets) if validation_data is not None else int(len(targets) * (1.0 - validation_split))
+            steps = -(-n_train // batch_size)
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            validation_data = (validation_data[0], self._targets(validation_data[1], "validation_data[1]"))
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight)")
+            weights = validation_data[2] if len(validation_data) == 3 else None
+            validation_data = (validation_data[0], self._packed(validation_data[1], "validation_data[1]", weights))
 
-        cbs = list(callbacks or [])
-        level = 1 if verbose == "auto" else verbose
-        if level not in (0, 1, 2):
-            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
-        progress = level == 1 and _on_terminal()
-        if level and not progress:
-            cbs.append(train.EpochLogger())
-        cbs.append(_StopBridge())
+        run = _training.KerasRun(self, self._objective, list(callbacks or []), level, int(epochs), steps)
         if seed is None:
             seed = int(get_generator().integers(2 ** 31))
         self.stop_training = False
-        history = train.fit(self, inputs, targets, epochs=int(epochs), batch_size=batch_size or 32,
-                            optimizer=self._optimizer(), loss=self._train_loss,
+        history = train.fit(self, inputs, targets, epochs=int(epochs), batch_size=batch_size,
+                            optimizer=self._optimizer(), loss=self._objective,
                             validation_split=validation_split, validation_data=validation_data,
-                            shuffle=bool(shuffle), callbacks=cbs, seed=seed, progress=progress)
-        history.history = self._keras_logs(history.history)
+                            shuffle=bool(shuffle), callbacks=[run], seed=seed, progress=False)
+        history.history = run.history
         history.model = self
         self.history = history
         return history
 
     # ------------------------------------------------------------------------ evaluate / predict
     def evaluate(self, x: Any, y: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = "auto",
-                 return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
-        """Loss (with the layers' penalties, as Keras reports it) and accuracy on ``(x, y)``:
-        ``[loss, accuracy]`` with an accuracy metric, the loss alone without one."""
+                 sample_weight: Any = None, return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
+        """Loss (with the layers' penalties, as Keras reports it; weighted by ``sample_weight``)
+        and the compiled metrics on ``(x, y)``: ``[loss, metric, ...]``, or the loss alone
+        without metrics; ``return_dict=True`` gives ``{name: value}``."""
         self._require_compiled("evaluate")
+        batch_size = _training.check_batch_size(batch_size)
+        level = _training.verbosity(verbose)
         self._build_from(x)
-        loss, accuracy = train.evaluate(self, x, self._targets(y, "y"), batch_size=batch_size or 32,
-                                        loss=self._train_loss)
+        packed = self._packed(y, "y", sample_weight)
+        self._objective.reset("eval")
+        loss, _ = train.evaluate(self, x, packed, batch_size=batch_size, loss=self._objective)
         values = OrderedDict([("loss", float(loss))])
-        if self._accuracy_key:
-            values[self._accuracy_key] = float(accuracy)
-        if (1 if verbose == "auto" else verbose):
+        values.update(self._objective.results("eval"))
+        if level:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in values.items()))
         if return_dict:
             return dict(values)
@@ -438,14 +421,12 @@ class Sequential(nn.Module):
 
     def predict(self, x: Any, batch_size: Optional[int] = None, verbose: Union[int, str] = 0) -> np.ndarray:
         """Outputs for ``x`` as float32: probabilities after a softmax/sigmoid output layer."""
+        batch_size = _training.check_batch_size(batch_size)
+        _training.verbosity(verbose)
         self._build_from(x)
-        out = train.predict(self, x, batch_size=batch_size or 32)
+        out = train.predict(self, x, batch_size=batch_size)
         if self._fused:
-            head = self._stack[-1].activation
-            if head == "softmax":
-                out = ops.softmax(np.ascontiguousarray(out, dtype=np.float32), axis=-1)
-            elif head == "sigmoid":
-                out = (np.float32(0.5) * (np.tanh(np.float32(0.5) * out) + np.float32(1.0))).astype(np.float32)
+            out = self._objective.predictions(out)
         return out
 
     # ------------------------------------------------------------------------ summary
@@ -492,7 +473,9 @@ class Sequential(nn.Module):
         weights = list(weights)
         expected = sum(len(layer.parameters()) for layer in self.layers)
         if len(weights) != expected:
-            raise ValueError(f"set_weights: expected {expected} arrays, got {len(weights)}")
+            shapes = [tuple(w.shape) for w in self.get_weights()]
+            raise ValueError(f"set_weights: expected {expected} arrays (shapes {shapes}, as get_weights() "
+                             f"returns them), got {len(weights)}")
         start = 0
         for layer in self.layers:
             count = len(layer.parameters())
@@ -500,9 +483,10 @@ class Sequential(nn.Module):
             start += count
 
     def save_weights(self, filepath: PathLike) -> str:
-        """Write the weights to an ``.npz`` (``dk.train.save``'s checkpoint format)."""
+        """Write the weights to an ``.npz`` (``dk.train.save``'s checkpoint format); an ``.h5``
+        name is refused rather than written in another format."""
         self._require_built("save_weights")
-        return train.save(self, filepath)
+        return train.save(self, _npz_path(filepath, "save_weights"))
 
     def load_weights(self, filepath: PathLike) -> None:
         """Read weights written by :meth:`save_weights` (checked against this architecture)."""
@@ -519,11 +503,15 @@ class Sequential(nn.Module):
 
     def to_json(self) -> str:
         """The architecture as JSON text (rebuild with :func:`model_from_json`)."""
-        return json.dumps({"class_name": "Sequential", "config": self.get_config()})
+        return json.dumps({"class_name": self._json_class, "config": self.get_config()})
+
+    @classmethod
+    def _empty(cls, name: Optional[str]) -> "Sequential":
+        return cls(name=name)
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "Sequential":
-        model = cls(name=config.get("name"))
+        model = cls._empty(config.get("name"))
         for entry in config["layers"]:
             model.add(_layers.get(entry["class_name"]).from_config(dict(entry["config"])))
         if not model.built and config.get("build_input_shape") is not None:
@@ -532,7 +520,13 @@ class Sequential(nn.Module):
 
     def save(self, filepath: PathLike) -> str:
         """Write architecture (JSON text), weights, compile settings and optimizer state to one
-        ``.npz`` (plain arrays only: it loads with ``allow_pickle=False``). Returns the path."""
+        ``.npz`` (plain arrays only: it loads with ``allow_pickle=False``). Returns the path.
+
+        deepkern writes no HDF5 or ``.keras`` files: names ending ``.h5``, ``.hdf5`` or
+        ``.keras`` raise ValueError naming the ``.npz`` to use instead (never a file in a
+        format other than its name says). ``export`` writes ONNX for other frameworks.
+        """
+        path = _npz_path(filepath, "save")
         self._require_built("save")
         arrays: Dict[str, np.ndarray] = {
             "__format__": np.array(SAVE_FORMAT),
@@ -542,7 +536,7 @@ class Sequential(nn.Module):
         for name, value in self.state_dict().items():
             arrays["weights/" + name] = value
         if self.compiled:
-            settings: Dict[str, Any] = {"loss": _losses.serialize(self.loss), "metrics": self.metrics_names[1:]}
+            settings: Dict[str, Any] = {"loss": _losses.serialize(self.loss), "metrics": [_metrics.serialize(m) for m in self._metric_specs]}
             if isinstance(self.optimizer, _optimizers.Optimizer):
                 settings["optimizer"] = {"class_name": type(self.optimizer).__name__,
                                          "config": self.optimizer.get_config()}
@@ -550,7 +544,7 @@ class Sequential(nn.Module):
                     for key, value in self._dk_optimizer.state_dict().items():
                         arrays["optimizer/" + key] = np.asarray(value)
             arrays["compile"] = np.array(json.dumps(settings))
-        return save_npz(os.fspath(filepath), arrays)
+        return save_npz(path, arrays)
 
     def export(self, filepath: PathLike, sample_input: Any = None) -> str:
         """Write the model as an ONNX file (``deepkern.onnx.export``; needs ``deepkern[onnx]``).
@@ -569,15 +563,58 @@ class Sequential(nn.Module):
         return f"name={self.name!r}"
 
 
+def _single(value: Any, what: str) -> _layers.KerasTensor:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise ValueError(f"Model: deepkern.keras models have one {what}, got {len(value)}")
+        value = value[0]
+    if not isinstance(value, _layers.KerasTensor):
+        raise TypeError(f"Model: {what} must be a KerasTensor (from keras.Input or a layer call), "
+                        f"got {type(value).__name__}")
+    return value
+
+
+class Model(Sequential):
+    """A functional-API model: ``Model(inputs=keras.Input(...), outputs=...)``.
+
+    It follows the outputs back to the input and is a ``Sequential`` of those layers (compile,
+    fit, evaluate, predict, save, export). Graphs are single chains -- one input, one output,
+    each layer fed by the one before -- as deepkern.keras has no merge layers (Add,
+    Concatenate) yet; anything else is a ValueError.
+    """
+
+    _json_class = "Functional"
+
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: Optional[str] = None) -> None:
+        if inputs is None or outputs is None:
+            raise TypeError("Model: give inputs and outputs (Model(inputs=keras.Input(...), outputs=...)); "
+                            "subclassing keras.Model with call() is not supported, write a dk.nn.Module")
+        source, result = _single(inputs, "input"), _single(outputs, "output")
+        chain = result.chain()
+        if chain[0] is not source.layer:
+            raise ValueError("Model: outputs do not come from inputs (each layer must be called on the "
+                             "value of the one before, starting at keras.Input)")
+        super().__init__(chain, name=name or "model")
+        self.inputs, self.outputs = [source], [result]
+
+    @classmethod
+    def _empty(cls, name: Optional[str]) -> "Model":
+        model = cls.__new__(cls)
+        Sequential.__init__(model, name=name or "model")
+        model.inputs, model.outputs = [], []
+        return model
+
+
 def model_from_json(text: str) -> Sequential:
     """Rebuild an (untrained) model from :meth:`Sequential.to_json` text."""
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"model_from_json: not JSON: {exc}") from exc
-    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
-        raise ValueError("model_from_json: expected the JSON of a Sequential model")
-    return Sequential.from_config(spec["config"])
+    classes = {cls._json_class: cls for cls in (Sequential, Model)}
+    if not isinstance(spec, dict) or spec.get("class_name") not in classes:
+        raise ValueError("model_from_json: expected the JSON of a Sequential or functional model")
+    return classes[spec["class_name"]].from_config(spec["config"])
 
 
 def load_model(filepath: PathLike, compile: bool = True) -> Sequential:  # noqa: A002 - Keras's name

@@ -17,11 +17,12 @@ it is batched), :mod:`.callbacks` (History, progress, early stopping, checkpoint
 from __future__ import annotations
 
 from .batches import BatchSource, is_batch_source
-from .callbacks import Callback, CallbackList, EarlyStopping, EpochLogger, History, ModelCheckpoint, ProgressBar
+from .callbacks import (Callback, CallbackList, EarlyStopping, EpochLogger, History, ModelCheckpoint, ProgressBar,
+                        in_notebook, progress_bar_class)
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load, save
 from .loop import _penalty_grads, evaluate, fit, predict  # noqa: F401  (_penalty_grads: old name)
 from .plots import plot_history
 
 __all__ = ["fit", "evaluate", "predict", "History", "Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint",
-           "EpochLogger", "ProgressBar", "BatchSource", "is_batch_source", "save", "load", "plot_history",
+           "EpochLogger", "ProgressBar", "in_notebook", "progress_bar_class", "BatchSource", "is_batch_source", "save", "load", "plot_history",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]

@@ -5,6 +5,7 @@ every batch; its own ``History`` and progress bar are callbacks like the user's,
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import sys
@@ -18,7 +19,8 @@ from .._validate import is_real as _is_real
 from ._common import PathLike
 from .checkpoint import save
 
-__all__ = ["History", "Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "EpochLogger", "ProgressBar"]
+__all__ = ["History", "Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "EpochLogger", "ProgressBar",
+           "in_notebook", "progress_bar_class"]
 
 
 class Callback:
@@ -182,9 +184,15 @@ def _resolve_mode(mode: str, monitor: str, owner: str) -> str:
 def _monitored(logs: Optional[Mapping[str, float]], monitor: str, owner: str) -> float:
     logs = logs or {}
     if monitor not in logs:
-        hint = " (give fit() validation_split or validation_data)" if monitor.startswith("val_") else ""
-        raise ValueError(f"{owner} monitors {monitor!r} but the epoch logs have only "
-                         f"{sorted(logs)}{hint}")
+        validation = monitor.startswith("val_")
+        same_kind = [key for key in logs if key.startswith("val_") == validation]
+        close = difflib.get_close_matches(monitor, same_kind, n=1)
+        if validation and not same_kind:
+            hint = " (validation metrics need fit() validation_split or validation_data)"
+        else:
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{owner} monitors {monitor!r}, which is not among the available metrics: "
+                         f"{', '.join(logs) or 'none'}{hint}")
     return float(logs[monitor])
 
 
@@ -314,10 +322,32 @@ class EpochLogger(Callback):
 
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter (IPython kernel) session, whose output shows progress bars."""
+    return "ipykernel" in sys.modules
+
+
+def progress_bar_class() -> Any:
+    """tqdm's notebook widget in Jupyter when ipywidgets is importable, else the plain text bar.
+
+    (``tqdm.auto`` in a notebook without ipywidgets warns "IProgress not found" and falls back
+    to the text bar; choosing it here gives the same bar without the warning.)
+    """
+    if in_notebook():
+        try:
+            import ipywidgets  # noqa: F401 - only asking whether the widget can be drawn
+            from tqdm.notebook import tqdm
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm.std import tqdm
+    return tqdm
+
+
 def _progress_enabled(progress: Optional[bool]) -> bool:
     if progress is None:
         isatty = getattr(sys.stdout, "isatty", None)
-        return bool(isatty and isatty())
+        return bool(isatty and isatty()) or in_notebook()
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be None, True or False, got {progress!r}")
     return progress
@@ -345,9 +375,7 @@ class ProgressBar(Callback):
         self._rate = _EpochRate()
 
     def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=self.params.get("samples"), desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
+        self._bar = progress_bar_class()(total=self.params.get("samples"), desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
                          unit="samples", unit_scale=False, leave=True, file=sys.stdout, **_bar_size())
         self._rate.begin()
 
