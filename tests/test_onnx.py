@@ -112,3 +112,15 @@ def test_unsupported_module_is_named(tmp_path):
         dk.onnx.export(dk.nn.Sequential(dk.nn.ReLU(), Custom()), tmp_path / "x.onnx", np.zeros((1, 3), np.float32))
     with pytest.raises(TypeError, match="Module"):
         dk.onnx.export(lambda x: x, tmp_path / "x.onnx", np.zeros((1, 3), np.float32))
+
+
+def test_a_keras_layer_without_a_converter_is_refused(tmp_path):
+    from deepkern.keras import layers, models
+
+    class Doubling(layers.Layer):
+        def call(self, x):
+            return x * 2
+
+    model = models.Sequential([layers.Dense(3, input_shape=(4,)), Doubling()])
+    with pytest.raises(NotImplementedError, match="Doubling"):
+        model.export(tmp_path / "k.onnx")

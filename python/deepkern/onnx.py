@@ -22,7 +22,7 @@ NotImplementedError naming it.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -151,6 +151,9 @@ def _sequential(g: Graph, m: nn.Sequential, x: str) -> str:
 
 
 def _batch_norm(g: Graph, m: Any, x: str) -> str:
+    if m.running_mean is None:  # track_running_stats=False: eval mode normalises by the batch
+        raise NotImplementedError(f"onnx export: {type(m).__name__} without running statistics "
+                                  f"(track_running_stats=False) has no ONNX inference form")
     channels = m.running_mean.shape[0]
     weight = getattr(m, "weight", None)
     bias = getattr(m, "bias", None)

@@ -50,5 +50,9 @@ def _model(g: "_onnx.Graph", model, x: str) -> str:
 def register_all() -> None:
     from .models import Sequential
 
-    _onnx.register(_layers.Layer, _layer)  # Dropout has none of the modules above: the identity
+    # each class by name, never the Layer base: a layer kind added later has modules this
+    # converter does not know, and must be refused (NotImplementedError) rather than skipped
+    for cls in (_layers.InputLayer, _layers.Dense, _layers.Conv2D, _layers.MaxPooling2D,
+                _layers.AveragePooling2D, _layers.Flatten, _layers.Dropout, _layers.Activation):
+        _onnx.register(cls, _layer)  # Dropout and InputLayer have none of its modules: the identity
     _onnx.register(Sequential, _model)

@@ -25,13 +25,12 @@ import contextlib
 import contextvars
 import json
 import os
-import sys
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .. import nn, ops, optim, train
+from .. import nn, optim, train
 from .._files import check_float32_values, read_npz, save_npz
 from ..autograd import Tensor
 from ..nn.init import get_generator
