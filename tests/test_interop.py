@@ -57,8 +57,6 @@ def test_dlpack_device_and_numpy_from_dlpack():
     assert t.__dlpack_device__() == (1, 0)
     arr = np.from_dlpack(t)
     assert np.shares_memory(arr, t.data)
-    with pytest.raises(AttributeError):
-        t.__cuda_array_interface__  # noqa: B018 - a CPU tensor has none
     with pytest.raises(TypeError, match="__dlpack__"):
         dk.from_dlpack([1.0, 2.0])
 
@@ -85,7 +83,8 @@ def test_cupy_round_trip_shares_device_memory():
     assert t.__dlpack_device__()[0] == 2
     view = cupy.from_dlpack(t)
     assert view.data.ptr == t.data.data.ptr
-    assert cupy.asarray(t).data.ptr == t.data.data.ptr   # __cuda_array_interface__
+    view[0, 0] = 42.0
+    assert float(t.data[0, 0]) == 42.0
     back = dk.from_dlpack(view)
     assert back.device == "cuda" and back.data.data.ptr == t.data.data.ptr
     with pytest.raises(ValueError, match="GPU"):

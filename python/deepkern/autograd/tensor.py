@@ -276,12 +276,8 @@ class Tensor:
     def __dlpack_device__(self) -> Tuple[int, int]:
         return _interop.dlpack_device(self.data)
 
-    @property
-    def __cuda_array_interface__(self) -> dict:
-        """The CUDA array interface of a GPU tensor (``cupy.asarray(t)`` without a copy)."""
-        if not is_gpu_array(self.data):
-            raise AttributeError("__cuda_array_interface__: a CPU tensor has none (use __array__ or __dlpack__)")
-        return self.data.__cuda_array_interface__
+    # No __cuda_array_interface__: the library treats objects that have one as raw GPU arrays
+    # (_validate.is_gpu_array); cupy.from_dlpack(t) is the zero-copy route for GPU tensors.
 
     def item(self) -> float:
         """The single value as a Python number."""
