@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import deepkern as dk
+from deepkern.keras import layers as keras_layers
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -124,3 +125,23 @@ def test_a_keras_layer_without_a_converter_is_refused(tmp_path):
     model = models.Sequential([layers.Dense(3, input_shape=(4,)), Doubling()])
     with pytest.raises(NotImplementedError, match="Doubling"):
         model.export(tmp_path / "k.onnx")
+
+
+@pytest.mark.skipif(not hasattr(keras_layers, "BatchNormalization"),
+                    reason="Keras BatchNormalization/Reshape not in this build")
+def test_keras_batch_normalization_and_reshape(tmp_path, rng):
+    from deepkern.keras import layers, models
+
+    dk.manual_seed(4)
+    model = models.Sequential([
+        layers.Reshape((8, 8, 1), input_shape=(64,)),
+        layers.Conv2D(4, 3, activation="relu"), layers.BatchNormalization(),
+        layers.Reshape((36, 4)), layers.BatchNormalization(),
+        layers.Reshape((12, 12, 1)), layers.Flatten(),
+        layers.Dense(8), layers.BatchNormalization(), layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = rng.standard_normal((32, 64)).astype(np.float32) * 2 + 0.5
+    model.fit(x, rng.integers(0, 3, 32), epochs=2, batch_size=8, verbose=0)   # moves the statistics
+    path = model.export(tmp_path / "bn.onnx")
+    np.testing.assert_allclose(_run(path, x), model.predict(x), **TOL)

@@ -6,6 +6,8 @@ is part of the graph). Inside, images are NCHW as in deepkern, with a Transpose 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import onnx as _onnx
@@ -47,6 +49,36 @@ def _model(g: "_onnx.Graph", model, x: str) -> str:
     return x
 
 
+def _batch_normalization(g: "_onnx.Graph", layer: Any, x: str) -> str:
+    """Keras BatchNormalization in eval mode: the moving statistics, channels on axis 1 inside
+    (NCHW images, (N, C) features; (N, L, C) sequences are turned to (N, C, L) and back)."""
+    sequence = len(layer.input_shape) == 2
+    if sequence:
+        x = g.node("Transpose", [x], "ncl", perm=[0, 2, 1])
+    channels = layer.input_shape[-1]
+    gamma = np.ones(channels, np.float32) if layer.gamma is None else layer.gamma
+    beta = np.zeros(channels, np.float32) if layer.beta is None else layer.beta
+    inputs = [x, g.constant(gamma, "gamma"), g.constant(beta, "beta"),
+              g.constant(layer.moving_mean, "moving_mean"), g.constant(layer.moving_variance, "moving_variance")]
+    x = g.node("BatchNormalization", inputs, "batch_normalization", epsilon=float(layer.epsilon))
+    if sequence:
+        x = g.node("Transpose", [x], "nlc", perm=[0, 2, 1])
+    act = layer.__dict__.get("act")
+    return g.module(act, x) if act is not None else x
+
+
+def _reshape(g: "_onnx.Graph", layer: Any, x: str) -> str:
+    """Keras Reshape works in Keras's element order: images leave NCHW first, and a 3-D result
+    goes back to NCHW."""
+    if len(layer.input_shape) == 3:
+        x = g.node("Transpose", [x], "nhwc", perm=[0, 2, 3, 1])
+    shape = g.constant(np.array((-1,) + tuple(layer.output_shape), np.int64), "target_shape")
+    x = g.node("Reshape", [x, shape], "reshaped")
+    if len(layer.output_shape) == 3:
+        x = g.node("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
+    return x
+
+
 def register_all() -> None:
     from .models import Sequential
 
@@ -55,4 +87,8 @@ def register_all() -> None:
     for cls in (_layers.InputLayer, _layers.Dense, _layers.Conv2D, _layers.MaxPooling2D,
                 _layers.AveragePooling2D, _layers.Flatten, _layers.Dropout, _layers.Activation):
         _onnx.register(cls, _layer)  # Dropout and InputLayer have none of its modules: the identity
+    # layers another change adds to deepkern.keras.layers; converted once they exist
+    for name, converter in (("BatchNormalization", _batch_normalization), ("Reshape", _reshape)):
+        if hasattr(_layers, name):
+            _onnx.register(getattr(_layers, name), converter)
     _onnx.register(Sequential, _model)
