@@ -535,7 +535,8 @@ class Sequential(nn.Module):
         for name, value in self.state_dict().items():
             arrays["weights/" + name] = value
         if self.compiled:
-            settings: Dict[str, Any] = {"loss": _losses.serialize(self.loss), "metrics": [_metrics.serialize(m) for m in self._metric_specs]}
+            settings: Dict[str, Any] = {"loss": _losses.serialize(self.loss),
+                                        "metrics": [_metrics.serialize(m) for m in self._metric_specs]}
             if isinstance(self.optimizer, _optimizers.Optimizer):
                 settings["optimizer"] = {"class_name": type(self.optimizer).__name__,
                                          "config": self.optimizer.get_config()}

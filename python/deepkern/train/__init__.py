@@ -24,5 +24,5 @@ from .loop import _penalty_grads, evaluate, fit, predict  # noqa: F401  (_penalt
 from .plots import plot_history
 
 __all__ = ["fit", "evaluate", "predict", "History", "Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint",
-           "EpochLogger", "ProgressBar", "in_notebook", "progress_bar_class", "BatchSource", "is_batch_source", "save", "load", "plot_history",
-           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+           "EpochLogger", "ProgressBar", "in_notebook", "progress_bar_class", "BatchSource", "is_batch_source", "save",
+           "load", "plot_history", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]

@@ -375,8 +375,9 @@ class ProgressBar(Callback):
         self._rate = _EpochRate()
 
     def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        self._bar = progress_bar_class()(total=self.params.get("samples"), desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
-                         unit="samples", unit_scale=False, leave=True, file=sys.stdout, **_bar_size())
+        bar = progress_bar_class()
+        self._bar = bar(total=self.params.get("samples"), desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
+                        unit="samples", unit_scale=False, leave=True, file=sys.stdout, **_bar_size())
         self._rate.begin()
 
     def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, float]] = None) -> None:
