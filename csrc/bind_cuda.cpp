@@ -182,17 +182,19 @@ void conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_o
 }
 
 void conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, Pair stride, Pair padding,
-                     py::handle gx_obj, py::handle gw_obj, std::optional<py::handle> gb_obj, std::uintptr_t stream) {
+                     std::optional<py::handle> gx_obj, py::handle gw_obj, std::optional<py::handle> gb_obj, std::uintptr_t stream) {
     DeviceArray x = device_array(x_obj, "x", 4), w = device_array(w_obj, "w", 4), g = device_array(g_obj, "grad_out", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     expect_shape(g, "grad_out", {s.N, s.OC, s.OH, s.OW});
-    DeviceArray gx = device_array(gx_obj, "grad_x", 4, true), gw = device_array(gw_obj, "grad_w", 4, true);
-    expect_shape(gx, "grad_x", x.shape);
+    auto gx = optional_array(gx_obj, "grad_x", 4, true);  // None: the input gradient is not computed
+    DeviceArray gw = device_array(gw_obj, "grad_w", 4, true);
+    if (gx) expect_shape(*gx, "grad_x", x.shape);
     expect_shape(gw, "grad_w", w.shape);
     auto gb = optional_array(gb_obj, "grad_bias", 1, true);
     if (gb) expect_shape(*gb, "grad_bias", {s.OC});
     py::gil_scoped_release nogil;
-    k::conv2d_backward(s, g.cf(), x.cf(), w.cf(), gx.f(), gw.f(), gb ? gb->f() : nullptr, as_stream(stream));
+    k::conv2d_backward(s, g.cf(), x.cf(), w.cf(), gx ? gx->f() : nullptr, gw.f(), gb ? gb->f() : nullptr,
+                       as_stream(stream));
 }
 
 // ------------------------------------------------------------------------ pooling
@@ -280,8 +282,9 @@ void softmax_like_backward(py::handle g_obj, py::handle y_obj, int axis, py::han
 }
 
 // ------------------------------------------------------------------------ loss
-// Labels stay on the GPU, so their range is not checked here (deepkern.ops checks it); a label
-// outside [0, C) makes the kernels write NaN instead of reading out of bounds.
+// Labels stay on the GPU, so their range is not checked here: a label outside [0, C) makes the
+// kernels write NaN instead of reading out of bounds, and the forward counts such labels next to
+// the loss (out is [loss, count]; the Python layer reads both when it reads the loss).
 DeviceArray device_labels(py::handle obj, int N) {
     DeviceArray l = device_array(obj, "labels", 1, false, {"<i8", "<i4"});
     expect_shape(l, "labels", {N});
@@ -295,8 +298,8 @@ void cross_entropy(py::handle logits_obj, py::handle labels_obj, py::handle row_
     DeviceArray labels = device_labels(labels_obj, N);
     DeviceArray row_loss = device_array(row_loss_obj, "row_loss", 1, true);
     expect_shape(row_loss, "row_loss", {N});
-    DeviceArray loss = device_array(loss_obj, "out", -1, true);
-    if (loss.size != 1) throw ShapeError("out: expected a single element");
+    DeviceArray loss = device_array(loss_obj, "out", 1, true);
+    expect_shape(loss, "out", {2});  // [mean loss, count of labels outside [0, C)]
     py::gil_scoped_release nogil;
     k::cross_entropy_forward(logits.cf(), labels.data, labels.typestr == "<i8", row_loss.f(), loss.f(), N, C,
                              as_stream(stream));
@@ -379,6 +382,13 @@ py::dict device_query() {
         return out;
     }
     out["device_count"] = count;
+    if (count > 0) {  // can the current GPU run this build's kernels (a real target or PTX to JIT)?
+        const cudaError_t image = k::kernel_image_status();
+        if (image != cudaSuccess) {
+            out["kernel_image_error"] = std::string(cudaGetErrorName(image)) + ": " + cudaGetErrorString(image);
+            cudaGetLastError();
+        }
+    }
     py::list devices;
     for (int i = 0; i < count; ++i) {
         cudaDeviceProp prop{};
@@ -410,7 +420,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
           py::arg("padding"), py::arg("out"), stream);
     m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"), py::arg("stride"),
-          py::arg("padding"), py::arg("grad_x"), py::arg("grad_w"), py::arg("grad_bias").none(true), stream);
+          py::arg("padding"), py::arg("grad_x").none(true), py::arg("grad_w"), py::arg("grad_bias").none(true), stream);
     m.def("max_pool2d", &pool_forward<k::max_pool2d_forward>, py::arg("x"), py::arg("kernel"), py::arg("stride"),
           py::arg("padding"), py::arg("out"), stream);
     m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("kernel"),

@@ -72,3 +72,17 @@ def _restore_backend():
     backends.set_backend(None)
     # a DEEPKERN_BACKEND from the environment stays in force across tests
     backends._apply_environment()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The CUDA emulation tests (marker emul) run when selected with ``-k emul`` or DEEPKERN_EMUL=1.
+
+    They compile the .cu kernels for the CPU and run thousands of OS threads: CI runs them in
+    their own job (.ci/cuda_emu.sh) rather than in every plain ``pytest``.
+    """
+    if os.environ.get("DEEPKERN_EMUL") == "1" or "emul" in (config.getoption("keyword") or ""):
+        return
+    skip = pytest.mark.skip(reason="CUDA emulation suite: run with pytest -k emul (CI: .ci/cuda_emu.sh)")
+    for item in items:
+        if "emul" in item.keywords:
+            item.add_marker(skip)

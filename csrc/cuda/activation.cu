@@ -10,6 +10,7 @@ namespace {
 constexpr int kThreads = 256;
 
 // ------------------------------------------------------------------ relu
+// relu(NaN) = NaN, as NumPy's maximum and PyTorch's relu give (fmaxf would return 0).
 // x, y are (n,); quads while 16-byte aligned, the tail element by element.
 __global__ void relu_forward_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n, bool vec) {
     const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -19,12 +20,12 @@ __global__ void relu_forward_kernel(const float* __restrict__ x, float* __restri
         const int64_t quads = n / 4;
         for (int64_t q = start; q < quads; q += stride) {
             float4 v = __ldg(reinterpret_cast<const float4*>(x) + q);
-            v.x = fmaxf(v.x, 0.f); v.y = fmaxf(v.y, 0.f); v.z = fmaxf(v.z, 0.f); v.w = fmaxf(v.w, 0.f);
+            v.x = relu_nan(v.x); v.y = relu_nan(v.y); v.z = relu_nan(v.z); v.w = relu_nan(v.w);
             reinterpret_cast<float4*>(y)[q] = v;
         }
         done = quads * 4;
     }
-    for (int64_t i = done + start; i < n; i += stride) y[i] = fmaxf(x[i], 0.f);
+    for (int64_t i = done + start; i < n; i += stride) y[i] = relu_nan(x[i]);
 }
 
 // gy, x, gx are (n,)
@@ -178,6 +179,11 @@ constexpr int kWarpRowLimit = 1024;  // rows up to this long take one warp each
 constexpr int kRowBlock = 512;       // threads per long row
 
 }  // namespace
+
+cudaError_t kernel_image_status() {
+    cudaFuncAttributes attr{};
+    return cudaFuncGetAttributes(&attr, relu_forward_kernel);
+}
 
 void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream) {
     const bool vec = aligned16(x) && aligned16(y);

@@ -6,6 +6,10 @@
 
 namespace deepkern::cuda {
 
+// cudaSuccess when the current GPU can run this module's kernels; cudaErrorNoKernelImageForDevice
+// when the binary holds neither its architecture nor PTX that the driver can compile for it.
+cudaError_t kernel_image_status();
+
 // x, y, gy, gx are (n,)
 void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream);
 // gx = gy where x > 0, else 0

@@ -63,26 +63,24 @@ __device__ __forceinline__ float rhs(const ConvGemm& g, int64_t k, int64_t j) {
     const int khw = s.KH * s.KW;
     if (MODE == kForward) {  // k = (c, kh, kw), j = (n, oh, ow)
         const int64_t P = static_cast<int64_t>(s.OH) * s.OW;
-        const int64_t n = j / P;
-        const int p = static_cast<int>(j % P);
+        const int64_t n = j / P, p = j % P;  // p stays 64-bit: OH*OW may pass 2^31
         const int c = static_cast<int>(k / khw), r = static_cast<int>(k % khw);
-        return im2col(g, n, c, p / s.OW, p % s.OW, r / s.KW, r % s.KW);
+        return im2col(g, n, c, static_cast<int>(p / s.OW), static_cast<int>(p % s.OW), r / s.KW, r % s.KW);
     } else if (MODE == kDgrad) {  // k = (oc, kh, kw), j = (n, h, w): gy[n, oc, oh, ow] when it saw (h, w)
         const int64_t HW = static_cast<int64_t>(s.H) * s.W;
-        const int64_t n = j / HW;
-        const int hw = static_cast<int>(j % HW);
+        const int64_t n = j / HW, hw = j % HW;  // hw stays 64-bit: H*W may pass 2^31
         const int oc = static_cast<int>(k / khw), r = static_cast<int>(k % khw);
-        const int th = hw / s.W + s.PH - r / s.KW, tw = hw % s.W + s.PW - r % s.KW;  // oh*SH, ow*SW
+        const int th = static_cast<int>(hw / s.W) + s.PH - r / s.KW;  // oh*SH
+        const int tw = static_cast<int>(hw % s.W) + s.PW - r % s.KW;  // ow*SW
         if (th < 0 || tw < 0 || th % s.SH != 0 || tw % s.SW != 0) return 0.f;
         const int oh = th / s.SH, ow = tw / s.SW;
         if (oh >= s.OH || ow >= s.OW) return 0.f;
         return __ldg(g.gy + ((n * s.OC + oc) * s.OH + oh) * s.OW + ow);
     } else {  // k = (n, p), j = (c, kh, kw)
         const int64_t P = static_cast<int64_t>(s.OH) * s.OW;
-        const int64_t n = k / P;
-        const int p = static_cast<int>(k % P);
+        const int64_t n = k / P, p = k % P;
         const int c = static_cast<int>(j / khw), r = static_cast<int>(j % khw);
-        return im2col(g, n, c, p / s.OW, p % s.OW, r / s.KW, r % s.KW);
+        return im2col(g, n, c, static_cast<int>(p / s.OW), static_cast<int>(p % s.OW), r / s.KW, r % s.KW);
     }
 }
 
@@ -215,12 +213,14 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 
 void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                      float* gb, cudaStream_t stream) {
-    ConvGemm d = base(s, x, w, gy);
-    d.out = gx;
-    d.M = s.C;
-    d.Ncols = static_cast<int64_t>(s.N) * s.H * s.W;
-    d.K = static_cast<int64_t>(s.OC) * s.KH * s.KW;
-    launch<kDgrad>(d, 1, stream);
+    if (gx != nullptr) {  // null: the caller does not want the input gradient (a first layer)
+        ConvGemm d = base(s, x, w, gy);
+        d.out = gx;
+        d.M = s.C;
+        d.Ncols = static_cast<int64_t>(s.N) * s.H * s.W;
+        d.K = static_cast<int64_t>(s.OC) * s.KH * s.KW;
+        launch<kDgrad>(d, 1, stream);
+    }
 
     // The weight gradient has few output tiles and a long sum (the whole batch): split the sum
     // over blockIdx.z so the GPU fills up, accumulating into a zeroed gw.

@@ -13,7 +13,7 @@ using deepkern::Conv2dShape;  // common/geometry.hpp
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y,
                     cudaStream_t stream);
 
-// gy is (N, OC, OH, OW); gx like x, gw like w, gb (OC,) or null; all overwritten
+// gy is (N, OC, OH, OW); gx like x or null (not computed), gw like w, gb (OC,) or null; all overwritten
 void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, const float* w, float* gx, float* gw,
                      float* gb, cudaStream_t stream);
 

@@ -29,13 +29,24 @@ __global__ void ce_rows_kernel(const float* __restrict__ logits, const void* __r
     }
 }
 
-// row_loss (N,) -> loss (1,) = mean; one block of 1024 threads
-__global__ void mean_kernel(const float* __restrict__ row_loss, float* __restrict__ loss, int N) {
-    __shared__ float sh[32];
-    float acc = 0.f;
-    for (int i = threadIdx.x; i < N; i += blockDim.x) acc += row_loss[i];
+// row_loss (N,) -> loss[0] = mean, loss[1] = count of labels outside [0, C) (the host reads both
+// in one copy when it reads the loss, so the range check costs no synchronisation of its own);
+// one block of 1024 threads
+__global__ void mean_kernel(const float* __restrict__ row_loss, const void* __restrict__ labels, bool is64,
+                            float* __restrict__ loss, int N, int C) {
+    __shared__ float sh[32], sh_bad[32];
+    float acc = 0.f, bad = 0.f;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) {
+        acc += row_loss[i];
+        const int64_t label = label_at(labels, is64, i);
+        bad += (label < 0 || label >= C) ? 1.f : 0.f;
+    }
     acc = block_sum(acc, sh);
-    if (threadIdx.x == 0) *loss = acc / static_cast<float>(N);
+    bad = block_sum(bad, sh_bad);
+    if (threadIdx.x == 0) {
+        loss[0] = acc / static_cast<float>(N);
+        loss[1] = bad;
+    }
 }
 
 // logits, glogits (N, C)
@@ -66,7 +77,7 @@ void cross_entropy_forward(const float* logits, const void* labels, bool labels_
     ce_rows_kernel<<<static_cast<unsigned>(ceil_div(N, rows_per_block)), kThreads, 0, stream>>>(
         logits, labels, labels_int64, row_loss, N, C);
     CUDA_CHECK_LAUNCH("ce_rows_kernel");
-    mean_kernel<<<1, 1024, 0, stream>>>(row_loss, loss, N);
+    mean_kernel<<<1, 1024, 0, stream>>>(row_loss, labels, labels_int64, loss, N, C);
     CUDA_CHECK_LAUNCH("mean_kernel");
 }
 

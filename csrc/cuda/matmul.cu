@@ -12,6 +12,7 @@
 #include "cuda/activation.cuh"
 #include "cuda/common.cuh"
 #include "cuda/matmul.cuh"
+#include "cuda/reduce.cuh"
 
 namespace deepkern::cuda {
 namespace {
@@ -47,7 +48,7 @@ __device__ __forceinline__ float4 load_quad(const float* __restrict__ X, int row
 
 __device__ __forceinline__ float epilogue(float v, const float* __restrict__ bias, int n, bool relu) {
     if (bias != nullptr) v += __ldg(bias + n);
-    return relu ? fmaxf(v, 0.f) : v;
+    return relu ? relu_nan(v) : v;
 }
 
 // ------------------------------------------------------------------ SIMT float32 GEMM
@@ -88,7 +89,15 @@ __device__ __forceinline__ void stash_slice(float (*S)[BT], float4 v, bool kcont
     }
 }
 
-// C (M, N) tile (blockIdx.x over M, blockIdx.y over N)
+// The C tile of a block: blockIdx.x runs over all tiles, M fastest. One grid dimension of up to
+// 2^31 - 1 blocks (gridDim.y would cap N at 65535 tiles).
+__device__ __forceinline__ void tile_origin(const GemmArgs& g, int bm, int bn, int& m0, int& n0) {
+    const unsigned tiles_m = static_cast<unsigned>((g.M + bm - 1) / bm);
+    m0 = static_cast<int>(blockIdx.x % tiles_m) * bm;
+    n0 = static_cast<int>(blockIdx.x / tiles_m) * bn;
+}
+
+// C (M, N) tile at tile_origin
 template <int BT>
 __global__ void __launch_bounds__(kThreads) sgemm_simt_kernel(GemmArgs g) {
     constexpr int BK = SimtTile<BT>::BK;
@@ -98,7 +107,8 @@ __global__ void __launch_bounds__(kThreads) sgemm_simt_kernel(GemmArgs g) {
 
     const int t = threadIdx.x;
     const int tx = t % 16, ty = t / 16;
-    const int m0 = blockIdx.x * BT, n0 = blockIdx.y * BT;
+    int m0, n0;
+    tile_origin(g, BT, BT, m0, n0);
     const int tiles = (g.K + BK - 1) / BK;
 
     float acc[TR][TR];
@@ -181,7 +191,8 @@ __global__ void __launch_bounds__(kThreads) sgemm_tf32_kernel(GemmArgs g) {
 
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int wm = warp / 4, wn = warp % 4;
-    const int m0 = blockIdx.x * kTcBM, n0 = blockIdx.y * kTcBN;
+    int m0, n0;
+    tile_origin(g, kTcBM, kTcBN, m0, n0);
     const int tiles = (g.K + kTcBK - 1) / kTcBK;
 
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[4][2];
@@ -320,6 +331,13 @@ DeviceInfo current_device_info() {
     return info;
 }
 
+// One block per bt x bt tile of C (M, N), all on gridDim.x (see tile_origin).
+unsigned tile_grid(int M, int N, int bt) {
+    const int64_t tiles = ceil_div(M, bt) * ceil_div(N, bt);
+    if (tiles > 2147483647LL) throw std::invalid_argument("matmul: too many output tiles for one launch");
+    return static_cast<unsigned>(tiles);
+}
+
 // op(X) is (M, K), op(Y) is (K, N); C (M, N) = relu?(op(X) @ op(Y) + bias)
 void gemm(const float* X, const float* Y, const float* bias, float* C, int M, int N, int K, bool tx, bool ty,
           bool relu, cudaStream_t stream) {
@@ -336,23 +354,17 @@ void gemm(const float* X, const float* Y, const float* bias, float* C, int M, in
 
     const DeviceInfo dev = current_device_info();
     if (variant_slot().load() == kTf32 && dev.major >= 8) {
-        dim3 grid(static_cast<unsigned>(ceil_div(M, kTcBM)), static_cast<unsigned>(ceil_div(N, kTcBN)));
-        if (grid.y > 65535) throw std::invalid_argument("matmul: too many output columns for one launch");
-        sgemm_tf32_kernel<<<grid, kThreads, 0, stream>>>(g);
+        sgemm_tf32_kernel<<<tile_grid(M, N, kTcBM), kThreads, 0, stream>>>(g);
         CUDA_CHECK_LAUNCH("sgemm_tf32_kernel");
         return;
     }
     // Large tiles reuse more per load; small problems need more blocks to fill the GPU.
     const int64_t big_tiles = ceil_div(M, 128) * ceil_div(N, 128);
     if (big_tiles >= dev.sms) {
-        dim3 grid(static_cast<unsigned>(ceil_div(M, 128)), static_cast<unsigned>(ceil_div(N, 128)));
-        if (grid.y > 65535) throw std::invalid_argument("matmul: too many output columns for one launch");
-        sgemm_simt_kernel<128><<<grid, kThreads, 0, stream>>>(g);
+        sgemm_simt_kernel<128><<<tile_grid(M, N, 128), kThreads, 0, stream>>>(g);
         CUDA_CHECK_LAUNCH("sgemm_simt_kernel<128>");
     } else {
-        dim3 grid(static_cast<unsigned>(ceil_div(M, 64)), static_cast<unsigned>(ceil_div(N, 64)));
-        if (grid.y > 65535) throw std::invalid_argument("matmul: too many output columns for one launch");
-        sgemm_simt_kernel<64><<<grid, kThreads, 0, stream>>>(g);
+        sgemm_simt_kernel<64><<<tile_grid(M, N, 64), kThreads, 0, stream>>>(g);
         CUDA_CHECK_LAUNCH("sgemm_simt_kernel<64>");
     }
 }

@@ -13,11 +13,13 @@ constexpr int kThreads = 256;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // Offset in x's plane of the first maximum of output (oh, ow)'s window. Padding is never chosen:
-// with padding <= kernel/2 every window holds at least one real element.
-__device__ __forceinline__ int window_argmax(const Pool2dShape& s, const float* __restrict__ plane, int oh,
-                                             int ow) {
+// with padding <= kernel/2 every window holds at least one real element. A NaN is the maximum
+// (the first NaN wins, as NumPy's max and argmax have it). Offsets are 64-bit: one H x W plane
+// may hold more than 2^31 elements.
+__device__ __forceinline__ int64_t window_argmax(const Pool2dShape& s, const float* __restrict__ plane, int oh,
+                                                 int ow) {
     const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
-    int best_at = -1;
+    int64_t best_at = -1;
     float best = -INFINITY;
     for (int i = 0; i < s.KH; ++i) {
         const int h = h0 + i;
@@ -25,10 +27,12 @@ __device__ __forceinline__ int window_argmax(const Pool2dShape& s, const float* 
         for (int j = 0; j < s.KW; ++j) {
             const int w = w0 + j;
             if (w < 0 || w >= s.W) continue;
-            const float v = __ldg(plane + h * s.W + w);
-            if (best_at < 0 || v > best) {  // strict: ties keep the first (row-major) maximum
+            const int64_t at = static_cast<int64_t>(h) * s.W + w;
+            const float v = __ldg(plane + at);
+            // strict: ties keep the first (row-major) maximum; once best is NaN nothing replaces it
+            if (best_at < 0 || v > best || (v != v && best == best)) {
                 best = v;
-                best_at = h * s.W + w;
+                best_at = at;
             }
         }
     }
@@ -41,7 +45,7 @@ __global__ void max_pool_forward_kernel(Pool2dShape s, const float* __restrict__
     GRID_STRIDE(idx, total) {
         const int ow = idx % s.OW, oh = (idx / s.OW) % s.OH;
         const int64_t plane = idx / (static_cast<int64_t>(s.OH) * s.OW);
-        const float* xp = x + plane * s.H * s.W;
+        const float* xp = x + plane * s.H * s.W;  // plane is int64_t: no 32-bit product
         y[idx] = xp[window_argmax(s, xp, oh, ow)];
     }
 }
@@ -67,7 +71,8 @@ __global__ void avg_pool_forward_kernel(Pool2dShape s, const float* __restrict__
         const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
         float acc = 0.f;
         for (int i = max(h0, 0); i < min(h0 + s.KH, s.H); ++i)
-            for (int j = max(w0, 0); j < min(w0 + s.KW, s.W); ++j) acc += __ldg(xp + i * s.W + j);
+            for (int j = max(w0, 0); j < min(w0 + s.KW, s.W); ++j)
+                acc += __ldg(xp + static_cast<int64_t>(i) * s.W + j);
         y[idx] = acc * inv;
     }
 }
@@ -85,7 +90,7 @@ __global__ void avg_pool_backward_kernel(Pool2dShape s, const float* __restrict_
         const int ow_lo = wp < s.KW ? 0 : (wp - s.KW) / s.SW + 1, ow_hi = min(wp / s.SW, s.OW - 1);
         float acc = 0.f;
         for (int oh = oh_lo; oh <= oh_hi; ++oh)
-            for (int ow = ow_lo; ow <= ow_hi; ++ow) acc += gp[oh * s.OW + ow];
+            for (int ow = ow_lo; ow <= ow_hi; ++ow) acc += gp[static_cast<int64_t>(oh) * s.OW + ow];
         gx[idx] = acc * inv;
     }
 }

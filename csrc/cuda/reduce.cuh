@@ -4,11 +4,18 @@
 
 namespace deepkern::cuda {
 
-// Merges two online-softmax partial states (running max m, sum s of exp(x - m)).
-// A state with m == -inf is empty (nothing seen yet) and leaves the other unchanged.
+// max(x, 0) that keeps NaN (NumPy's maximum and PyTorch's relu propagate it; fmaxf drops it)
+__device__ __forceinline__ float relu_nan(float x) { return x < 0.f ? 0.f : x; }
+
+// Online softmax state: running max m and sum s of exp(x - m). It starts empty (m = -inf, s = 0).
+// -inf inputs add nothing (exp(-inf) = 0 exactly, never exp(-inf - -inf) = NaN); a NaN input makes
+// s NaN for good, so the whole row comes out NaN as in the NumPy reference.
+//
+// Merges two partial states. An empty state (m == -inf, s == 0) leaves the other unchanged; one
+// with m == -inf and a NaN sum (it saw only NaN and -inf) is not empty and carries its NaN over.
 __device__ __forceinline__ void softmax_merge(float& m, float& s, float m2, float s2) {
-    if (m2 == -INFINITY) return;
-    if (m == -INFINITY) {
+    if (m2 == -INFINITY && s2 == 0.f) return;
+    if (m == -INFINITY && s == 0.f) {
         m = m2;
         s = s2;
         return;
@@ -23,7 +30,7 @@ __device__ __forceinline__ void softmax_push(float& m, float& s, float x) {
     if (x > m) {
         s = s * __expf(m - x) + 1.f;
         m = x;
-    } else {
+    } else if (x != -INFINITY) {  // NaN lands here too: exp(NaN - m) poisons s
         s += __expf(x - m);
     }
 }

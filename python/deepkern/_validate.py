@@ -6,7 +6,7 @@ wrong value) and names the argument, so a bad call fails before any kernel runs.
 from __future__ import annotations
 
 import math
-
+from collections import OrderedDict
 from typing import Any, Tuple
 
 import numpy as np
@@ -45,7 +45,11 @@ def check_array(x: Any, name: str, ndim: int | Tuple[int, ...] | None = None,
 
 
 def check_labels(labels: Any, name: str, n: int, classes: int) -> None:
-    """Integer class labels of shape (n,), each in [0, classes)."""
+    """Integer class labels of shape (n,), each in [0, classes).
+
+    On the GPU the range is not read here (``labels.min()`` would make the host wait for the GPU
+    on every call): the backends count bad labels on the device, see ``device_checked_loss``.
+    """
     if not (isinstance(labels, np.ndarray) or is_gpu_array(labels)):
         raise TypeError(f"{name}: expected an integer numpy.ndarray or cupy.ndarray, got {type(labels).__name__}")
     if labels.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
@@ -54,10 +58,44 @@ def check_labels(labels: Any, name: str, n: int, classes: int) -> None:
         raise ValueError(f"{name}: expected shape ({n},) to match the batch of logits, got {tuple(labels.shape)}")
     if not labels.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array")
+    if is_gpu_array(labels):
+        return
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= classes:
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name}: label {bad} is out of range for {classes} classes (expected 0 <= label < {classes})")
+
+
+# GPU cross-entropy losses still to be read, with their device-side bad-label counts:
+# id(loss) -> (loss, buffer (2,) = [loss, count], classes). The newest few are kept.
+_DEVICE_CHECKED: "OrderedDict[int, Tuple[Any, Any, int]]" = OrderedDict()
+_DEVICE_CHECKED_KEEP = 16
+
+
+def device_checked_loss(loss_and_count: Any, classes: int) -> Any:
+    """The 0-d loss of a (2,) buffer [loss, count of labels outside [0, classes)].
+
+    A bad label makes the loss NaN on the device; reading the loss with ``scalar_value`` (as
+    ``Tensor.item()`` and the training loop do) copies both numbers at once and raises there.
+    """
+    loss = loss_and_count[0:1].reshape(())
+    if is_gpu_array(loss):
+        _DEVICE_CHECKED[id(loss)] = (loss, loss_and_count, classes)
+        while len(_DEVICE_CHECKED) > _DEVICE_CHECKED_KEEP:
+            _DEVICE_CHECKED.popitem(last=False)
+    return loss
+
+
+def scalar_value(x: Any) -> float:
+    """``x.item()`` for a single-element array; raises ValueError for a GPU loss with a bad label."""
+    entry = _DEVICE_CHECKED.get(id(x))
+    if entry is None or entry[0] is not x:
+        return x.reshape(()).item()
+    value, bad = entry[1].get().tolist()  # one copy for the loss and its label check
+    if bad > 0:
+        raise ValueError(f"labels: {int(bad)} label(s) out of range for {entry[2]} classes "
+                         f"(expected 0 <= label < {entry[2]})")
+    return value
 
 
 def same_device(name_a: str, a: Any, name_b: str, b: Any) -> None:

@@ -28,6 +28,7 @@ from .._device import is_gpu_array
 from .._device import move as _move
 from .._device import xp_of
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
+from .._validate import scalar_value
 
 __all__ = ["Tensor", "tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
 
@@ -283,7 +284,7 @@ class Tensor:
         """The single value as a Python number."""
         if self.data.size != 1:
             raise ValueError(f"item: expected a single-element tensor, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return scalar_value(self.data)  # a GPU loss's label check is read with it
 
     def tolist(self) -> Any:
         return self.numpy().tolist()

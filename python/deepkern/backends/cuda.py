@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+from .._validate import device_checked_loss
+
 try:
     import cupy
 except ImportError:  # reported by unavailable_reason(); the module stays importable
@@ -36,6 +38,8 @@ def unavailable_reason() -> Optional[str]:
     query = _cuda.device_query()
     if query.get("device_count", 0) == 0:
         return f"no CUDA GPU is usable ({query.get('error', 'device count is 0')})"
+    if query.get("kernel_image_error"):  # e.g. a GPU newer than every target and no PTX to JIT
+        return f"deepkern._cuda has no kernels for this GPU ({query['kernel_image_error']})"
     return None
 
 
@@ -86,11 +90,11 @@ def conv2d(x, w, bias, stride: Pair, padding: Pair):
 
 def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool, want_input: bool = True):
     with x.device:
-        grad_x = _empty(x.shape)  # the kernel always writes it; dropped below when not wanted
+        grad_x = _empty(x.shape) if want_input else None  # None: the input-gradient GEMM is skipped
         grad_w = _empty(w.shape)
         grad_b = _empty((w.shape[0],)) if want_bias else None
         _cuda.conv2d_backward(grad_out, x, w, stride, padding, grad_x, grad_w, grad_b, _stream())
-    return (grad_x if want_input else None), grad_w, grad_b
+    return grad_x, grad_w, grad_b
 
 
 # ---------------------------------------------------------------------------- pooling
@@ -171,9 +175,9 @@ def log_softmax_backward(grad_out, y, axis: int):
 def cross_entropy(logits, labels):
     with logits.device:
         row_loss = _empty((logits.shape[0],))
-        loss = _empty(())
-        _cuda.cross_entropy(logits, labels, row_loss, loss, _stream())
-    return loss
+        loss_and_count = _empty((2,))  # [mean loss, labels outside [0, C)]: the range check, on the device
+        _cuda.cross_entropy(logits, labels, row_loss, loss_and_count, _stream())
+    return device_checked_loss(loss_and_count, logits.shape[1])
 
 
 def cross_entropy_backward(logits, labels, grad: float):

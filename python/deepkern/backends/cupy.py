@@ -13,6 +13,8 @@ from typing import Optional, Tuple
 
 import numpy
 
+from .._validate import device_checked_loss
+
 try:
     import cupy
 except ImportError:  # reported by unavailable_reason(); the module stays importable
@@ -205,20 +207,30 @@ def log_softmax_backward(grad_out, y, axis: int):
 
 
 # ---------------------------------------------------------------------------- loss
+# Labels are range-checked here, on the device (deepkern.ops does not read them back): a bad
+# label makes its row NaN, and the forward returns the count of bad labels with the loss.
+def _bad_labels(xp: ModuleType, labels, classes: int):
+    bad = (labels < 0) | (labels >= classes)
+    return bad, xp.clip(labels, 0, classes - 1)   # clipped: indexing never wraps or reads outside
+
+
 def cross_entropy(logits, labels):
     xp = _xp(logits)
-    n = logits.shape[0]
-    picked = log_softmax(logits, 1)[xp.arange(n), labels]
-    return xp.asarray(-picked.mean(), dtype=logits.dtype)
+    n, c = logits.shape
+    bad, safe = _bad_labels(xp, labels, c)
+    picked = xp.where(bad, logits.dtype.type(numpy.nan), log_softmax(logits, 1)[xp.arange(n), safe])
+    loss = -picked.mean()
+    return device_checked_loss(xp.stack([loss, bad.sum()]).astype(logits.dtype), c)
 
 
 def cross_entropy_backward(logits, labels, grad: float):
     xp = _xp(logits)
-    n = logits.shape[0]
+    n, c = logits.shape
+    bad, safe = _bad_labels(xp, labels, c)
     p = softmax(logits, 1)
-    p[xp.arange(n), labels] -= 1
+    p[xp.arange(n), safe] -= 1
     p *= logits.dtype.type(grad / n)
-    return p
+    return xp.where(bad[:, None], logits.dtype.type(numpy.nan), p)
 
 
 # ---------------------------------------------------------------------------- optimizer updates
