@@ -1,95 +1,186 @@
 #!/usr/bin/env bash
-# GPU verification for a machine with a CUDA GPU and no network access:
-#   1. builds and installs deepkern with the CUDA module (pip, no build isolation),
-#   2. runs the GPU tests, then again under compute-sanitizer's memcheck,
-#   3. times the kernels against cuBLAS/cuDNN/PyTorch and trains the seed CNN (gpu_bench.py).
-# Usage: benchmarks/gpu_check.sh [report.md]     (default benchmarks/gpu_check.md)
-# Environment: DEEPKERN_CUDA_ARCHS=90-real builds for one architecture only (faster);
-#              EDITABLE=1 installs with -e; SKIP_SANITIZER=1 skips the memcheck pass.
-# Needs: nvcc (CUDACXX or /usr/local/cuda), cmake, ninja, scikit-build-core, pybind11, numpy,
-# pytest and CuPy installed beforehand; PyTorch (CUDA build) is optional, for the comparisons.
-set -euo pipefail
+# One prepared call for a short GPU slot (budget: 10 minutes; about 6 expected on an H200):
+#   preconditions -> GPU -> build (CUDA module for this GPU's architecture only) -> imports ->
+#   test collection -> GPU tests -> compute-sanitizer memcheck (cuda backend tests) ->
+#   racecheck (one matmul, conv and softmax call) -> gpu_bench.py --quick (one table vs
+#   cuBLAS / cuDNN / PyTorch CUDA).
+# Every stage runs under its own `timeout`, and the summary is rewritten as each stage ends, so an
+# overrun keeps what finished. The tree is tested in place (tools/devbuild.sh layout: the modules are
+# built into build/gpu-check and copied next to python/deepkern); nothing is pip-installed.
+#
+#   benchmarks/gpu_check.sh [--check] [OUT_DIR]      (default OUT_DIR: benchmarks/gpu_check)
+#
+# --check: for a machine without a GPU. Walks every stage up to the first that needs the device
+#   (preconditions, build with the narrowed architecture list, imports, test collection) so that
+#   the GPU slot is not spent on script errors. The architecture is DEEPKERN_CUDA_ARCHS or 90.
+# Environment: DEEPKERN_CUDA_ARCHS overrides the detected architecture (e.g. "90");
+#   GPU_CHECK_JOBS build parallelism (default: all cores); GPU_CHECK_BUILD_LIMIT seconds.
+# Needs: cmake >= 3.24, ninja, nvcc (CUDACXX, PATH or /usr/local/cuda), pybind11, numpy, pytest,
+#   CuPy (GPU stages); compute-sanitizer for the sanitizer stages; PyTorch (CUDA) for its columns.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-report="${1:-benchmarks/gpu_check.md}"
-logdir="$(mktemp -d)"
+check_only=0
+if [ "${1:-}" = "--check" ]; then check_only=1; shift; fi
+out="${1:-benchmarks/gpu_check}"
+mkdir -p "$out"
+summary="$out/summary.md"
+export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$PATH:/usr/local/cuda/bin"
+[ -z "${CUDACXX:-}" ] && command -v nvcc >/dev/null 2>&1 && export CUDACXX="$(command -v nvcc)"
+jobs="${GPU_CHECK_JOBS:-$(nproc)}"
+# a 16-core GPU machine builds one architecture in about 2 minutes; a small --check machine takes longer
+build_limit="${GPU_CHECK_BUILD_LIMIT:-$( [ $check_only = 1 ] && echo 1500 || echo 240)}"
 status=0
+rows=()
 
-section() { printf '\n=== %s ===\n' "$1"; }
+write_summary() {
+  {
+    echo "# deepkern gpu_check ($( [ $check_only = 1 ] && echo "--check, no GPU" || echo "GPU run"))"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC') on $(hostname); logs in $out/"
+    echo
+    echo "| stage | result | seconds | note |"
+    echo "| --- | --- | --- | --- |"
+    printf '%s\n' "${rows[@]}"
+    if [ -f "$out/bench.md" ]; then echo; cat "$out/bench.md"; fi
+  } >"$summary"
+}
 
-section "GPU"
-if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L; then
-  echo "no NVIDIA GPU visible: nothing to check" >&2
-  exit 2
-fi
+# stage NAME LIMIT_S COMMAND...: runs COMMAND (a program, or a function of this script) under
+# timeout, logs to $out/NAME.log, adds a summary row. Returns COMMAND's status.
+stage() {
+  local name="$1" limit="$2"; shift 2
+  local start rc note
+  start=$(date +%s)
+  printf '\n=== %s (limit %ss) ===\n' "$name" "$limit"
+  if declare -F "$1" >/dev/null; then set -- bash -c "$*"; fi  # functions are exported below
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$out/$name.log"
+  rc=${PIPESTATUS[0]}
+  note="$(grep -E 'passed|failed|ERROR SUMMARY|RACECHECK SUMMARY|error:|Error' "$out/$name.log" | tail -n 1 | tr '|' '/' | cut -c1-120)"
+  case $rc in
+    0) rows+=("| $name | ok | $(( $(date +%s) - start )) | $note |") ;;
+    124|137) rows+=("| $name | TIMEOUT | $(( $(date +%s) - start )) | over ${limit}s |"); status=1 ;;
+    *) rows+=("| $name | FAILED ($rc) | $(( $(date +%s) - start )) | $note |"); status=1 ;;
+  esac
+  write_summary
+  return "$rc"
+}
 
-section "build (CUDA on)"
-if [ -z "${CUDACXX:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export CUDACXX=/usr/local/cuda/bin/nvcc
-fi
-export PATH="${PATH}:/usr/local/cuda/bin"
-install_args=(--no-build-isolation --no-deps -C cmake.define.DEEPKERN_CUDA=ON)
-if [ -n "${DEEPKERN_CUDA_ARCHS:-}" ]; then
-  install_args+=(-C "cmake.define.DEEPKERN_CUDA_ARCHS=${DEEPKERN_CUDA_ARCHS}")
-fi
-start=$(date +%s)
-if [ "${EDITABLE:-0}" = "1" ]; then
-  python -m pip install "${install_args[@]}" -e . 2>&1 | tee "$logdir/build.log"
-else
-  python -m pip install "${install_args[@]}" . 2>&1 | tee "$logdir/build.log"
-fi
-echo "build took $(( $(date +%s) - start )) s"
-# Import from the installed package, not the source tree, and require the CUDA backend.
-python - <<'PY'
+skip() { rows+=("| $1 | skipped | 0 | $2 |"); write_summary; echo "=== $1: skipped ($2)"; }
+
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+
+preconditions() {
+  local ok=0 v
+  v="$(cmake --version 2>/dev/null | head -n 1 | awk '{print $3}')"
+  if [ -z "$v" ]; then echo "cmake: not found (need >= 3.24)"; ok=1
+  elif ! version_ge "$v" 3.24; then echo "cmake $v: need >= 3.24 (pip install 'cmake>=3.24')"; ok=1
+  else echo "cmake $v: ok"; fi
+  command -v ninja >/dev/null && echo "ninja: ok" || { echo "ninja: not found (pip install ninja)"; ok=1; }
+  if [ -z "${CUDACXX:-}" ]; then echo "nvcc: not found (set CUDACXX or PATH)"; ok=1
+  else echo "nvcc: $("$CUDACXX" --version | grep -o 'release [0-9.]*')"; fi
+  python -c "import pytest, numpy, pybind11" 2>/dev/null && echo "pytest, numpy, pybind11: ok" \
+    || { echo "python packages: need pytest, numpy and pybind11"; ok=1; }
+  if [ "$check_only" = 0 ]; then
+    python -c "import cupy" 2>/dev/null && echo "cupy: ok" || { echo "cupy: not importable (pip install cupy-cuda12x or -13x)"; ok=1; }
+    local driver toolkit
+    driver="$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9.]*' | awk '{print $3}')"
+    toolkit="$("$CUDACXX" --version 2>/dev/null | grep -o 'release [0-9.]*' | awk '{print $2}')"
+    if [ -z "$driver" ]; then echo "driver: nvidia-smi reports no CUDA version"; ok=1
+    elif ! version_ge "$driver" "$toolkit"; then
+      echo "driver supports CUDA $driver but nvcc is $toolkit: kernels built by it cannot load (need a newer driver)"; ok=1
+    else echo "driver CUDA $driver >= toolkit $toolkit: ok"; fi
+  fi
+  command -v compute-sanitizer >/dev/null && echo "compute-sanitizer: ok" \
+    || echo "compute-sanitizer: not found (the sanitizer stages will be skipped)"
+  return $ok
+}
+
+# Writes the architecture list to build for (this GPU's only: a short build) into $out/archs.
+detect_arch() {
+  local archs="${DEEPKERN_CUDA_ARCHS:-}"
+  if [ -z "$archs" ] && [ "$check_only" = 1 ]; then archs=90; fi
+  if [ -z "$archs" ]; then
+    nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv || return 1
+    archs="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d ' .')"
+    [ -n "$archs" ] || { echo "no GPU found by nvidia-smi"; return 1; }
+  fi
+  echo "$archs" >"$out/archs"
+  echo "building for $archs (real code and PTX)"
+}
+
+build() {
+  cmake -S . -B build/gpu-check -G Ninja -DCMAKE_BUILD_TYPE=Release -DDEEPKERN_CUDA=ON \
+    -DDEEPKERN_CUDA_ARCHS="$(cat "$out/archs")" -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" || return 1
+  cmake --build build/gpu-check -j "$jobs" || return 1
+  ls build/gpu-check/_cuda*.so >/dev/null 2>&1 || { echo "error: _cuda was not built (nvcc not found by CMake?)"; return 1; }
+  for so in build/gpu-check/_cpu*.so build/gpu-check/_cuda*.so; do
+    cp "$so" "python/deepkern/.$(basename "$so").tmp$$" && mv -f "python/deepkern/.$(basename "$so").tmp$$" "python/deepkern/$(basename "$so")"
+  done
+  if command -v cuobjdump >/dev/null; then cuobjdump --list-ptx build/gpu-check/_cuda*.so | head -n 3; fi
+}
+
+imports() {
+  python - "$check_only" <<'PY'
 import sys
 import deepkern as dk
-from deepkern import backends
+from deepkern import _cuda, backends
 from deepkern._info import format_info
 print(format_info(dk.info()))
-if not backends.available("cuda"):
-    sys.exit(f"the cuda backend is not usable: {backends.reason_unavailable('cuda')}")
+print("device_query:", _cuda.device_query())
+if sys.argv[1] == "0" and not backends.available("cuda"):
+    sys.exit(f"error: the cuda backend is not usable: {backends.reason_unavailable('cuda')}")
 PY
+  python benchmarks/gpu_bench.py --help >/dev/null
+}
 
-section "GPU tests"
-if ! python -m pytest -q -rs tests/test_gpu.py tests/test_gpu_fallbacks.py 2>&1 | tee "$logdir/tests.log"; then
-  status=1
-fi
+RACE_SCRIPT='
+import cupy, numpy as np
+from deepkern import backends, ops
+backends.set_backend("cuda")
+r = lambda *s: cupy.random.standard_normal(s, dtype=cupy.float32)
+ops.matmul(r(200, 70), r(70, 260), bias=r(260), activation="relu")
+x, w = r(2, 8, 13, 13), r(16, 8, 3, 3)
+y = ops.conv2d(x, w, padding=1)
+ops.conv2d_backward(r(*y.shape), x, w, padding=1, bias=True)
+ops.softmax(r(3, 3000), axis=1)
+ops.cross_entropy(r(40, 10), cupy.arange(40) % 10)
+cupy.cuda.Device().synchronize()
+print("racecheck calls done")
+'
 
-section "GPU tests under compute-sanitizer memcheck"
-sanitizer="$(command -v compute-sanitizer || true)"
-if [ "${SKIP_SANITIZER:-0}" = "1" ]; then
-  echo "skipped (SKIP_SANITIZER=1)"
-elif [ -z "$sanitizer" ]; then
-  echo "compute-sanitizer not found: memcheck pass skipped" | tee "$logdir/memcheck.log"
-else
-  # Without CuPy's pool every array is its own allocation, so memcheck sees exact bounds.
-  if ! DEEPKERN_GPU_TEST_NO_POOL=1 "$sanitizer" --tool memcheck --error-exitcode 86 \
-      python -m pytest -q -x tests/test_gpu.py 2>&1 | tee "$logdir/memcheck.log"; then
-    status=1
+export -f preconditions detect_arch build imports version_ge
+export check_only out jobs
+
+run_stages() {
+  stage preconditions 30 preconditions || return
+  stage gpu 30 detect_arch || return
+  stage build "$build_limit" build || return
+  stage imports 60 imports || return
+  stage collect 60 python -m pytest -q --collect-only -p no:cacheprovider tests/test_gpu.py \
+    tests/test_gpu_fallbacks.py tests/test_gpu_bugfixes.py || return
+  if [ "$check_only" = 1 ]; then
+    skip tests "--check: the next stages need a GPU"
+    return
   fi
-  grep -E "ERROR SUMMARY" "$logdir/memcheck.log" || true
-fi
-
-section "timings"
-if ! python benchmarks/gpu_bench.py --out "$report"; then
-  status=1
-fi
-
-section "summary"
-{
-  echo
-  echo "## Tests"
-  echo
-  echo '```'
-  tail -n 5 "$logdir/tests.log"
-  echo '```'
-  if [ -f "$logdir/memcheck.log" ]; then
-    echo
-    echo "## compute-sanitizer memcheck"
-    echo
-    echo '```'
-    grep -E "ERROR SUMMARY|passed|failed|skipped" "$logdir/memcheck.log" | tail -n 5 || true
-    echo '```'
+  stage tests 120 python -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_fallbacks.py \
+    tests/test_gpu_bugfixes.py
+  if command -v compute-sanitizer >/dev/null; then
+    # without CuPy's pool each array is its own allocation: memcheck sees exact bounds
+    DEEPKERN_GPU_TEST_NO_POOL=1 stage memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 86 \
+      python -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k "not cupy"
+    stage racecheck 90 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 86 \
+      python -c "$RACE_SCRIPT"
+  else
+    skip memcheck "compute-sanitizer not found"
+    skip racecheck "compute-sanitizer not found"
   fi
-} >> "$report"
-echo "report: $report (logs in $logdir)"
+  stage bench 180 python benchmarks/gpu_bench.py --quick --out "$out/bench.md"
+}
+
+write_summary
+run_stages
+write_summary
+echo
+cat "$summary"
 exit "$status"

@@ -26,6 +26,20 @@ def gpu_available() -> bool:
     return False
 
 
+def require_gpu_backend(name: str) -> None:
+    """In the GPU tests: skip nothing silently. A GPU machine where the cuda backend cannot run
+    (deepkern._cuda not built, no kernel image for this GPU) fails the test, since the CUDA kernels
+    would otherwise go untested in a passing run; DEEPKERN_GPU_CUPY_ONLY=1 says that is intended
+    (a CuPy-only install) and skips instead. Any other unavailable backend fails too."""
+    reason = backends.reason_unavailable(name)
+    if reason is None:
+        return
+    if name == "cuda" and os.environ.get("DEEPKERN_GPU_CUPY_ONLY") == "1":
+        pytest.skip(f"cuda backend not tested (DEEPKERN_GPU_CUPY_ONLY=1): {reason}")
+    pytest.fail(f"the {name} backend is not usable on this GPU machine: {reason} "
+                f"(set DEEPKERN_GPU_CUPY_ONLY=1 if deepkern._cuda is meant to be absent)")
+
+
 @pytest.fixture
 def rng(request) -> np.random.Generator:
     # fresh random inputs per test, reproducible from the test's name

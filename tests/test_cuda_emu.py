@@ -19,33 +19,16 @@ from deepkern.backends import numpy as ref
 
 from .conftest import randn
 from .cuda_emu import emu
+from .gpu_semantics import assert_same_nan as assert_same
 
 pytestmark = pytest.mark.emul
 
 
-def assert_same(got, want, rtol=1e-4, atol=1e-5, what=""):
-    """Close where finite; NaN and +-inf exactly where the reference has them."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, what
-    assert np.array_equal(np.isnan(got), np.isnan(want)), f"{what}: NaN at {np.argwhere(np.isnan(got) != np.isnan(want))[:5]}"
-    fin = np.isfinite(want)
-    assert np.array_equal(got[~fin & ~np.isnan(want)], want[~fin & ~np.isnan(want)]), f"{what}: infinities differ"
-    err = np.abs(got[fin] - want[fin])
-    bound = atol + rtol * np.abs(want[fin])
-    assert np.all(err <= bound), f"{what}: max excess {np.max(err - bound):.3g}"
-
-
 @pytest.fixture(autouse=True)
 def _fresh_device():
-    emu.set_device(132, 9)
-    emu.keep_blocks(-1, -1)
-    emu.launch_budget(-1)
-    emu.set_matmul_variant("fp32")
+    emu.reset()
     yield
-    emu.set_device(132, 9)
-    emu.keep_blocks(-1, -1)
-    emu.launch_budget(-1)
-    emu.set_matmul_variant("fp32")
+    emu.reset()
 
 
 def _maybe_offset(a, offset: bool):

@@ -17,9 +17,16 @@ from deepkern.backends import numpy as ref
 from .conftest import randn
 from .cuda_emu import emu
 from .cuda_emu.build import build
-from .test_cuda_emu import _fresh_device, assert_same  # noqa: F401  (the fixture resets the emulator)
+from .gpu_semantics import assert_same_nan as assert_same
 
 pytestmark = pytest.mark.emul
+
+
+@pytest.fixture(autouse=True)
+def _fresh_device():
+    emu.reset()
+    yield
+    emu.reset()
 
 
 # ---------------------------------------------------------------------------- 1: -inf rows

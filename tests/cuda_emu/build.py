@@ -8,7 +8,8 @@ tests/cuda_emu/include (a cuda_runtime.h and mma.h that emulate the built-ins). 
   UBSan's alignment check, so a misaligned float4 access aborts;
 * ``tsan``: tsan_main.cpp, an executable running a subset under ThreadSanitizer.
 
-Builds are cached under build/cuda_emu/<hash of every input>. ``drop_sync=("matmul.cu", 1)``
+Builds are cached under build/cuda_emu/<hash of every input>, object files one by one (a variant
+with one barrier deleted recompiles one file). ``drop_sync=("matmul.cu", 1)``
 deletes the first ``__syncthreads();`` of that file (the race demonstration), ``csrc`` builds
 another checkout's kernels (e.g. an old commit's, to show a test failing there).
 
@@ -102,12 +103,21 @@ def build(kind: str = "lib", csrc: Optional[Path] = None, drop_sync: Optional[Tu
     units = [(g, ["-x", "c++"]) for g in gen] + [(HERE / "runtime.cpp", []), (HERE / "driver.cpp", [])]
     if kind == "tsan":
         units.append((HERE / "tsan_main.cpp", []))
-    objs = []
+    headers = hashlib.sha256()
+    for h in sorted((tmp / "src" / "cuda").glob("*.cuh")) + sorted((csrc / "common").glob("*.hpp")) + \
+            sorted((HERE / "include").glob("*.h")):
+        headers.update(h.read_bytes())
+    obj_cache = CACHE / "obj"
+    obj_cache.mkdir(parents=True, exist_ok=True)
 
     def compile_one(unit):
         src, lang = unit
-        obj = tmp / (src.name + ".o")
-        _run(["g++", *flags, *includes, "-c", *lang, str(src), "-o", str(obj)])
+        key = hashlib.sha256(repr((flags, lang, src.name)).encode() + headers.digest() + src.read_bytes())
+        obj = obj_cache / f"{src.stem}-{key.hexdigest()[:20]}.o"
+        if not obj.exists():
+            part = obj.with_suffix(f".tmp{os.getpid()}")
+            _run(["g++", *flags, *includes, "-c", *lang, str(src), "-o", str(part)])
+            part.rename(obj)
         return obj
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:

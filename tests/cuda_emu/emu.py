@@ -100,6 +100,14 @@ def blocks_run() -> int:
     return lib().emu_blocks_run()
 
 
+def reset() -> None:
+    """The default emulated GPU (132 SMs, sm_90, fp32 GEMM), every block and launch run."""
+    set_device()
+    keep_blocks()
+    launch_budget()
+    set_matmul_variant("fp32")
+
+
 def set_matmul_variant(name: str) -> None:
     _call("emu_set_matmul_variant", name.encode())
 
