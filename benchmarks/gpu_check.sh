@@ -4,8 +4,8 @@
 #   test collection -> GPU tests -> compute-sanitizer memcheck (cuda backend tests) ->
 #   racecheck (one matmul, conv and softmax call) -> gpu_bench.py --quick (one table vs
 #   cuBLAS / cuDNN / PyTorch CUDA).
-# Every stage runs under its own `timeout`, and the summary is rewritten as each stage ends, so an
-# overrun keeps what finished. The tree is tested in place (tools/devbuild.sh layout: the modules are
+# Every stage runs under its own `timeout` (cut to what is left of a 570 s budget), and the summary
+# is rewritten as each stage ends, so an overrun keeps what finished. The tree is tested in place (tools/devbuild.sh layout: the modules are
 # built into build/gpu-check and copied next to python/deepkern); nothing is pip-installed.
 #
 #   benchmarks/gpu_check.sh [--check] [OUT_DIR]      (default OUT_DIR: benchmarks/gpu_check)
@@ -14,7 +14,8 @@
 #   (preconditions, build with the narrowed architecture list, imports, test collection) so that
 #   the GPU slot is not spent on script errors. The architecture is DEEPKERN_CUDA_ARCHS or 90.
 # Environment: DEEPKERN_CUDA_ARCHS overrides the detected architecture (e.g. "90");
-#   GPU_CHECK_JOBS build parallelism (default: all cores); GPU_CHECK_BUILD_LIMIT seconds.
+#   GPU_CHECK_JOBS build parallelism (default: all cores); GPU_CHECK_BUILD_LIMIT and
+#   GPU_CHECK_BUDGET (whole run) in seconds.
 # Needs: cmake >= 3.24, ninja, nvcc (CUDACXX, PATH or /usr/local/cuda), pybind11, numpy, pytest,
 #   CuPy (GPU stages); compute-sanitizer for the sanitizer stages; PyTorch (CUDA) for its columns.
 set -uo pipefail
@@ -29,7 +30,10 @@ export PATH="$PATH:/usr/local/cuda/bin"
 [ -z "${CUDACXX:-}" ] && command -v nvcc >/dev/null 2>&1 && export CUDACXX="$(command -v nvcc)"
 jobs="${GPU_CHECK_JOBS:-$(nproc)}"
 # a 16-core GPU machine builds one architecture in about 2 minutes; a small --check machine takes longer
-build_limit="${GPU_CHECK_BUILD_LIMIT:-$( [ $check_only = 1 ] && echo 1500 || echo 240)}"
+build_limit="${GPU_CHECK_BUILD_LIMIT:-$( [ $check_only = 1 ] && echo 1500 || echo 180)}"
+# every stage's timeout is cut to what is left of this budget: the whole run fits a 10-minute slot
+budget="${GPU_CHECK_BUDGET:-$( [ $check_only = 1 ] && echo 3000 || echo 570)}"
+t0=$(date +%s)
 status=0
 rows=()
 
@@ -50,13 +54,16 @@ write_summary() {
 # timeout, logs to $out/NAME.log, adds a summary row. Returns COMMAND's status.
 stage() {
   local name="$1" limit="$2"; shift 2
-  local start rc note
+  local start rc note left
   start=$(date +%s)
+  left=$(( budget - (start - t0) ))
+  if [ "$left" -lt 10 ]; then skip "$name" "no time left in the ${budget}s budget"; status=1; return 1; fi
+  [ "$limit" -gt "$left" ] && limit="$left"
   printf '\n=== %s (limit %ss) ===\n' "$name" "$limit"
   if declare -F "$1" >/dev/null; then set -- bash -c "$*"; fi  # functions are exported below
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$out/$name.log"
   rc=${PIPESTATUS[0]}
-  note="$(grep -E 'passed|failed|ERROR SUMMARY|RACECHECK SUMMARY|error:|Error' "$out/$name.log" | tail -n 1 | tr '|' '/' | cut -c1-120)"
+  note="$(grep -E 'passed|failed|ERROR SUMMARY|RACECHECK SUMMARY|^error|^ERROR' "$out/$name.log" | tail -n 1 | tr '|' '/' | cut -c1-120)"
   case $rc in
     0) rows+=("| $name | ok | $(( $(date +%s) - start )) | $note |") ;;
     124|137) rows+=("| $name | TIMEOUT | $(( $(date +%s) - start )) | over ${limit}s |"); status=1 ;;
@@ -153,29 +160,29 @@ export -f preconditions detect_arch build imports version_ge
 export check_only out jobs
 
 run_stages() {
-  stage preconditions 30 preconditions || return
-  stage gpu 30 detect_arch || return
+  stage preconditions 15 preconditions || return
+  stage gpu 15 detect_arch || return
   stage build "$build_limit" build || return
-  stage imports 60 imports || return
-  stage collect 60 python -m pytest -q --collect-only -p no:cacheprovider tests/test_gpu.py \
+  stage imports 30 imports || return
+  stage collect 30 python -m pytest -q --collect-only -p no:cacheprovider tests/test_gpu.py \
     tests/test_gpu_fallbacks.py tests/test_gpu_bugfixes.py || return
   if [ "$check_only" = 1 ]; then
     skip tests "--check: the next stages need a GPU"
     return
   fi
-  stage tests 120 python -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_fallbacks.py \
+  stage tests 75 python -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_fallbacks.py \
     tests/test_gpu_bugfixes.py
   if command -v compute-sanitizer >/dev/null; then
     # without CuPy's pool each array is its own allocation: memcheck sees exact bounds
-    DEEPKERN_GPU_TEST_NO_POOL=1 stage memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 86 \
-      python -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k "not cupy"
-    stage racecheck 90 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 86 \
+    DEEPKERN_GPU_TEST_NO_POOL=1 stage memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 86 \
+      python -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k "not cupy and not large_k"
+    stage racecheck 45 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 86 \
       python -c "$RACE_SCRIPT"
   else
     skip memcheck "compute-sanitizer not found"
     skip racecheck "compute-sanitizer not found"
   fi
-  stage bench 180 python benchmarks/gpu_bench.py --quick --out "$out/bench.md"
+  stage bench 130 python benchmarks/gpu_bench.py --quick --out "$out/bench.md"
 }
 
 write_summary
