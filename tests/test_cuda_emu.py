@@ -11,6 +11,9 @@ tests/cuda_emu/README.md.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,6 +210,20 @@ def test_emul_optimizers(rng):
             emu.rmsprop_update(pe, g, se, 1e-2, 0.99, 1e-8, 0.0)
             ref.rmsprop_update(pr, g, sr, 1e-2, 0.99, 1e-8, 0.0)
         assert_same(pe, pr, 1e-5, 1e-6, f"rmsprop {n}")
+
+
+@pytest.mark.parametrize("probe,message", [
+    (0, "wait at different barriers"), (1, "lanes of the warp have exited"), (2, "misaligned __ldg")])
+def test_emul_reports_misuse_a_gpu_would_not(probe, message):
+    # tests/cuda_emu/probes.cpp: each wrong kernel aborts the process with the emulator's message
+    code = f"from tests.cuda_emu import emu; emu.lib().emu_probe({probe})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_emul_refuses_a_launch_a_gpu_refuses():
+    assert emu.lib().emu_probe(3) == 9  # cudaErrorInvalidConfiguration: 2048 threads in a block
 
 
 def test_emul_launch_rewrite():

@@ -100,7 +100,7 @@ def build(kind: str = "lib", csrc: Optional[Path] = None, drop_sync: Optional[Tu
         gen.append(dst)
     includes = ["-I", str(HERE / "include"), "-I", str(tmp / "src"), "-I", str(csrc)]
     flags = _FLAGS + _KIND_FLAGS[kind]
-    units = [(g, ["-x", "c++"]) for g in gen] + [(HERE / "runtime.cpp", []), (HERE / "driver.cpp", [])]
+    units = [(g, ["-x", "c++"]) for g in gen] + [(HERE / n, []) for n in ("runtime.cpp", "driver.cpp", "probes.cpp")]
     if kind == "tsan":
         units.append((HERE / "tsan_main.cpp", []))
     headers = hashlib.sha256()

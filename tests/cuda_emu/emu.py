@@ -57,6 +57,7 @@ def lib() -> ctypes.CDLL:
         handle.emu_keep_blocks.argtypes = [_L, _L]
         handle.emu_blocks_run.restype = _L
         handle.emu_launch_budget.argtypes = [_L]
+        handle.emu_probe.argtypes = [_I]
         _lib = handle
     return _lib
 
