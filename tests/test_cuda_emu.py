@@ -226,7 +226,13 @@ def test_emul_refuses_a_launch_a_gpu_refuses():
     assert emu.lib().emu_probe(3) == 9  # cudaErrorInvalidConfiguration: 2048 threads in a block
 
 
+def test_emul_dynamic_shared_memory_and_shfl_down():
+    assert emu.lib().emu_probe(4) == 2080
+
+
 def test_emul_launch_rewrite():
     from .cuda_emu.build import rewrite_launches
     assert rewrite_launches("k<T><<<g, b, 0, s>>>(x, y);") == "::cuda_emu::launch(g, b, 0, s).with(k<T>)(x, y);"
     assert rewrite_launches("k<<<f(a),\n b>>>(x)").count("\n") == 1  # line numbers kept
+    assert rewrite_launches("extern __shared__ __align__(16) float sm[];") == \
+        "float* sm = ::cuda_emu::dynamic_shared<float>();"

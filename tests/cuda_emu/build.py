@@ -33,6 +33,7 @@ ROOT = HERE.parents[1]
 CSRC = ROOT / "csrc"
 CACHE = ROOT / "build" / "cuda_emu"
 
+_DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*\[\s*\]\s*;")
 _LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 _FLAGS = ["-std=c++20", "-g", "-pthread", "-ffp-contract=off", "-fno-fast-math", "-Wno-unused-parameter"]
 _KIND_FLAGS = {
@@ -42,7 +43,9 @@ _KIND_FLAGS = {
 
 
 def rewrite_launches(text: str) -> str:
-    """``k<<<cfg>>>(`` -> ``::cuda_emu::launch(cfg).with(k)(``; newlines inside cfg are kept."""
+    """``k<<<cfg>>>(`` -> ``::cuda_emu::launch(cfg).with(k)(``; newlines inside cfg are kept.
+    Also ``extern __shared__ T s[];`` -> ``T* s = ::cuda_emu::dynamic_shared<T>();``."""
+    text = _DYNAMIC_SHARED.sub(lambda m: f"{m.group(1)}* {m.group(2)} = ::cuda_emu::dynamic_shared<{m.group(1)}>();", text)
     return _LAUNCH.sub(lambda m: f"::cuda_emu::launch({m.group(2)}).with({m.group(1)})(", text)
 
 

@@ -28,15 +28,35 @@ __global__ void misaligned_ldg_kernel(const float* in, float* out) {
     out[threadIdx.x] = v.x;
 }
 
+// a correct one: dynamic shared memory (extern __shared__, as build.py rewrites it) and __shfl_down_sync
+__global__ void shared_sum_kernel(const float* in, float* out) {
+    float* partial = ::cuda_emu::dynamic_shared<float>();
+    float v = in[threadIdx.x];
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float total = 0.f;
+        for (unsigned w = 0; w < blockDim.x / 32; ++w) total += partial[w];
+        *out = total;
+    }
+}
+
 }  // namespace
 
+// 0-2: abort with the emulator's message; 3: returns the launch error; 4: returns sum(1..64) = 2080
 extern "C" int emu_probe(int which) {
     static float buf[1024 + 8];
     switch (which) {
         case 0: ::cuda_emu::launch(1, 32).with(divergent_barrier_kernel)(buf); break;
         case 1: ::cuda_emu::launch(1, 32).with(shuffle_after_exit_kernel)(buf); break;
         case 2: ::cuda_emu::launch(1, 32).with(misaligned_ldg_kernel)(buf, buf); break;
-        default: ::cuda_emu::launch(1, 2048).with(divergent_barrier_kernel)(buf); break;  // > 1024 threads
+        case 3: ::cuda_emu::launch(1, 2048).with(divergent_barrier_kernel)(buf); break;  // > 1024 threads
+        default: {
+            for (int i = 0; i < 64; ++i) buf[i] = static_cast<float>(i + 1);
+            ::cuda_emu::launch(1, 64, 2 * sizeof(float)).with(shared_sum_kernel)(buf, buf + 64);
+            return static_cast<int>(buf[64]);
+        }
     }
     return static_cast<int>(cudaGetLastError());
 }

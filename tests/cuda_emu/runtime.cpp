@@ -58,12 +58,12 @@ void* thread_main(void* p) {
 
 }  // namespace
 
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
     Device& d = device();
     ++d.launches;
     const int64_t nthreads = static_cast<int64_t>(block.x) * block.y * block.z;
     // the limits every GPU since sm_30 enforces; a real launch fails with this error
-    if (nthreads < 1 || nthreads > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
+    if (nthreads < 1 || nthreads > 1024 || block.z > 64 || shared_bytes > 227 * 1024 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
         grid.x > static_cast<unsigned>(INT_MAX) || grid.y > 65535 || grid.z > 65535) {
         d.last_error = cudaErrorInvalidConfiguration;
         return;
@@ -85,6 +85,8 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
     d.blocks_run += static_cast<int64_t>(g.blocks.size());
     g.warps = std::vector<Warp>(static_cast<size_t>((nthreads + 31) / 32));
     g.blk.warps = g.warps.data();
+    std::vector<float4> dynamic_shared((shared_bytes + sizeof(float4) - 1) / sizeof(float4));  // 16-byte aligned
+    g.blk.dynamic_shared = reinterpret_cast<unsigned char*>(dynamic_shared.data());
     reset_block(g);
     g.blk.step.reset(g.nthreads);
 

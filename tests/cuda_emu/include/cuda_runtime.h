@@ -108,8 +108,23 @@ inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, F*) {
 // ------------------------------------------------------------------ math built-ins
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
+inline float __powf(float a, float b) { return std::pow(a, b); }
+inline float __fdividef(float a, float b) { return a / b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __frcp_rn(float a) { return 1.f / a; }
+inline float rsqrtf(float a) { return 1.f / std::sqrt(a); }
+inline float __frsqrt_rn(float a) { return 1.f / std::sqrt(a); }
+inline float __saturatef(float a) { return a < 0.f ? 0.f : (a > 1.f ? 1.f : a); }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __ffs(int v) { return __builtin_ffs(v); }
+constexpr int warpSize = 32;
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 template <class A, class B>
 inline auto min(A a, B b) -> std::common_type_t<A, B> { return a < b ? a : b; }
 template <class A, class B>
@@ -137,7 +152,39 @@ inline float atomicAdd(float* p, float v) {
         }
     }
 }
+inline double atomicAdd(double* p, double v) {
+    auto* bits = reinterpret_cast<uint64_t*>(p);
+    uint64_t old = __atomic_load_n(bits, __ATOMIC_RELAXED);
+    for (;;) {
+        double d;
+        std::memcpy(&d, &old, 8);
+        d += v;
+        uint64_t nw;
+        std::memcpy(&nw, &d, 8);
+        if (__atomic_compare_exchange_n(bits, &old, nw, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            std::memcpy(&d, &old, 8);
+            return d;
+        }
+    }
+}
 inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+template <class Keep>
+inline int atomic_pick(int* p, int v, Keep keep) {  // CAS loop: GCC 12 has no __atomic_fetch_max
+    int old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (keep(v, old) && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+inline int atomicMax(int* p, int v) { return atomic_pick(p, v, [](int a, int b) { return a > b; }); }
+inline int atomicMin(int* p, int v) { return atomic_pick(p, v, [](int a, int b) { return a < b; }); }
+inline int atomicCAS(int* p, int cmp, int v) {
+    __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return cmp;
+}
+inline unsigned atomicCAS(unsigned* p, unsigned cmp, unsigned v) {
+    __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return cmp;
+}
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
 // ------------------------------------------------------------------ thread identity
@@ -200,6 +247,7 @@ struct Block {
     Barrier bar;       // __syncthreads
     Barrier step;      // between blocks: every thread, returned or not
     Warp* warps = nullptr;
+    unsigned char* dynamic_shared = nullptr;  // the launch's dynamic shared memory (extern __shared__)
 };
 
 inline thread_local Block* tl_block = nullptr;
@@ -243,21 +291,29 @@ inline unsigned ballot(unsigned mask, int pred, const char* file, int line) {
     return bits;
 }
 
+// `extern __shared__ T name[];` is rewritten by build.py to `T* name = dynamic_shared<T>();`
+template <class T>
+inline T* dynamic_shared() {
+    return reinterpret_cast<T*>(tl_block->dynamic_shared);
+}
+
 // Runs body for each kept block of the grid; nthreads OS threads, one per CUDA thread.
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body);
 
 struct Launch {
     dim3 grid, block;
+    size_t shared_bytes;
     template <class... P>
     struct Bound {
         void (*kernel)(P...);
         dim3 grid, block;
+        size_t shared_bytes;
         template <class... A>
         void operator()(A&&... a) const {
             // each CUDA thread gets its own copy of the parameters, converted as a call would
             std::tuple<std::decay_t<P>...> args(std::forward<A>(a)...);
             auto k = kernel;
-            run_grid(grid, block, [k, &args] {
+            run_grid(grid, block, shared_bytes, [k, &args] {
                 auto mine = args;
                 std::apply(k, mine);
             });
@@ -265,19 +321,26 @@ struct Launch {
     };
     template <class... P>
     Bound<P...> with(void (*k)(P...)) const {
-        return Bound<P...>{k, grid, block};
+        return Bound<P...>{k, grid, block, shared_bytes};
     }
 };
 
-inline Launch launch(dim3 grid, dim3 block, size_t = 0, cudaStream_t = nullptr) { return Launch{grid, block}; }
+inline Launch launch(dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_t = nullptr) {
+    return Launch{grid, block, shared_bytes};
+}
 
 }  // namespace cuda_emu
 
 #define __syncthreads() ::cuda_emu::tl_block->bar.wait(__LINE__, __FILE__, __LINE__)
 #define __syncwarp(...) ::cuda_emu::my_warp().bar.wait(__LINE__, __FILE__, __LINE__)
 #define __shfl_xor_sync(mask, v, off) ::cuda_emu::shfl_xor((mask), (v), (off), __FILE__, __LINE__)
-#define __shfl_sync(mask, v, src) \
-    ::cuda_emu::shfl_from((mask), (v), (src), __FILE__, __LINE__)
+#define __shfl_sync(mask, v, src) ::cuda_emu::shfl_from((mask), (v), (src), __FILE__, __LINE__)
+#define __shfl_down_sync(mask, v, d) \
+    ::cuda_emu::shfl_from((mask), (v), ::cuda_emu::tl_lane + (d) < 32 ? ::cuda_emu::tl_lane + (d) : ::cuda_emu::tl_lane, \
+                          __FILE__, __LINE__)
+#define __shfl_up_sync(mask, v, d) \
+    ::cuda_emu::shfl_from((mask), (v), ::cuda_emu::tl_lane >= (d) ? ::cuda_emu::tl_lane - (d) : ::cuda_emu::tl_lane, \
+                          __FILE__, __LINE__)
 #define __ballot_sync(mask, pred) ::cuda_emu::ballot((mask), (pred), __FILE__, __LINE__)
 #define __any_sync(mask, pred) (::cuda_emu::ballot((mask), (pred), __FILE__, __LINE__) != 0u)
 #define __all_sync(mask, pred) (::cuda_emu::ballot((mask), (pred), __FILE__, __LINE__) == 0xffffffffu)
