@@ -58,7 +58,7 @@ def conv2d_backward(
     w: object,
     stride: tuple[int, int],
     padding: tuple[int, int],
-    grad_x: object,
+    grad_x: object | None,
     grad_w: object,
     grad_bias: object | None,
     stream: int = 0,
