@@ -17,7 +17,9 @@ from .backend_cases import Case, _run
 
 def _cases() -> List[Case]:
     rng = np.random.default_rng(13)
-    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
+
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
     cases: List[Case] = []
     x = f32(1029)
     x[[0, 5, 700, 1028]] = np.nan

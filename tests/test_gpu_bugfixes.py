@@ -91,8 +91,9 @@ def fake_cuda(monkeypatch):
 
     fake = types.SimpleNamespace(conv2d_backward=record("conv2d_backward"), cross_entropy=record("cross_entropy"),
                                  device_query=lambda: {"device_count": 1})
+    stream = types.SimpleNamespace(ptr=0)
     fake_cupy = types.SimpleNamespace(empty=np.empty, float32=np.float32,
-                                      cuda=types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+                                      cuda=types.SimpleNamespace(get_current_stream=lambda: stream))
     monkeypatch.setattr(cuda_backend, "_cuda", fake)
     monkeypatch.setattr(cuda_backend, "cupy", fake_cupy)
     return calls, fake

@@ -45,7 +45,8 @@ _KIND_FLAGS = {
 def rewrite_launches(text: str) -> str:
     """``k<<<cfg>>>(`` -> ``::cuda_emu::launch(cfg).with(k)(``; newlines inside cfg are kept.
     Also ``extern __shared__ T s[];`` -> ``T* s = ::cuda_emu::dynamic_shared<T>();``."""
-    text = _DYNAMIC_SHARED.sub(lambda m: f"{m.group(1)}* {m.group(2)} = ::cuda_emu::dynamic_shared<{m.group(1)}>();", text)
+    text = _DYNAMIC_SHARED.sub(
+        lambda m: f"{m.group(1)}* {m.group(2)} = ::cuda_emu::dynamic_shared<{m.group(1)}>();", text)
     return _LAUNCH.sub(lambda m: f"::cuda_emu::launch({m.group(2)}).with({m.group(1)})(", text)
 
 
