@@ -478,7 +478,10 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("empty_host_cache", []() { deepkern::HostCache::instance().clear(); },
           "Return every cached output buffer to the operating system");
     m.def("cpu_features", &cpu_features, "CPU instruction sets seen at run time and the GEMM variant in use");
-    m.def("num_threads", &deepkern::max_threads, "OpenMP threads the kernels use");
+    m.def("num_threads", &deepkern::max_threads, "Threads the kernels use (the calling thread included)");
+    m.def("set_num_threads", &deepkern::set_max_threads, py::arg("n"), "Set the threads the kernels use (>= 1)");
+    m.def("parallel_runtime", []() { return std::string(deepkern::runtime_name()); },
+          "Name of the thread pool the kernels run on");
     m.def("gemm_variant", &k::gemm_variant);
     m.def("simd_variant", &k::simd_variant, "ISA variant of the relu/softmax/optimizer kernels");
     m.def("set_simd_variant", &k::set_simd_variant, py::arg("name"),

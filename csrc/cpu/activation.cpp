@@ -40,26 +40,28 @@ using ColsBwdFn = void (*)(const float*, const float*, float*, int64_t, int64_t,
 void strided_forward(ColsFn fn, const float* x, float* y, int64_t outer, int64_t dim, int64_t inner) {
     const int64_t blocks = (inner + act::kColBlock - 1) / act::kColBlock;
     const int64_t tasks = outer * blocks;
-#pragma omp parallel for schedule(static) if (worth_parallel(outer * dim * inner))
-    for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t o = t / blocks, c0 = (t % blocks) * act::kColBlock;
-        const int64_t cols = inner - c0 < act::kColBlock ? inner - c0 : act::kColBlock;
-        const int64_t base = o * dim * inner + c0;
-        fn(x + base, y + base, dim, inner, cols);
-    }
+    parallel_ranges(tasks, outer * dim * inner, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t o = t / blocks, c0 = (t % blocks) * act::kColBlock;
+            const int64_t cols = inner - c0 < act::kColBlock ? inner - c0 : act::kColBlock;
+            const int64_t base = o * dim * inner + c0;
+            fn(x + base, y + base, dim, inner, cols);
+        }
+    });
 }
 
 void strided_backward(ColsBwdFn fn, const float* gy, const float* y, float* gx, int64_t outer, int64_t dim,
                       int64_t inner) {
     const int64_t blocks = (inner + act::kColBlock - 1) / act::kColBlock;
     const int64_t tasks = outer * blocks;
-#pragma omp parallel for schedule(static) if (worth_parallel(outer * dim * inner))
-    for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t o = t / blocks, c0 = (t % blocks) * act::kColBlock;
-        const int64_t cols = inner - c0 < act::kColBlock ? inner - c0 : act::kColBlock;
-        const int64_t base = o * dim * inner + c0;
-        fn(gy + base, y + base, gx + base, dim, inner, cols);
-    }
+    parallel_ranges(tasks, outer * dim * inner, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t o = t / blocks, c0 = (t % blocks) * act::kColBlock;
+            const int64_t cols = inner - c0 < act::kColBlock ? inner - c0 : act::kColBlock;
+            const int64_t base = o * dim * inner + c0;
+            fn(gy + base, y + base, gx + base, dim, inner, cols);
+        }
+    });
 }
 
 }  // namespace

@@ -8,15 +8,14 @@
 //             gW (OC, CKK)  += gy_g (OC, G*P) @ cols_g^T (G*P, CKK)           (or its transpose, see below)
 //             dcols (CKK, G*P) = W^T (CKK, OC) @ gy_g (OC, G*P), added back onto each gx_n by col2im
 //             (skipped when no input gradient is wanted)
-// With at least as many images as threads, each thread takes whole images (the backward: chunks
-// of groups, handed out dynamically) and its GEMMs run single-threaded (sgemm does that inside
-// a parallel region); with fewer images the images run one after another and each GEMM uses
-// the threads. im2col/col2im move O(CKK * P) floats per image, which stays in L2 for the seed
+// With at least as many images as threads, the threads claim runs of whole images (the
+// backward: a fixed number of chunks of groups, whatever the thread count) and their GEMMs run
+// single-threaded (sgemm does that inside a parallel chunk); with fewer images the images run
+// one after another and each GEMM uses the threads. im2col/col2im move O(CKK * P) floats per image, which stays in L2 for the seed
 // networks' layers, against O(OC * CKK * P) multiply-adds; stride-1 layers take the AVX-512
 // im2col/col2im of conv2d_avx512.cpp when that SIMD variant is active.
 #include "cpu/conv2d.hpp"
 
-#include <omp.h>
 #include <xmmintrin.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/parallel.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
 
@@ -152,10 +152,8 @@ bool cols_are_input(const Conv2dShape& s) {
     return s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && s.PH == 0 && s.PW == 0;
 }
 
-// Whole images per thread when there are enough of them and no enclosing parallel region.
-bool split_images(const Conv2dShape& s) {
-    return !omp_in_parallel() && omp_get_max_threads() > 1 && s.N >= omp_get_max_threads();
-}
+// Whole images per thread when there are enough of them and no enclosing parallel chunk.
+bool split_images(const Conv2dShape& s) { return can_parallel() && s.N >= max_threads(); }
 
 // The wide (no im2col) forward pays off from this many taps per output (C * KH * KW); below it,
 // im2col is a small copy and the extra Wp / OW columns of the wide form cost more.
@@ -223,13 +221,11 @@ void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, c
     };
     const size_t xp_size = padded ? static_cast<size_t>(xp_img) : 0;
     const size_t wide_size = static_cast<size_t>(s.OC) * Q;
-    if (split_images(s)) {
-#pragma omp parallel
-        {
+    if (split_images(s)) {  // images are independent: runs of them are claimed dynamically
+        parallel_for(0, s.N, 1, [&](int64_t n0, int64_t n1) {
             std::vector<float> xp(xp_size), wide(wide_size);
-#pragma omp for schedule(dynamic, 2)  // images are independent: a descheduled thread's share moves
-            for (int n = 0; n < s.N; ++n) image(n, xp, wide);
-        }
+            for (int64_t n = n0; n < n1; ++n) image(static_cast<int>(n), xp, wide);
+        });
     } else {
         std::vector<float> xp(xp_size), wide(wide_size);
         for (int n = 0; n < s.N; ++n) image(n, xp, wide);
@@ -300,13 +296,11 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     };
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
     const size_t y_group_size = group > 1 ? static_cast<size_t>(s.OC) * group * ohw : 0;
-    if (split_images(s)) {
-#pragma omp parallel
-        {
+    if (split_images(s)) {  // groups are independent: runs of them are claimed dynamically
+        parallel_for(0, (s.N + group - 1) / group, 1, [&](int64_t g0, int64_t g1) {
             auto cols = scratch(cols_size), y_group = scratch(y_group_size);
-#pragma omp for schedule(dynamic, 1)  // groups are independent: a descheduled thread's share moves
-            for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols.get(), y_group.get());
-        }
+            for (int64_t g = g0; g < g1; ++g) run_group(static_cast<int>(g * group), cols.get(), y_group.get());
+        });
     } else {
         auto cols = scratch(cols_size), y_group = scratch(y_group_size);
         for (int n0 = 0; n0 < s.N; n0 += group) run_group(n0, cols.get(), y_group.get());
@@ -332,18 +326,16 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
 
     // Work items are chunks: runs of consecutive groups of `group` images, each accumulating
-    // its own partial gW/gb, which are added in chunk order at the end. Chunks are handed out
+    // its own partial gW/gb, which are added in chunk order at the end. Chunks are claimed
     // dynamically (a worker that loses its core to another process delays one chunk, not a
-    // fixed half of the batch) and the sums still come out the same on every run.
-    const bool parallel = split_images(s);
+    // fixed half of the batch). Their number depends on the shapes only, never on the thread
+    // count, so the sums come out bit-identical on every run and with any number of threads.
     const int groups = (s.N + group - 1) / group;
-    int chunks = 1;
-    if (parallel) {  // up to 8 chunks per thread, within a memory budget for the partials
-        constexpr int64_t kPartialFloats = int64_t{1} << 22;  // 16 MiB
-        const int64_t per_chunk = static_cast<int64_t>(w_size) + s.OC;
-        const int64_t most = std::min<int64_t>(groups, 8 * omp_get_max_threads());
-        chunks = static_cast<int>(std::clamp<int64_t>(kPartialFloats / per_chunk, 1, most));
-    }
+    constexpr int64_t kMostChunks = 16;                   // 8 per thread on 2 cores
+    constexpr int64_t kPartialFloats = int64_t{1} << 22;  // 16 MiB for the partials
+    const int64_t per_chunk = static_cast<int64_t>(w_size) + s.OC;
+    const int chunks = static_cast<int>(
+        std::clamp<int64_t>(kPartialFloats / per_chunk, 1, std::min<int64_t>(std::max(groups, 1), kMostChunks)));
     if (s.N == 0) {  // no image: zero gradients
         std::fill(gw, gw + w_size, 0.0f);
         if (gb) std::fill(gb, gb + s.OC, 0.0f);
@@ -435,22 +427,16 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     };
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
     const size_t gy_size = group > 1 ? static_cast<size_t>(s.OC) * group * ohw : 0;
-    if (parallel) {
-#pragma omp parallel
-        {
-            Scratch sc{scratch(cols_size), scratch(gy_size)};
-#pragma omp for schedule(dynamic, 1)
-            for (int k = 0; k < chunks; ++k) chunk(k, sc);
-#pragma omp for schedule(static)
-            for (size_t b = 0; b < sum_blocks; ++b) add_partials(b);
-#pragma omp for schedule(static)
-            for (int o = 0; o < s.OC; ++o) store(o, o + 1);
-        }
-    } else {
+    parallel_chunks(chunks, [&](int64_t k) {  // each chunk's GEMMs run serially on its thread
         Scratch sc{scratch(cols_size), scratch(gy_size)};
-        chunk(0, sc);
-        store(0, s.OC);
-    }
+        chunk(static_cast<int>(k), sc);
+    });
+    if (chunks > 1)
+        parallel_for(0, static_cast<int64_t>(sum_blocks), 1,
+                     [&](int64_t b0, int64_t b1) { for (int64_t b = b0; b < b1; ++b) add_partials(b); });
+    parallel_ranges(s.OC, static_cast<int64_t>(w_size), 1, [&](int64_t o0, int64_t o1) {
+        store(static_cast<int>(o0), static_cast<int>(o1));
+    });
 }
 
 }  // namespace deepkern::cpu

@@ -11,9 +11,9 @@
 // problems, a tiny K, a narrow C (A read by rows), a B that fits in L2, B rows at given offsets.
 //
 // Threads: the C matrix is cut into tm x tn independent pieces (one per thread), each run by
-// the serial driver with its own thread-local packing buffers. Inside an enclosing parallel
-// region (conv2d over images, a caller's own threads) sgemm runs on the calling thread only.
-#include <omp.h>
+// the serial driver with its own thread-local packing buffers. Inside a parallel chunk (conv2d
+// over images) sgemm runs on the calling thread only. Every element of C is summed over K in the
+// same order however C is cut, so the result does not depend on the thread count.
 #include <xmmintrin.h>
 
 #include <algorithm>
@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/parallel.hpp"
 #include "cpu/gemm_kernels.hpp"
 #include "cpu/matmul.hpp"
 
@@ -349,11 +350,12 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
 }
 
 // All threads on one problem, sharing each packed B block (after GotoBLAS's threaded driver):
-// the team packs a KC x NC block of B together, then hands out the MR-row slivers of A
-// dynamically; each thread packs the sliver it takes (it stays in L1) and runs it against the
-// whole block. Nothing is packed twice, and a thread that loses its core delays only the
-// sliver in hand. Two barriers per B block (after packing it, before overwriting it).
-void gemm_shared_b(const KernelSet& ks, const Problem& p, int nt) {
+// the threads pack a KC x NC block of B together, then claim the MR-row slivers of A
+// dynamically; each packs the sliver it takes (it stays in L1) and runs it against the whole
+// block. Nothing is packed twice, and a thread that loses its core delays only the sliver in
+// hand. Two parallel calls per B block (pack it, then use it): each returns once its chunks are
+// done, without waiting for a worker that never started.
+void gemm_shared_b(const KernelSet& ks, const Problem& p) {
     const int MR = ks.MR, NR = ks.NR, KC = ks.KC, NC = ks.NC;
     const Layout lay = choose_layout(ks, p);
     const size_t pb_bytes = (static_cast<size_t>(std::min(NC, p.N) + NR) * KC * sizeof(float) + 63) / 64 * 64;
@@ -362,45 +364,43 @@ void gemm_shared_b(const KernelSet& ks, const Problem& p, int nt) {
     float* pb = pb_owner.get();
     if (pb == nullptr) throw std::bad_alloc();
     const Slivers sl(p.M, MR);
-#pragma omp parallel num_threads(nt)
-    {
-        float* pa = lay.a_in_place ? nullptr : tl_pack_a.get(static_cast<size_t>(MR) * KC);
-        for (int jc = 0; jc < p.N; jc += NC) {
-            const int nc = std::min(NC, p.N - jc);
-            const int b_slivers = ceil_div(nc, NR);
-            for (int pc = 0; pc < p.K; pc += KC) {
-                const int kc = std::min(KC, p.K - pc);
-                const bool first = pc == 0, last = pc + kc == p.K;
-#pragma omp for schedule(static)
-                for (int js = 0; js < b_slivers; ++js)
+    for (int jc = 0; jc < p.N; jc += NC) {
+        const int nc = std::min(NC, p.N - jc);
+        const int b_slivers = ceil_div(nc, NR);
+        for (int pc = 0; pc < p.K; pc += KC) {
+            const int kc = std::min(KC, p.K - pc);
+            const bool first = pc == 0, last = pc + kc == p.K;
+            parallel_for(0, b_slivers, 4, [&](int64_t js0, int64_t js1) {
+                for (int js = static_cast<int>(js0); js < js1; ++js)
                     pack_b(p, NR, pc, kc, jc + js * NR, std::min(NR, nc - js * NR),
                            pb + static_cast<int64_t>(js) * NR * kc);
-#pragma omp for schedule(dynamic, 1)
-                for (int sv = 0; sv < sl.count; ++sv) {
-                    const int m = sl.rows(sv), i = sl.start(sv);
-                    Operands op{};
-                    if (lay.a_in_place) {
-                        op.A = p.ta ? p.A + static_cast<int64_t>(pc) * p.lda + i : p.A + i * p.lda + pc;
-                        op.a_stride = p.lda;
-                        op.a_rows = !p.ta;
-                    } else {
-                        pack_a(p, MR, i, m, pc, kc, pa);
-                        op.A = pa;
-                        op.a_stride = MR;
-                    }
-                    Epilogue ep{};
-                    ep.beta = first ? p.beta : 1.0f;
-                    ep.bias_row = last && p.bias_row ? p.bias_row + i : nullptr;
-                    ep.relu = last && p.relu;
-                    op.b_stride = NR;
-                    for (int jr = 0; jr < nc; jr += NR) {
-                        const int j = jc + jr;
-                        op.B = pb + static_cast<int64_t>(jr) * kc;
-                        ep.bias_col = last && p.bias_col ? p.bias_col + j : nullptr;
-                        ks.kernel(kc, op, p.C + i * p.ldc + j, p.ldc, m, std::min(NR, nc - jr), ep);
-                    }
+            });
+            parallel_chunks(sl.count, [&](int64_t sv64) {
+                const int sv = static_cast<int>(sv64);
+                const int m = sl.rows(sv), i = sl.start(sv);
+                Operands op{};
+                if (lay.a_in_place) {
+                    op.A = p.ta ? p.A + static_cast<int64_t>(pc) * p.lda + i : p.A + i * p.lda + pc;
+                    op.a_stride = p.lda;
+                    op.a_rows = !p.ta;
+                } else {
+                    float* pa = tl_pack_a.get(static_cast<size_t>(MR) * KC);
+                    pack_a(p, MR, i, m, pc, kc, pa);
+                    op.A = pa;
+                    op.a_stride = MR;
                 }
-            }
+                Epilogue ep{};
+                ep.beta = first ? p.beta : 1.0f;
+                ep.bias_row = last && p.bias_row ? p.bias_row + i : nullptr;
+                ep.relu = last && p.relu;
+                op.b_stride = NR;
+                for (int jr = 0; jr < nc; jr += NR) {
+                    const int j = jc + jr;
+                    op.B = pb + static_cast<int64_t>(jr) * kc;
+                    ep.bias_col = last && p.bias_col ? p.bias_col + j : nullptr;
+                    ks.kernel(kc, op, p.C + i * p.ldc + j, p.ldc, m, std::min(NR, nc - jr), ep);
+                }
+            });
         }
     }
 }
@@ -426,7 +426,7 @@ constexpr int64_t kParallelMacs = 1 << 20;
 void gemm_run(const KernelSet& ks, const Problem& p) {
     if (p.M <= 0 || p.N <= 0) return;
     const int64_t macs = static_cast<int64_t>(p.M) * p.N * std::max(p.K, 1);
-    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    int nt = can_parallel() ? max_threads() : 1;
     if (macs < kParallelMacs) nt = 1;
     nt = std::min(nt, ceil_div(p.M, ks.MR) * ceil_div(p.N, ks.NR));
     if (nt <= 1) {
@@ -463,7 +463,7 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
     // Rows split and B packed: share the packed B rather than pack it once per thread, when the
     // product is large enough (~150 us on two cores) that two barriers per B block cost nothing.
     if (tn == 1 && !whole.b_in_place && p.M >= 4 * ks.MR * tm && macs >= kSharedBMacs) {
-        gemm_shared_b(ks, p, tm);
+        gemm_shared_b(ks, p);
         return;
     }
     const int min_rows = whole.b_in_place ? 128 : 256;
@@ -473,12 +473,11 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
     const int gm = tm * fm, gn = tn * fn;  // chunk grid
     const int rows_per = ceil_div(ceil_div(p.M, ks.MR), gm) * ks.MR;
     const int cols_per = ceil_div(ceil_div(p.N, ks.NR), gn) * ks.NR;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(tm * tn)
-    for (int t = 0; t < gm * gn; ++t) {
-        const int i0 = (t / gn) * rows_per, j0 = (t % gn) * cols_per;
-        if (i0 >= p.M || j0 >= p.N) continue;
+    parallel_chunks(gm * gn, [&](int64_t t) {
+        const int i0 = static_cast<int>(t / gn) * rows_per, j0 = static_cast<int>(t % gn) * cols_per;
+        if (i0 >= p.M || j0 >= p.N) return;
         gemm_serial(ks, piece(p, i0, std::min(rows_per, p.M - i0), j0, std::min(cols_per, p.N - j0)));
-    }
+    });
 }
 
 }  // namespace

@@ -2,11 +2,12 @@
 // The seed batches are tiny (128 x 10), so the work is organised for short rows: blocks of
 // rows are shifted by their maxima into a scratch (or the output), then one flat vectorised
 // fast_exp (< 1 ulp) runs over the whole block instead of ten-element loops per row. Below
-// the parallel grain everything stays on the calling thread, with no OpenMP region at all.
+// the parallel grain everything stays on the calling thread, with no worker woken at all.
 #include "cpu/loss.hpp"
 
 #include <math.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/parallel.hpp"
@@ -82,19 +83,18 @@ void grad_rows(const float* logits, const int64_t* labels, float* g, int64_t beg
 
 }  // namespace
 
-// logits (N, C), labels (N,); the per-row losses are summed in double
+// logits (N, C), labels (N,); the per-row losses are summed in double, per chunk of rows, and
+// the chunks' sums added in chunk order: chunks of a fixed size (half the parallel grain), so
+// the result is the same whatever the thread count.
 float cross_entropy_forward(const float* logits, const int64_t* labels, int N, int C) {
-    const int64_t work = static_cast<int64_t>(N) * C;
+    const int64_t rows = std::max<int64_t>(1, (kParallelGrain / 2) / std::max(C, 1));
+    const int64_t chunks = (N + rows - 1) / rows;
+    std::vector<double> part(static_cast<size_t>(chunks));
+    parallel_chunks(chunks, [&](int64_t k) {
+        part[k] = loss_sum(logits, labels, k * rows, std::min<int64_t>(N, (k + 1) * rows), C);
+    });
     double total = 0.0;
-    if (!worth_parallel(work)) {
-        total = loss_sum(logits, labels, 0, N, C);
-    } else {
-#pragma omp parallel reduction(+ : total)
-        {
-            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-            total += loss_sum(logits, labels, N * t / nt, N * (t + 1) / nt, C);
-        }
-    }
+    for (double p : part) total += p;
     return static_cast<float>(total / N);
 }
 

@@ -24,8 +24,9 @@ void matmul_backward(const float* G, const float* A, const float* B, const float
     if (out != nullptr) {  // the forward fused a ReLU: gradient flows only where out > 0
         masked.resize(static_cast<size_t>(M) * N);
         const int64_t total = static_cast<int64_t>(M) * N;
-#pragma omp parallel for if (worth_parallel(total))
-        for (int64_t i = 0; i < total; ++i) masked[i] = out[i] > 0.0f ? G[i] : 0.0f;
+        parallel_ranges(total, total, 16, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) masked[i] = out[i] > 0.0f ? G[i] : 0.0f;
+        });
         G = masked.data();
     }
     const int lda = trans_a ? M : K;

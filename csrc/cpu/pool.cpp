@@ -134,17 +134,19 @@ void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     if (is_2x2_s2(s)) {
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-        for (int64_t p = 0; p < planes; ++p) max2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
+        parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) max2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
+        });
         return;
     }
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-    for (int64_t p = 0; p < planes; ++p) {
-        const float* xp = x + p * hw;
-        float* yp = y + p * ohw;
-        for (int oh = 0; oh < s.OH; ++oh)
-            for (int ow = 0; ow < s.OW; ++ow) yp[oh * s.OW + ow] = xp[window_argmax(s, xp, oh, ow)];
-    }
+    parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const float* xp = x + p * hw;
+            float* yp = y + p * ohw;
+            for (int oh = 0; oh < s.OH; ++oh)
+                for (int ow = 0; ow < s.OW; ++ow) yp[oh * s.OW + ow] = xp[window_argmax(s, xp, oh, ow)];
+        }
+    });
 }
 
 // gy is (N, C, OH, OW); gx (N, C, H, W) receives each gradient at its window's first maximum
@@ -154,19 +156,21 @@ void max_pool2d_backward(const Pool2dShape& s, const float* gy, const float* x, 
     if (is_2x2_s2(s)) {
         const auto plane_fn = simd_isa() == SimdIsa::avx512 ? pool_isa::max2x2_backward_plane_avx512
                                                            : max2x2_backward_plane;
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-        for (int64_t p = 0; p < planes; ++p) plane_fn(gy + p * ohw, x + p * hw, gx + p * hw, s.H, s.W, s.OH, s.OW);
+        parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) plane_fn(gy + p * ohw, x + p * hw, gx + p * hw, s.H, s.W, s.OH, s.OW);
+        });
         return;
     }
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-    for (int64_t p = 0; p < planes; ++p) {
-        const float* xp = x + p * hw;
-        const float* gp = gy + p * ohw;
-        float* gxp = gx + p * hw;
-        std::fill(gxp, gxp + hw, 0.0f);
-        for (int oh = 0; oh < s.OH; ++oh)
-            for (int ow = 0; ow < s.OW; ++ow) gxp[window_argmax(s, xp, oh, ow)] += gp[oh * s.OW + ow];
-    }
+    parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const float* xp = x + p * hw;
+            const float* gp = gy + p * ohw;
+            float* gxp = gx + p * hw;
+            std::fill(gxp, gxp + hw, 0.0f);
+            for (int oh = 0; oh < s.OH; ++oh)
+                for (int ow = 0; ow < s.OW; ++ow) gxp[window_argmax(s, xp, oh, ow)] += gp[oh * s.OW + ow];
+        }
+    });
 }
 
 void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
@@ -174,24 +178,26 @@ void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     const float inv = 1.0f / static_cast<float>(s.KH * s.KW);  // padded zeros count
     if (is_2x2_s2(s)) {
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-        for (int64_t p = 0; p < planes; ++p) avg2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
+        parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) avg2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
+        });
         return;
     }
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-    for (int64_t p = 0; p < planes; ++p) {
-        const float* xp = x + p * hw;
-        float* yp = y + p * ohw;
-        for (int oh = 0; oh < s.OH; ++oh)
-            for (int ow = 0; ow < s.OW; ++ow) {
-                const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
-                float acc = 0.0f;
-                for (int h = std::max(h0, 0); h < std::min(h0 + s.KH, s.H); ++h)
-                    for (int w = std::max(w0, 0); w < std::min(w0 + s.KW, s.W); ++w)
-                        acc += xp[static_cast<int64_t>(h) * s.W + w];
-                yp[oh * s.OW + ow] = acc * inv;
-            }
-    }
+    parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const float* xp = x + p * hw;
+            float* yp = y + p * ohw;
+            for (int oh = 0; oh < s.OH; ++oh)
+                for (int ow = 0; ow < s.OW; ++ow) {
+                    const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
+                    float acc = 0.0f;
+                    for (int h = std::max(h0, 0); h < std::min(h0 + s.KH, s.H); ++h)
+                        for (int w = std::max(w0, 0); w < std::min(w0 + s.KW, s.W); ++w)
+                            acc += xp[static_cast<int64_t>(h) * s.W + w];
+                    yp[oh * s.OW + ow] = acc * inv;
+                }
+        }
+    });
 }
 
 void avg_pool2d_backward(const Pool2dShape& s, const float* gy, float* gx) {
@@ -199,24 +205,26 @@ void avg_pool2d_backward(const Pool2dShape& s, const float* gy, float* gx) {
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     const float inv = 1.0f / static_cast<float>(s.KH * s.KW);
     if (is_2x2_s2(s)) {
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-        for (int64_t p = 0; p < planes; ++p) avg2x2_backward_plane(gy + p * ohw, gx + p * hw, s.H, s.W, s.OH, s.OW);
+        parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) avg2x2_backward_plane(gy + p * ohw, gx + p * hw, s.H, s.W, s.OH, s.OW);
+        });
         return;
     }
-#pragma omp parallel for schedule(static) if (worth_parallel(planes * hw))
-    for (int64_t p = 0; p < planes; ++p) {
-        const float* gp = gy + p * ohw;
-        float* gxp = gx + p * hw;
-        std::fill(gxp, gxp + hw, 0.0f);
-        for (int oh = 0; oh < s.OH; ++oh)
-            for (int ow = 0; ow < s.OW; ++ow) {
-                const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
-                const float share = gp[oh * s.OW + ow] * inv;
-                for (int h = std::max(h0, 0); h < std::min(h0 + s.KH, s.H); ++h)
-                    for (int w = std::max(w0, 0); w < std::min(w0 + s.KW, s.W); ++w)
-                        gxp[static_cast<int64_t>(h) * s.W + w] += share;
-            }
-    }
+    parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const float* gp = gy + p * ohw;
+            float* gxp = gx + p * hw;
+            std::fill(gxp, gxp + hw, 0.0f);
+            for (int oh = 0; oh < s.OH; ++oh)
+                for (int ow = 0; ow < s.OW; ++ow) {
+                    const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
+                    const float share = gp[oh * s.OW + ow] * inv;
+                    for (int h = std::max(h0, 0); h < std::min(h0 + s.KH, s.H); ++h)
+                        for (int w = std::max(w0, 0); w < std::min(w0 + s.KW, s.W); ++w)
+                            gxp[static_cast<int64_t>(h) * s.W + w] += share;
+                }
+        }
+    });
 }
 
 }  // namespace deepkern::cpu

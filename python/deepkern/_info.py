@@ -24,6 +24,7 @@ def _cpu_section() -> Dict[str, Any]:
         from . import _cpu  # type: ignore[attr-defined]
         section.update(_cpu.cpu_features())
         section["threads"] = _cpu.num_threads()
+        section["parallel_runtime"] = _cpu.parallel_runtime()
         cache = _cpu.host_cache_info()
         section["host_cache_mb"] = f"{cache['cached_bytes'] / 2**20:.1f} of {cache['limit_bytes'] / 2**20:.0f}"
     except ImportError:

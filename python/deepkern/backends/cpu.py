@@ -1,4 +1,4 @@
-"""The C++ backend: deepkern._cpu (OpenMP, AVX-512/AVX2 chosen at run time).
+"""The C++ backend: deepkern._cpu (its own thread pool, AVX-512/AVX2 chosen at run time).
 
 Arguments arrive validated by ``deepkern.ops``; the extension checks them again and
 releases the GIL around each kernel.
@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _cpu  # ImportError when the C++ module was not built: the registry reports it
+from .._threads import register_threadpoolctl
+
+register_threadpoolctl()  # threadpool_limits(...) then reaches the kernels' pool
 
 matmul = _cpu.matmul
 matmul_backward = _cpu.matmul_backward

@@ -1,0 +1,101 @@
+"""Training throughput of the seed MLP and CNN on a busy machine: deepkern and PyTorch, with 1
+thread and with all cores, beside 0, 1 and 3 spinning processes (the "Runtime under
+contention" table of RESULTS.md).
+
+    PYTHONPATH=python python benchmarks/measure_contention.py [--busy 0 1 3] [--seconds 3] [--rounds 3]
+
+Each (framework, model, threads) cell runs in a fresh process (the thread count is set from the
+environment before import, as a user would) while this script keeps ``busy`` processes spinning
+(``while 1: pass``); it starts and stops them itself. Rates are samples/s: per cell the median of
+0.25 s samples, then the median over ``rounds`` repetitions (interleaved, so that the load the
+other users of the machine add hits every cell alike).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Tuple
+
+CHILD = r"""
+import itertools, json, os, statistics, sys, time
+import numpy as np
+from deepkern import bench
+impl, kind, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+batch = 100 if kind == "mlp" else 128
+if impl == "torch":
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    step = bench.torch_train_step(torch, kind)
+else:
+    step = bench.deepkern_train_step(kind)
+data = itertools.cycle(bench.train_data(kind, batch))
+for _ in range(3):
+    step(*next(data))
+samples, end = [], time.perf_counter() + seconds
+while time.perf_counter() < end:
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.25:
+        step(*next(data))
+        n += 1
+    samples.append(n * batch / (time.perf_counter() - t0))
+print(json.dumps(statistics.median(samples)))
+"""
+
+
+def cell(impl: str, kind: str, threads: int, seconds: float) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPKERN_NUM_THREADS=str(threads))
+    env.pop("OPENBLAS_CORETYPE", None)
+    out = subprocess.run([sys.executable, "-c", CHILD, impl, kind, str(seconds)], env=env,
+                         capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def spinners(n: int) -> List[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
+
+
+def stop(procs: List[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 3])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--impls", nargs="+", default=["deepkern", "torch"])
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    cells: List[Tuple[str, str, int]] = [(i, m, t) for m in args.models for i in args.impls for t in (1, cores)]
+    for busy in args.busy:
+        rates: Dict[Tuple[str, str, int], List[float]] = {c: [] for c in cells}
+        procs = spinners(busy)
+        try:
+            time.sleep(0.5)
+            for _ in range(args.rounds):
+                for c in cells:
+                    rates[c].append(cell(*c, args.seconds))
+        finally:
+            stop(procs)
+        load = os.getloadavg()[0]
+        for impl, kind, threads in cells:
+            if threads != 1:
+                continue
+            one = statistics.median(rates[(impl, kind, 1)])
+            alls = statistics.median(rates[(impl, kind, cores)])
+            print(f"busy={busy} load1={load:.2f} {kind} {impl}: 1 thread {one:,.0f}, {cores} threads "
+                  f"{alls:,.0f} samples/s ({alls / one:.2f}x)  runs 1t={[round(r) for r in rates[(impl, kind, 1)]]}"
+                  f" {cores}t={[round(r) for r in rates[(impl, kind, cores)]]}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
