@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import List
 
 
-from .. import backends
+from .. import _contention, backends
 from .cases import (IMPLS, PROFILES, BenchError, Case, Device, MismatchError, kernel_cases,
                     resolve_device)
 from .report import format_row, format_table, markdown, plot
@@ -44,6 +44,7 @@ __all__ = ["IMPLS", "PROFILES", "BenchError", "MismatchError", "Case", "Device",
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark as the CLI asked; returns the exit status."""
+    load_before = _contention.load_average()   # before this process adds its own load
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings = Settings.for_profile(profile)
     settings.stat = args.stat
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     torch = _import_torch(not args.no_torch)
     if torch is not None and device.is_gpu and not torch.cuda.is_available():
         torch = None
-    backends.load("cpu")   # load libgomp before limiting threads, so the limit reaches it
+    backends.load("cpu")   # register deepkern's pool with threadpoolctl before limiting threads
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = kernel_cases(profile)
@@ -83,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
                 say(f"run {i + 1} of {args.repeat}:")
             runs.append(run_kernel_table(cases, device, torch, settings, progress=say))
         rows = combine_runs(runs)
+        for line in _contention.assess(runs, os.cpu_count() or 1, threads, load_before).warnings():
+            say(line)   # a contended run says so, here and in kernels.md's header
+            info["warning"] = f"{info.get('warning', '')} {line}".strip()
         if args.repeat > 1:
             say(f"medians over {args.repeat} runs:")
             say(format_table(rows))
