@@ -3,6 +3,7 @@ thread and with all cores, beside 0, 1 and 3 spinning processes (the "Runtime un
 contention" table of RESULTS.md).
 
     PYTHONPATH=python python benchmarks/measure_contention.py [--busy 0 1 3] [--seconds 3] [--rounds 3]
+        [--builds new=python old=/tmp/old-tree]    # deepkern from each tree, interleaved
 
 Each (framework, model, threads) cell runs in a fresh process (the thread count is set from the
 environment before import, as a user would) while this script keeps ``busy`` processes spinning
@@ -47,8 +48,10 @@ print(json.dumps(statistics.median(samples)))
 """
 
 
-def cell(impl: str, kind: str, threads: int, seconds: float) -> float:
+def cell(impl: str, kind: str, threads: int, seconds: float, path: str) -> float:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPKERN_NUM_THREADS=str(threads))
+    if path:
+        env["PYTHONPATH"] = path
     env.pop("OPENBLAS_CORETYPE", None)
     out = subprocess.run([sys.executable, "-c", CHILD, impl, kind, str(seconds)], env=env,
                          capture_output=True, text=True, check=True)
@@ -72,9 +75,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--impls", nargs="+", default=["deepkern", "torch"])
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    parser.add_argument("--builds", nargs="+", default=[],
+                        help="label=PYTHONPATH: time deepkern from each tree (torch once)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    cells: List[Tuple[str, str, int]] = [(i, m, t) for m in args.models for i in args.impls for t in (1, cores)]
+    builds = dict(b.split("=", 1) for b in args.builds) or {"deepkern": os.environ.get("PYTHONPATH", "")}
+    paths = {**builds, "torch": next(iter(builds.values()))}
+    impls = [b if i == "deepkern" else i for i in args.impls for b in (builds if i == "deepkern" else [i])]
+    cells: List[Tuple[str, str, int]] = [(i, m, t) for m in args.models for i in impls for t in (1, cores)]
     for busy in args.busy:
         rates: Dict[Tuple[str, str, int], List[float]] = {c: [] for c in cells}
         procs = spinners(busy)
@@ -82,10 +90,11 @@ def main() -> int:
             time.sleep(0.5)
             for _ in range(args.rounds):
                 for c in cells:
-                    rates[c].append(cell(*c, args.seconds))
+                    impl = "torch" if c[0] == "torch" else "deepkern"
+                    rates[c].append(cell(impl, c[1], c[2], args.seconds, paths[c[0]]))
         finally:
             stop(procs)
-        load = os.getloadavg()[0]
+        load = os.getloadavg()[0]   # 1-minute average at the end of this level
         for impl, kind, threads in cells:
             if threads != 1:
                 continue

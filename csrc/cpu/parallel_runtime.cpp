@@ -59,6 +59,20 @@ int64_t spin_ns_from_env() {
 }
 const int64_t kSpinNs = spin_ns_from_env();
 
+// A worker can still be descheduled in the middle of a chunk it holds; then the caller waits a
+// scheduler slice for it. When that happens (the caller waited much longer than it worked), the
+// next calls run on the caller alone, 32 of them at first, twice as many after each further
+// stall (up to 1024), back to 32 after a parallel call without one. On a quiet machine nothing
+// stalls and nothing changes; on an oversubscribed one the kernels settle near the
+// single-thread speed instead of below it. DEEPKERN_STALL_BACKOFF=0 turns this off.
+bool backoff_from_env() {
+    const char* env = std::getenv("DEEPKERN_STALL_BACKOFF");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+}
+const bool kStallBackoff = backoff_from_env();
+constexpr int kBackoffFirst = 32, kBackoffMost = 1024;
+constexpr int64_t kStallSlackNs = 200 * 1000;
+
 thread_local bool t_in_parallel = false;
 
 struct InParallel {  // marks this thread as running chunks for the scope
@@ -69,8 +83,13 @@ struct InParallel {  // marks this thread as running chunks for the scope
 
 class Pool {
    public:
-    // Runs the job, or returns false at once when another thread's job holds the pool.
+    // Runs the job, or returns false at once when another thread's job holds the pool or the
+    // pool is backing off after a stall.
     bool try_run(int64_t chunks, detail::ChunkFn fn, void* ctx, int threads) {
+        if (skip_.load(std::memory_order_relaxed) > 0) {
+            skip_.fetch_sub(1, std::memory_order_relaxed);
+            return false;
+        }
         if (busy_.exchange(true, std::memory_order_acquire)) return false;
         struct Release {
             std::atomic<bool>& busy;
@@ -89,11 +108,14 @@ class Pool {
         claim_.store(static_cast<uint64_t>(e) << 32, std::memory_order_release);
         epoch_.store(e, std::memory_order_seq_cst);
         if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake(&epoch_, limit - 1);
+        const auto start = Clock::now();
         {
             InParallel mark;
             participate(e, 0);
         }
+        const auto claimed = Clock::now();
         wait_done(static_cast<uint32_t>(chunks));
+        note_wait(claimed - start, Clock::now() - claimed);
         if (error_) std::rethrow_exception(error_);
         return true;
     }
@@ -143,6 +165,17 @@ class Pool {
         std::atomic_thread_fence(std::memory_order_acquire);
     }
 
+    // Called by the busy holder after each job: the caller worked `own`, then waited `wait`.
+    void note_wait(Clock::duration own, Clock::duration wait) {
+        if (!kStallBackoff) return;
+        if (wait > 2 * own + std::chrono::nanoseconds(kStallSlackNs)) {
+            skip_.store(backoff_, std::memory_order_relaxed);
+            backoff_ = std::min(2 * backoff_, kBackoffMost);
+        } else {
+            backoff_ = kBackoffFirst;
+        }
+    }
+
     void worker_loop(int index, uint32_t seen) {
         t_in_parallel = true;  // a worker's nested parallel calls run serially
         for (;;) {
@@ -178,6 +211,8 @@ class Pool {
 
     std::atomic<bool> busy_{false};
     int workers_ = 0;                     // started; touched only by the busy holder
+    int backoff_ = kBackoffFirst;         // calls to skip at the next stall; busy holder only
+    std::atomic<int> skip_{0};            // calls left to run on the caller alone
     std::atomic<uint32_t> epoch_{0};      // job number; the workers' futex word
     std::atomic<uint64_t> claim_{0};      // epoch << 32 | next unclaimed chunk
     std::atomic<detail::ChunkFn> fn_{nullptr};

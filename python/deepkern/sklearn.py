@@ -8,10 +8,10 @@
 with ``dk.train.fit`` and keeps it as ``model_``. Runs are reproducible: ``seed`` fixes the
 initial weights, dropout masks and shuffling, without disturbing deepkern's global generator.
 
-Parallel search: scikit-learn's default joblib backend (loky) starts fresh worker processes
-rather than forking this one, which matters because the C++ kernels' OpenMP runtime must not
-be forked once its threads have started. Keep that default (do not select a fork-based
-backend); ``n_jobs=2`` works as usual.
+Parallel search: ``n_jobs=2`` works as usual. scikit-learn's default joblib backend (loky)
+starts fresh worker processes and limits their threads (OMP_NUM_THREADS, which deepkern's
+kernels honour); a fork-based backend works too, since the kernels' thread pool restarts in a
+forked child.
 """
 from __future__ import annotations
 

@@ -195,7 +195,7 @@ def _import_torch(use: bool) -> Any:
 
 @contextlib.contextmanager
 def thread_limit(threads: int, torch: Any) -> Iterator[None]:
-    """Run deepkern's OpenMP, NumPy's BLAS and PyTorch with the same number of threads."""
+    """Run deepkern's thread pool, NumPy's BLAS and PyTorch with the same number of threads."""
     if torch is not None:
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
