@@ -126,7 +126,11 @@ def max_pool2d_backward(
 
 
 def num_threads() -> int:
-    """OpenMP threads the kernels use"""
+    """Threads the kernels use (the calling thread included)"""
+
+
+def parallel_runtime() -> str:
+    """Name of the thread pool the kernels run on"""
 
 
 def relu(x: object) -> numpy.ndarray:
@@ -155,6 +159,10 @@ def set_gemm_variant(name: str) -> None:
 
 def set_host_cache_limit(bytes: int) -> None:
     """Most bytes of freed output buffers kept for reuse (0 turns the cache off)"""
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads the kernels use (>= 1)"""
 
 
 def set_simd_variant(name: str) -> None:

@@ -67,7 +67,7 @@ def _controller_class() -> Any:
             self.dynlib.deepkern_set_num_threads(int(num_threads))
 
         def get_version(self) -> Optional[str]:
-            from . import __version__
+            from ._version import __version__
             return __version__
 
     return DeepkernController
