@@ -37,7 +37,7 @@ def torch_module() -> Any:
 def _same_threads(torch_module):
     if not backends.available("cpu"):
         pytest.skip("the C++ CPU backend is not built")
-    backends.load("cpu")   # load its OpenMP runtime before the limit is applied
+    backends.load("cpu")   # register its thread pool with threadpoolctl before the limit is applied
     with bench.thread_limit(THREADS, torch_module):
         yield
 

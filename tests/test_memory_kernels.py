@@ -2,7 +2,7 @@
 
 Each instruction-set variant of the relu/softmax/optimizer/max-pool-backward kernels the CPU
 supports is forced in turn (avx512, avx2, generic); shapes are awkward (1, primes, more than one
-strided column block, sizes on both sides of the OpenMP grain), and every kernel also runs on one
+strided column block, sizes on both sides of the parallel grain), and every kernel also runs on one
 thread. Pooling covers the 2x2/stride-2 special case (odd sizes, ties) next to the general path.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ GRAIN = 1 << 15   # common/parallel.hpp kParallelGrain
 
 @contextlib.contextmanager
 def omp_threads(n):
-    """Limit the kernels' OpenMP threads (1: the serial paths) when threadpoolctl is there."""
+    """Limit the kernels' threads (1: the serial paths) when threadpoolctl is there."""
     if n is None:
         yield
         return
