@@ -105,7 +105,7 @@ def test_reductions_bit_identical_across_thread_counts(restore_threads):
     data = _inputs()
     dk.set_num_threads(1)
     reference = _reductions(data)
-    for threads in (2, 3, 4, 1, 2):
+    for threads in (2, 3, 4, 1, 2, 16):   # 16 on a small machine: most workers start late or never
         dk.set_num_threads(threads)
         for _ in range(2):
             got = _reductions(data)
