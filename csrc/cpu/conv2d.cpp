@@ -11,9 +11,10 @@
 // With at least as many images as threads, the threads claim runs of whole images (the
 // backward: a fixed number of chunks of groups, whatever the thread count) and their GEMMs run
 // single-threaded (sgemm does that inside a parallel chunk); with fewer images the images run
-// one after another and each GEMM uses the threads. im2col/col2im move O(CKK * P) floats per image, which stays in L2 for the seed
-// networks' layers, against O(OC * CKK * P) multiply-adds; stride-1 layers take the AVX-512
-// im2col/col2im of conv2d_avx512.cpp when that SIMD variant is active.
+// one after another and each GEMM uses the threads. im2col/col2im move O(CKK * P) floats per
+// image, which stays in L2 for the seed networks' layers, against O(OC * CKK * P) multiply-adds;
+// stride-1 layers take the AVX-512 im2col/col2im of conv2d_avx512.cpp when that SIMD variant is
+// active.
 #include "cpu/conv2d.hpp"
 
 #include <xmmintrin.h>
