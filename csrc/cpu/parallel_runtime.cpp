@@ -107,7 +107,10 @@ class Pool {
         error_ = nullptr;
         claim_.store(static_cast<uint64_t>(e) << 32, std::memory_order_release);
         epoch_.store(e, std::memory_order_seq_cst);
-        if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake(&epoch_, limit - 1);
+        // a futex wakes any sleepers: when some workers are not to take part (fewer threads
+        // than workers, after set_num_threads lowered the count), wake them all
+        if (sleepers_.load(std::memory_order_seq_cst) > 0)
+            futex_wake(&epoch_, workers_ + 1 > limit ? workers_ : limit - 1);
         const auto start = Clock::now();
         {
             InParallel mark;
