@@ -1,0 +1,192 @@
+"""Gradient averaging in buckets, overlapped with backward.
+
+The parameters are grouped, in reverse registration order (the order backward produces their
+gradients), into buckets of about ``bucket_mb`` megabytes. Each bucket owns one flat float32
+buffer: its parameters' gradients side by side, then one flag per parameter (1 when this rank
+has a gradient for it). With ``overlap=True`` a post-accumulate hook on every parameter copies
+its finished gradient into the bucket; when a bucket is complete its non-blocking allreduce
+starts while backward goes on with earlier layers. :meth:`GradientReducer.synchronize` (before
+the optimizer step) starts what is left, waits for everything with the collective deadline,
+and sets each ``.grad`` to the average over the ranks. ``overlap=False`` is the simple path:
+every bucket starts in ``synchronize``, after backward.
+
+Buckets start strictly in index order on every rank (a later bucket that completes first
+waits for the earlier ones), because MPI matches non-blocking collectives by issue order.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .._device import xp_of
+from ..autograd import Tensor
+from . import _world
+
+__all__ = ["GradientReducer", "MpiCommunicator", "DEFAULT_BUCKET_MB"]
+
+#: Default bucket size in megabytes (``bucket_mb``).
+DEFAULT_BUCKET_MB = 2.0
+
+
+class MpiCommunicator:
+    """Sums host (NumPy) buffers over the MPI world with ``Iallreduce``."""
+
+    def start_allreduce(self, buffer: np.ndarray) -> Any:
+        return _world._comm().Iallreduce(_world._World.mpi.IN_PLACE, buffer, op=_world._World.mpi.SUM)
+
+    def test(self, handles: Sequence[Any]) -> bool:
+        return bool(_world._World.mpi.Request.Testall(list(handles)))
+
+
+class _Bucket:
+    def __init__(self, params: List[Tensor], index: int) -> None:
+        self.index = index
+        self.params = params
+        self.offsets = np.cumsum([0] + [p.size for p in params]).tolist()
+        self.numel = self.offsets[-1]
+        xp = xp_of(params[0].data)
+        # gradients, then one presence flag per parameter
+        self.buffer = xp.zeros(self.numel + len(params), dtype=np.float32)
+        self.filled = [False] * len(params)
+        self.count = 0
+        self.handle: Any = None
+
+    def put(self, slot: int, grad: Any) -> None:
+        begin, end = self.offsets[slot], self.offsets[slot + 1]
+        self.buffer[begin:end] = grad.reshape(-1)
+        self.buffer[self.numel + slot] = 1.0
+        if not self.filled[slot]:
+            self.filled[slot] = True
+            self.count += 1
+
+    @property
+    def complete(self) -> bool:
+        return self.count == len(self.params)
+
+    def fill_missing(self) -> None:
+        """Zeros (and a 0 flag) for parameters without a gradient on this rank."""
+        for slot, filled in enumerate(self.filled):
+            if not filled:
+                self.buffer[self.offsets[slot]:self.offsets[slot + 1]] = 0.0
+                self.buffer[self.numel + slot] = 0.0
+
+    def unpack(self, scale: float) -> None:
+        """Average (sum / ranks) and hand each parameter a view of it as its gradient; a parameter
+        that no rank had a gradient for keeps ``grad = None``."""
+        self.buffer *= np.float32(scale)
+        flags = self.buffer[self.numel:]
+        flags = flags.get() if hasattr(flags, "get") else flags
+        for slot, p in enumerate(self.params):
+            if flags[slot] > 0:
+                p.grad = self.buffer[self.offsets[slot]:self.offsets[slot + 1]].reshape(p.shape)
+        self.filled = [False] * len(self.params)
+        self.count = 0
+        self.handle = None
+
+
+class GradientReducer:
+    """Averages the gradients of ``params`` over the ranks of ``communicator``.
+
+    Args:
+        params: the parameters, in registration order (``model.parameters()``); the same on every rank.
+        communicator: an object with ``start_allreduce(buffer) -> handle`` (an in-place sum over
+            the ranks) and ``test(handles) -> bool``; default: MPI over the initialised world.
+        world_size: the number of ranks (default: the MPI world's).
+        bucket_mb: bucket size in megabytes (a parameter larger than that gets a bucket alone).
+        overlap: start each bucket from backward's gradient hooks (True) or only in
+            :meth:`synchronize` (False, the simple path).
+
+    ``wait_seconds`` and ``steps`` accumulate the time :meth:`synchronize` spent waiting (the
+    communication not hidden behind backward) and the number of steps.
+    """
+
+    def __init__(self, params: Sequence[Tensor], communicator: Any = None, world_size: Optional[int] = None,
+                 bucket_mb: float = DEFAULT_BUCKET_MB, overlap: bool = True) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("params: no parameters to average")
+        if not isinstance(bucket_mb, (int, float)) or isinstance(bucket_mb, bool) or not bucket_mb > 0:
+            raise ValueError(f"bucket_mb must be a positive number, got {bucket_mb!r}")
+        self.communicator = communicator if communicator is not None else MpiCommunicator()
+        self.world_size = _world.world_size() if world_size is None else int(world_size)
+        self.overlap = bool(overlap)
+        self.buckets = self._make_buckets(float(bucket_mb) * 1e6)
+        self._where: Dict[int, tuple] = {}
+        for bucket in self.buckets:
+            for slot, p in enumerate(bucket.params):
+                self._where[id(p)] = (bucket, slot)
+        self._next = 0  # index of the next bucket to start
+        self._removers = ([p.register_post_accumulate_grad_hook(self._on_gradient) for p in self.params]
+                          if self.overlap else [])
+        self.wait_seconds = 0.0
+        self.steps = 0
+
+    def _make_buckets(self, limit_bytes: float) -> List[_Bucket]:
+        buckets: List[_Bucket] = []
+        current: List[Tensor] = []
+        size = 0
+        for p in reversed(self.params):
+            if current and size + 4 * p.size > limit_bytes:
+                buckets.append(_Bucket(current, len(buckets)))
+                current, size = [], 0
+            current.append(p)
+            size += 4 * p.size
+        buckets.append(_Bucket(current, len(buckets)))
+        return buckets
+
+    @property
+    def bucket_sizes(self) -> List[int]:
+        """Bytes of gradient per bucket, in the order they are reduced."""
+        return [4 * b.numel for b in self.buckets]
+
+    # -- during backward -------------------------------------------------------------------
+    def _on_gradient(self, p: Tensor) -> None:
+        bucket, slot = self._where[id(p)]
+        if bucket.handle is not None:
+            raise RuntimeError("a second backward ran before the averaged gradients were collected: call "
+                               "synchronize() (done by fit) between backward passes")
+        bucket.put(slot, p.grad)
+        self._start_ready()
+        if self._next:  # let MPI progress the allreduces already started
+            self.communicator.test([b.handle for b in self.buckets[:self._next]])
+
+    def _start_ready(self) -> None:
+        while self._next < len(self.buckets) and self.buckets[self._next].complete:
+            self._start(self.buckets[self._next])
+
+    def _start(self, bucket: _Bucket) -> None:
+        bucket.handle = self.communicator.start_allreduce(bucket.buffer)
+        self._next += 1
+
+    # -- before the optimizer step ---------------------------------------------------------
+    def synchronize(self) -> float:
+        """Finish averaging this step's gradients (each ``.grad`` becomes the mean over the
+        ranks); returns the seconds spent here."""
+        start = time.perf_counter()
+        if not self.overlap:
+            for bucket in self.buckets:
+                for slot, p in enumerate(bucket.params):
+                    if p.grad is not None:
+                        bucket.put(slot, p.grad)
+        for bucket in self.buckets[self._next:]:
+            bucket.fill_missing()
+            self._start(bucket)
+        handles = [b.handle for b in self.buckets]
+        _world.wait(lambda: self.communicator.test(handles),
+                    f"gradient allreduce ({len(self.buckets)} buckets, {sum(self.bucket_sizes) / 1e6:.2f} MB)")
+        scale = 1.0 / self.world_size
+        for bucket in self.buckets:
+            bucket.unpack(scale)
+        self._next = 0
+        elapsed = time.perf_counter() - start
+        self.wait_seconds += elapsed
+        self.steps += 1
+        return elapsed
+
+    def close(self) -> None:
+        """Remove the gradient hooks (the parameters train alone again)."""
+        for remove in self._removers:
+            remove()
+        self._removers = []
