@@ -116,7 +116,7 @@ class FitSession:
 
     def callbacks(self, callbacks: Iterable[Any]) -> List[Any]:
         """The callbacks this rank runs: all on rank 0; elsewhere those without ``rank_zero_only``."""
-        return [cb for cb in callbacks if self.is_root or not getattr(cb, "rank_zero_only", False)]
+        return _for_rank(callbacks, self.is_root)
 
     def shard(self, order: Any) -> Any:
         """This rank's positions of the epoch's order (see ``shard_indices``)."""
@@ -180,6 +180,22 @@ def fit_session(distributed: Optional[bool], model: Any, optimizer: Any, params:
         return None
     _world.init()
     return FitSession(model, optimizer, params, bucket_mb, overlap)
+
+
+def _for_rank(callbacks: Iterable[Any], root: bool) -> List[Any]:
+    return [cb for cb in callbacks if root or not getattr(cb, "rank_zero_only", False)]
+
+
+def rank_view(distributed: Optional[bool], callbacks: Iterable[Any]) -> Tuple[bool, List[Any]]:
+    """(whether this rank prints, the callbacks it runs) for a front end with its own callback
+    loop (the Keras facade): under data-parallel training rank 0 alone prints and runs the
+    ``rank_zero_only`` callbacks. Starts MPI when training will be data-parallel."""
+    if distributed is None:
+        distributed = launched()
+    if not distributed:
+        return True, list(callbacks)
+    _world.init()
+    return _world.rank() == 0, _for_rank(callbacks, _world.rank() == 0)
 
 
 def launched() -> bool:
