@@ -1,0 +1,145 @@
+"""Data-parallel training throughput of the seed MLP and CNN: 1 rank x 1 thread, 1 rank x 2
+threads, 2 ranks x 1 thread, with the gradient allreduce's cost and the overlap on and off.
+
+    python benchmarks/distributed_bench.py             # runs the three layouts, prints markdown
+    mpiexec -n 2 python benchmarks/distributed_bench.py --worker   # one layout (used by the above)
+
+Every layout trains with the same global batch (MLP 100, CNN 128: per rank 50 and 64 on two
+ranks), one Adam step per batch on fixed MNIST-shaped batches. A step is zero_grad, forward,
+backward, (gradient averaging), optimizer step; its median over the timed steps gives
+samples/s = global batch / step time. On several ranks the overlap modes alternate in blocks
+so machine load hits both alike; "wait" is the median time the step spent in
+``GradientReducer.synchronize`` (the communication backward did not hide) and "allreduce"
+the median time of a lone allreduce of all gradient bytes (no compute around it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+GLOBAL_BATCH = {"mlp": 100, "cnn": 128}
+LAYOUTS = [("1 rank x 1 thread", 1, 1), ("1 rank x 2 threads", 1, 2), ("2 ranks x 1 thread", 2, 1)]
+
+
+def _model(kind: str) -> Any:
+    import deepkern as dk
+    from deepkern.bench import _seed_layers
+    dk.manual_seed(0)
+    return dk.nn.Sequential(*_seed_layers(dk.nn, kind))
+
+
+def _step_times(kind: str, batch: int, steps: int, reducer_factory: Any, blocks: int) -> Dict[str, Any]:
+    import deepkern as dk
+    from deepkern.bench import train_data
+
+    model = _model(kind)
+    loss_fn = dk.nn.CrossEntropyLoss()
+    opt = dk.optim.Adam(model.parameters(), lr=1e-3)
+    data = train_data(kind, batch, n_batches=4)
+    modes = ["single"] if reducer_factory is None else ["overlap", "after backward"]
+    times: Dict[str, List[float]] = {m: [] for m in modes}
+    waits: Dict[str, List[float]] = {m: [] for m in modes}
+    for block in range(blocks):
+        for mode in modes:
+            reducer = None if reducer_factory is None else reducer_factory(model, mode == "overlap")
+            for i in range(steps + 3):  # 3 warm-up steps per block
+                x, y = data[i % len(data)]
+                start = time.perf_counter()
+                opt.zero_grad()
+                loss_fn(model(dk.Tensor(x)), y).backward()
+                wait = reducer.synchronize() if reducer is not None else 0.0
+                opt.step()
+                if i >= 3:
+                    times[mode].append(time.perf_counter() - start)
+                    waits[mode].append(wait)
+            if reducer is not None:
+                reducer.close()
+    return {m: {"step_ms": 1e3 * statistics.median(times[m]), "wait_ms": 1e3 * statistics.median(waits[m])}
+            for m in modes}
+
+
+def _lone_allreduce_ms(nbytes: int, repeats: int = 50) -> float:
+    from deepkern import distributed as dist
+    buf = np.ones(nbytes // 4, dtype=np.float32)
+    samples = []
+    for _ in range(repeats):
+        dist.barrier()
+        start = time.perf_counter()
+        dist.allreduce_(buf)
+        samples.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(samples)
+
+
+def worker(steps: int, blocks: int, bucket_mb: float) -> None:
+    """One layout: the launcher's ranks and the environment's thread count."""
+    from deepkern import distributed as dist
+    ranks = 1
+    if dist.launched_under_mpi():
+        dist.init()
+        ranks = dist.world_size()
+    out = {}
+    for kind in ("mlp", "cnn"):
+        batch = GLOBAL_BATCH[kind] // ranks
+        factory = None
+        if ranks > 1:
+            def factory(model: Any, overlap: bool) -> Any:
+                return dist.GradientReducer(model.parameters(), bucket_mb=bucket_mb, overlap=overlap)
+        result = _step_times(kind, batch, steps, factory, blocks)
+        grad_bytes = 4 * sum(p.size for p in _model(kind).parameters())
+        entry = {"ranks": ranks, "batch_per_rank": batch, "grad_bytes": grad_bytes, "modes": result}
+        if ranks > 1:
+            entry["allreduce_ms"] = _lone_allreduce_ms(grad_bytes)
+        out[kind] = entry
+    if dist.rank() == 0:
+        print("RESULT " + json.dumps(out))
+
+
+def _run_layout(ranks: int, threads: int, args: argparse.Namespace) -> Dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPKERN_NUM_THREADS=str(threads))
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--steps", str(args.steps),
+           "--blocks", str(args.blocks), "--bucket-mb", str(args.bucket_mb)]
+    if ranks > 1:
+        cmd = ["mpiexec", "-n", str(ranks)] + cmd
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", action="store_true", help="measure one layout (run under mpiexec)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per block and mode")
+    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks per mode")
+    parser.add_argument("--bucket-mb", type=float, default=0.25, help="gradient bucket size")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.steps, args.blocks, args.bucket_mb)
+        return
+    print(f"load before: {os.getloadavg()}")
+    rows = []
+    for name, ranks, threads in LAYOUTS:
+        result = _run_layout(ranks, threads, args)
+        for kind, entry in result.items():
+            for mode, t in entry["modes"].items():
+                rate = GLOBAL_BATCH[kind] / (t["step_ms"] / 1e3)
+                share = f"{t['wait_ms']:.2f} ms ({t['wait_ms'] / t['step_ms']:.0%})" if ranks > 1 else "-"
+                lone = f"{entry['allreduce_ms']:.2f} ms" if ranks > 1 else "-"
+                rows.append(f"| {kind} | {name} | {mode} | {entry['batch_per_rank']} | {t['step_ms']:.2f} | "
+                            f"{rate:,.0f} | {share} | {lone} |")
+    print(f"load after: {os.getloadavg()}")
+    print("| model | layout | gradient averaging | batch per rank | step ms | samples/s | wait in step | "
+          "lone allreduce |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
