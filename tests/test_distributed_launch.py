@@ -14,6 +14,8 @@ import textwrap
 
 import pytest
 
+import deepkern
+
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (pip install 'deepkern[mpi]')")
@@ -50,6 +52,9 @@ FAULTY_FIT = textwrap.dedent("""
 
 def _launch(args, cwd, timeout_env=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", DEEPKERN_NUM_THREADS="1")
+    # the ranks import the deepkern under test, whatever the working directory
+    package_root = os.path.dirname(os.path.dirname(deepkern.__file__))
+    env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in [env.get("PYTHONPATH")] if p])
     if timeout_env is not None:
         env["DEEPKERN_DIST_TIMEOUT"] = str(timeout_env)
     proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable] + args, cwd=cwd, env=env,
