@@ -113,13 +113,56 @@ def _run_layout(ranks: int, threads: int, args: argparse.Namespace) -> Dict[str,
     return json.loads(line[len("RESULT "):])
 
 
+# Per-machine compute of one step at the seed batch, from the "Training: samples/s" table of
+# RESULTS.md (this 2-core machine, 2 threads): MLP 101,648 samples/s at batch 100, CNN 7,516 at 128.
+MEASURED_STEP_MS = {"mlp": 100 / 101_648 * 1e3, "cnn": 128 / 7_516 * 1e3}
+GRADIENT_BYTES = {"mlp": 4 * 269_322, "cnn": 4 * 121_930}
+LATENCY_US = 10.0  # per ring hop and message, a typical TCP/Ethernet figure
+
+
+def ring_allreduce_ms(grad_bytes: float, ranks: int, gbit_s: float, latency_us: float = LATENCY_US) -> float:
+    """Ring allreduce: 2(N-1)/N of the bytes over each link, in 2(N-1) latency-bound hops."""
+    if ranks < 2:
+        return 0.0
+    return 1e3 * (2 * (ranks - 1) / ranks * grad_bytes / (gbit_s * 1e9 / 8)) + 2 * (ranks - 1) * latency_us / 1e3
+
+
+def stop_scaling_n(kind: str, gbit_s: float, fixed_global_batch: bool = False, limit: int = 100_000) -> int:
+    """The smallest N whose allreduce takes as long as a rank's compute per step (efficiency
+    50% without overlap; with full overlap the step is communication-bound from there on).
+    Per-rank batch fixed (weak scaling), or the global batch split N ways (strong scaling)."""
+    for n in range(2, limit):
+        compute = MEASURED_STEP_MS[kind] / (n if fixed_global_batch else 1)
+        if ring_allreduce_ms(GRADIENT_BYTES[kind], n, gbit_s) >= compute:
+            return n
+    return limit
+
+
+def scaling_table() -> str:
+    rows = ["| model | gradient | compute per step | link | allreduce N=2 | N=8 | N=64 | efficiency N=8 | "
+            "comm = compute at N (batch per rank fixed) | (global batch fixed) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for kind in ("mlp", "cnn"):
+        compute = MEASURED_STEP_MS[kind]
+        for gbit in (10, 100):
+            t = {n: ring_allreduce_ms(GRADIENT_BYTES[kind], n, gbit) for n in (2, 8, 64)}
+            rows.append(f"| {kind} | {GRADIENT_BYTES[kind] / 1e6:.2f} MB | {compute:.2f} ms | {gbit} Gbit/s | "
+                        f"{t[2]:.3f} ms | {t[8]:.3f} ms | {t[64]:.3f} ms | {compute / (compute + t[8]):.0%} | "
+                        f"{stop_scaling_n(kind, gbit)} | {stop_scaling_n(kind, gbit, fixed_global_batch=True)} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", action="store_true", help="measure one layout (run under mpiexec)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per block and mode")
     parser.add_argument("--blocks", type=int, default=3, help="alternating blocks per mode")
     parser.add_argument("--bucket-mb", type=float, default=0.25, help="gradient bucket size")
+    parser.add_argument("--scaling-model", action="store_true", help="print the ring-allreduce model only")
     args = parser.parse_args()
+    if args.scaling_model:
+        print(scaling_table())
+        return
     if args.worker:
         worker(args.steps, args.blocks, args.bucket_mb)
         return

@@ -22,6 +22,8 @@ __all__ = ["DistributedTimeoutError", "init", "is_initialized", "launched_under_
 
 #: Seconds a collective may wait for the other ranks (``DEEPKERN_DIST_TIMEOUT`` overrides).
 DEFAULT_TIMEOUT = 300.0
+# how long wait() polls without sleeping
+_SPIN_S = 0.005
 # the world size each launcher exports to its processes (MPICH/Hydra, Open MPI, MVAPICH)
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -146,21 +148,23 @@ def timeout() -> float:
 def wait(test: Callable[[], bool], what: str, seconds: Optional[float] = None) -> float:
     """Poll ``test()`` until it is True; returns the seconds waited.
 
-    Spins briefly (most collectives of a training step finish within microseconds of the
-    last rank joining), then sleeps with a growing pause of at most 1 ms so a waiting rank
-    leaves the core to the others. Past the deadline raises DistributedTimeoutError.
+    Spins for the first ``_SPIN_S`` seconds (a collective of a training step usually ends
+    within a millisecond of the last rank joining, and a sleeping process can wake late on a
+    busy machine), then sleeps with a growing pause of at most 1 ms so a rank waiting for a
+    slow or dead peer leaves the core to others. Past the deadline raises
+    DistributedTimeoutError.
     """
     start = time.perf_counter()
     if test():
         return 0.0
     limit = _World.timeout if seconds is None else seconds
-    pause, polls = 0.0, 0
+    pause = 0.0
     while not test():
-        polls += 1
-        if polls > 200:
+        now = time.perf_counter()
+        if now - start > _SPIN_S:
             pause = min(1e-3, max(2e-5, pause * 2))
             time.sleep(pause)
-        if time.perf_counter() - start > limit:
+        if now - start > limit:
             raise DistributedTimeoutError(
                 f"rank {rank()} of {world_size()}: {what} did not complete within {limit:g} s; another rank "
                 f"failed, was killed or is stuck (or the ranks took different numbers of steps). "
