@@ -31,14 +31,14 @@ LAYOUTS = [("1 rank x 1 thread", 1, 1), ("1 rank x 2 threads", 1, 2), ("2 ranks 
 
 def _model(kind: str) -> Any:
     import deepkern as dk
-    from deepkern.bench import _seed_layers
+    from deepkern._bench.training import _seed_layers
     dk.manual_seed(0)
     return dk.nn.Sequential(*_seed_layers(dk.nn, kind))
 
 
 def _step_times(kind: str, batch: int, steps: int, reducer_factory: Any, blocks: int) -> Dict[str, Any]:
     import deepkern as dk
-    from deepkern.bench import train_data
+    from deepkern._bench.training import train_data
 
     model = _model(kind)
     loss_fn = dk.nn.CrossEntropyLoss()
