@@ -9,8 +9,10 @@ ranks), one Adam step per batch on fixed MNIST-shaped batches. A step is zero_gr
 backward, (gradient averaging), optimizer step; its median over the timed steps gives
 samples/s = global batch / step time. On several ranks the overlap modes alternate in blocks
 so machine load hits both alike; "wait" is the median time the step spent in
-``GradientReducer.synchronize`` (the communication backward did not hide) and "allreduce"
-the median time of a lone allreduce of all gradient bytes (no compute around it).
+``GradientReducer.synchronize`` (the communication backward did not hide, plus any wait for
+a slower rank), "reduced during backward" the share of gradient bytes whose allreduce had
+finished before backward returned, and "allreduce" the median time of a lone allreduce of
+all gradient bytes (no compute around it).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def _step_times(kind: str, batch: int, steps: int, reducer_factory: Any, blocks:
     modes = ["single"] if reducer_factory is None else ["overlap", "after backward"]
     times: Dict[str, List[float]] = {m: [] for m in modes}
     waits: Dict[str, List[float]] = {m: [] for m in modes}
+    hidden: Dict[str, List[float]] = {m: [] for m in modes}
     for block in range(blocks):
         for mode in modes:
             reducer = None if reducer_factory is None else reducer_factory(model, mode == "overlap")
@@ -61,9 +64,10 @@ def _step_times(kind: str, batch: int, steps: int, reducer_factory: Any, blocks:
                     times[mode].append(time.perf_counter() - start)
                     waits[mode].append(wait)
             if reducer is not None:
+                hidden[mode].append(reducer.hidden_bytes / (reducer.steps * sum(reducer.bucket_sizes)))
                 reducer.close()
-    return {m: {"step_ms": 1e3 * statistics.median(times[m]), "wait_ms": 1e3 * statistics.median(waits[m])}
-            for m in modes}
+    return {m: {"step_ms": 1e3 * statistics.median(times[m]), "wait_ms": 1e3 * statistics.median(waits[m]),
+                "hidden": statistics.median(hidden[m]) if hidden[m] else 0.0} for m in modes}
 
 
 def _lone_allreduce_ms(nbytes: int, repeats: int = 50) -> float:
@@ -174,13 +178,14 @@ def main() -> None:
             for mode, t in entry["modes"].items():
                 rate = GLOBAL_BATCH[kind] / (t["step_ms"] / 1e3)
                 share = f"{t['wait_ms']:.2f} ms ({t['wait_ms'] / t['step_ms']:.0%})" if ranks > 1 else "-"
+                done = f"{t['hidden']:.0%}" if ranks > 1 else "-"
                 lone = f"{entry['allreduce_ms']:.2f} ms" if ranks > 1 else "-"
                 rows.append(f"| {kind} | {name} | {mode} | {entry['batch_per_rank']} | {t['step_ms']:.2f} | "
-                            f"{rate:,.0f} | {share} | {lone} |")
+                            f"{rate:,.0f} | {share} | {done} | {lone} |")
     print(f"load after: {os.getloadavg()}")
     print("| model | layout | gradient averaging | batch per rank | step ms | samples/s | wait in step | "
-          "lone allreduce |")
-    print("|---|---|---|---|---|---|---|---|")
+          "reduced during backward | lone allreduce |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

@@ -6,6 +6,9 @@ launch, CLI and fault behaviour by tests/test_distributed_launch.py.
 """
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -169,6 +172,40 @@ def test_reducer_handles_a_gradient_missing_on_some_ranks():
     assert unused.grad is None  # no rank had one: the optimizer skips it, as without MPI
     reducer.close()
     alone.close()
+
+
+class PolledRanks(FakeRanks):
+    """An allreduce that completes after the progress thread has tested it 3 times (or the
+    waiting main thread 100 times: without the thread the test fails instead of hanging)."""
+
+    needs_progress = True
+
+    def __init__(self):
+        super().__init__()
+        self.polls = 0
+        self.main_polls = 0
+
+    def test(self, handles):
+        if threading.current_thread() is threading.main_thread():
+            self.main_polls += 1
+        else:
+            self.polls += 1
+        return self.polls >= 3 or self.main_polls > 100
+
+
+def test_reducer_progress_thread_completes_allreduces_during_backward():
+    dk.manual_seed(0)
+    model = dk.models.MLP(8, (16,), 3)
+    fake = PolledRanks()
+    reducer = GradientReducer(model.parameters(), fake, world_size=2, overlap=True)
+    _grads(model)
+    deadline = time.monotonic() + 10
+    while fake.polls < 3 and time.monotonic() < deadline:  # backward's later layers would run here
+        time.sleep(0.005)
+    reducer.synchronize()
+    assert reducer.hidden_bytes == sum(reducer.bucket_sizes)  # finished before synchronize
+    reducer.close()
+    assert not any(t.name == "deepkern-allreduce-progress" and t.is_alive() for t in threading.enumerate())
 
 
 def test_reducer_refuses_two_backwards_without_synchronize():
