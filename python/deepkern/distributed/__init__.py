@@ -12,7 +12,9 @@ rank 0's weights and optimizer state; each epoch every rank trains on its own sh
 same permutation (see :mod:`._sharding` for the remainder rule); after each backward the
 gradients are averaged over the ranks, in buckets that start their allreduce while backward
 is still running (:class:`GradientReducer`); metrics are averaged over the ranks, and only
-rank 0 shows progress, writes checkpoints and plots. ``batch_size`` is per rank.
+rank 0 shows progress, writes checkpoints and plots. ``batch_size`` is per rank. In ``fit``
+the bucket size is ``DEEPKERN_DIST_BUCKET_MB`` (default 2) and ``DEEPKERN_DIST_OVERLAP=0``
+selects the simple path (every allreduce after backward), for comparison.
 
 Faults: an uncaught exception on any rank aborts the whole job (``MPI_Abort``) after printing
 its traceback, and every collective gives up after ``DEEPKERN_DIST_TIMEOUT`` seconds (default

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -167,10 +168,12 @@ class FitSession:
 
 
 def fit_session(distributed: Optional[bool], model: Any, optimizer: Any, params: Sequence[Tensor],
-                bucket_mb: float = DEFAULT_BUCKET_MB, overlap: bool = True) -> Optional[FitSession]:
+                bucket_mb: Optional[float] = None, overlap: Optional[bool] = None) -> Optional[FitSession]:
     """A :class:`FitSession` when training is data-parallel, else None (one process trains alone).
 
     ``distributed=None`` means: data-parallel when launched by ``mpiexec`` with several ranks.
+    ``bucket_mb`` and ``overlap`` default to ``DEEPKERN_DIST_BUCKET_MB`` (else 2) and
+    ``DEEPKERN_DIST_OVERLAP`` (``0`` selects the simple path: allreduce after backward).
     """
     if distributed is None:
         distributed = launched()
@@ -179,6 +182,10 @@ def fit_session(distributed: Optional[bool], model: Any, optimizer: Any, params:
     if not distributed:
         return None
     _world.init()
+    if bucket_mb is None:
+        bucket_mb = float(os.environ.get("DEEPKERN_DIST_BUCKET_MB", "") or DEFAULT_BUCKET_MB)
+    if overlap is None:
+        overlap = os.environ.get("DEEPKERN_DIST_OVERLAP", "1").strip() not in ("0", "false", "no", "off")
     return FitSession(model, optimizer, params, bucket_mb, overlap)
 
 
