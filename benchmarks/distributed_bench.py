@@ -117,9 +117,9 @@ def _run_layout(ranks: int, threads: int, args: argparse.Namespace) -> Dict[str,
     return json.loads(line[len("RESULT "):])
 
 
-# Per-machine compute of one step at the seed batch, from the "Training: samples/s" table of
-# RESULTS.md (this 2-core machine, 2 threads): MLP 101,648 samples/s at batch 100, CNN 7,516 at 128.
-MEASURED_STEP_MS = {"mlp": 100 / 101_648 * 1e3, "cnn": 128 / 7_516 * 1e3}
+# Per-machine compute of one step at the seed batch, from "Training step, final check" in
+# RESULTS.md (this 2-core machine, 2 threads): MLP ~107,000 samples/s at batch 100, CNN ~7,900 at 128.
+MEASURED_STEP_MS = {"mlp": 100 / 107_000 * 1e3, "cnn": 128 / 7_900 * 1e3}
 GRADIENT_BYTES = {"mlp": 4 * 269_322, "cnn": 4 * 121_930}
 LATENCY_US = 10.0  # per ring hop and message, a typical TCP/Ethernet figure
 
