@@ -11,6 +11,7 @@ import pytest
 
 import deepkern as dk
 from deepkern import distributed as dist
+from deepkern.autograd.tensor import _POST_ACCUMULATE_HOOKS
 
 pytestmark = pytest.mark.skipif(not dist.launched_under_mpi(),
                                 reason="needs several MPI ranks: mpiexec -n 2 python -m pytest tests/mpi")
@@ -109,6 +110,7 @@ def test_fit_metrics_checkpoints_and_early_stopping_agree(tmp_path_factory):
     assert _same_everywhere(history.history)
     assert _same_everywhere({k: v.tolist() for k, v in model.state_dict().items()})
     assert (saver.last_saved is not None) == dist.is_root()
+    assert not any(id(p) in _POST_ACCUMULATE_HOOKS for p in model.parameters())  # fit removed its hooks
 
 
 def test_keras_fit_is_data_parallel():
@@ -128,3 +130,4 @@ def test_batch_sources_must_have_equal_lengths():
     model = dk.models.MLP(12, (4,), 2)
     with pytest.raises(ValueError, match="different numbers of batches"):
         dk.train.fit(model, dk.data.BatchIterator(x, y, batch_size=8, seed=0), None, epochs=1, progress=False)
+    assert not any(id(p) in _POST_ACCUMULATE_HOOKS for p in model.parameters())  # refused before any hook

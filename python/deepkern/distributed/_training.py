@@ -94,9 +94,11 @@ class FitSession:
     """What ``fit`` needs on each rank: sharding, gradient averaging, agreed metrics and stop."""
 
     def __init__(self, model: Any, optimizer: Any, params: Sequence[Tensor], bucket_mb: float,
-                 overlap: bool) -> None:
+                 overlap: bool, batches: Optional[int] = None) -> None:
         self.rank, self.size = _world.rank(), _world.world_size()
         self.is_root = self.rank == 0
+        if batches is not None:
+            self.check_batches(batches)
         check_same_model(model)
         broadcast_parameters(model)
         if hasattr(optimizer, "state_dict") and hasattr(optimizer, "load_state_dict"):
@@ -107,6 +109,7 @@ class FitSession:
             communicator: Any = NcclCommunicator()
         else:
             communicator = MpiCommunicator()
+        # last: the hooks it registers stay until close(), so nothing may fail after it here
         self.reducer = GradientReducer(params, communicator, self.size, bucket_mb=bucket_mb, overlap=overlap)
 
     def agree_seed(self, seed: Optional[int]) -> int:
@@ -168,12 +171,14 @@ class FitSession:
 
 
 def fit_session(distributed: Optional[bool], model: Any, optimizer: Any, params: Sequence[Tensor],
-                bucket_mb: Optional[float] = None, overlap: Optional[bool] = None) -> Optional[FitSession]:
+                bucket_mb: Optional[float] = None, overlap: Optional[bool] = None,
+                batches: Optional[int] = None) -> Optional[FitSession]:
     """A :class:`FitSession` when training is data-parallel, else None (one process trains alone).
 
     ``distributed=None`` means: data-parallel when launched by ``mpiexec`` with several ranks.
     ``bucket_mb`` and ``overlap`` default to ``DEEPKERN_DIST_BUCKET_MB`` (else 2) and
     ``DEEPKERN_DIST_OVERLAP`` (``0`` selects the simple path: allreduce after backward).
+    ``batches``: a batch source's batches per epoch, checked to be equal on every rank.
     """
     if distributed is None:
         distributed = launched()
@@ -186,7 +191,7 @@ def fit_session(distributed: Optional[bool], model: Any, optimizer: Any, params:
         bucket_mb = float(os.environ.get("DEEPKERN_DIST_BUCKET_MB", "") or DEFAULT_BUCKET_MB)
     if overlap is None:
         overlap = os.environ.get("DEEPKERN_DIST_OVERLAP", "1").strip() not in ("0", "false", "no", "off")
-    return FitSession(model, optimizer, params, bucket_mb, overlap)
+    return FitSession(model, optimizer, params, bucket_mb, overlap, batches)
 
 
 def _for_rank(callbacks: Iterable[Any], root: bool) -> List[Any]:
