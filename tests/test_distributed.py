@@ -253,16 +253,3 @@ def test_nccl_reports_why_it_is_unavailable():
         pytest.skip("a GPU with NCCL is present (tested by tests/mpi on such machines)")
     assert reason
 
-
-def test_distributed_imports_nothing_above_it():
-    """Layers: train may import distributed, never the reverse (nor the front ends)."""
-    import ast
-    import pathlib
-    folder = pathlib.Path(dist.__file__).parent
-    above = {"train", "keras", "cli", "sklearn", "torch", "models", "nn", "optim", "data"}
-    for path in folder.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level >= 2:
-                target = (node.module or "").split(".")[0]
-                names = {alias.name for alias in node.names} if not target else {target}
-                assert not names & above, f"{path.name} imports {names & above} from above"

@@ -117,7 +117,8 @@ def test_keras_fit_is_data_parallel():
     from deepkern.keras import layers, models
     x, y = _data(64, seed=dist.rank())
     dk.manual_seed(2)
-    model = models.Sequential([layers.Dense(8, activation="relu", input_shape=(12,)), layers.Dense(2, activation="softmax")])
+    model = models.Sequential([layers.Dense(8, activation="relu", input_shape=(12,)),
+                               layers.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
     assert _same_everywhere(history.history)

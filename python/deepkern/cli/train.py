@@ -107,7 +107,8 @@ def _train(args: Any, root: bool) -> int:
     # built here rather than inside fit so that its state goes into the checkpoint
     opt = _resolve_optimizer(optimizer, model, lr)
     ranks = distributed.world_size()
-    per_rank = f" per rank ({batch_size * ranks} in all), data parallel on {distributed.describe()}" if ranks > 1 else ""
+    per_rank = (f" per rank ({batch_size * ranks} in all), data parallel on {distributed.describe()}"
+                if ranks > 1 else "")
     print(f"training {type(model).__name__} ({sum(p.size for p in model.parameters()):,} parameters) "
           f"on {dataset}: {len(x_train)} samples ({validation_split:.0%} held out for validation), "
           f"{epochs} epochs, batch {batch_size}{per_rank}, "

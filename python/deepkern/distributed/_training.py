@@ -133,7 +133,8 @@ class FitSession:
         a set smaller than the world is evaluated whole on every rank)."""
         if x is None or len(x) < self.size:
             return x, y
-        return x[self.rank::self.size], y[self.rank::self.size]
+        # contiguous copies: the kernels refuse strided views
+        return tuple(xp_of(a).ascontiguousarray(a[self.rank::self.size]) for a in (x, y))
 
     def check_batches(self, count: int) -> None:
         """Every rank must take the same number of steps per epoch (each step is a collective)."""
