@@ -250,6 +250,6 @@ def test_launch_detection_and_single_process_default(monkeypatch):
 def test_nccl_reports_why_it_is_unavailable():
     ok, reason = dist.nccl_available()
     if ok:
-        pytest.skip("a GPU with NCCL is present (tested by tests/mpi on such machines)")
+        pytest.skip("a GPU with NCCL is present (tests/mpi tests the NCCL path)")
     assert reason
 

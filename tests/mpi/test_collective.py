@@ -132,3 +132,23 @@ def test_batch_sources_must_have_equal_lengths():
     with pytest.raises(ValueError, match="different numbers of batches"):
         dk.train.fit(model, dk.data.BatchIterator(x, y, batch_size=8, seed=0), None, epochs=1, progress=False)
     assert not any(id(p) in _POST_ACCUMULATE_HOOKS for p in model.parameters())  # refused before any hook
+
+
+def test_nccl_allreduce_of_cupy_arrays():
+    """The NCCL path (one GPU per rank); skips where CuPy with NCCL or a GPU is missing."""
+    ok, reason = dist.nccl_available()
+    if not ok:
+        pytest.skip(f"NCCL path not testable here: {reason}")
+    import cupy
+    comm = dist.NcclCommunicator()
+    buf = cupy.full(1000, dist.rank() + 1, dtype=cupy.float32)
+    handle = comm.start_allreduce(buf)
+    dist._world.wait(lambda: comm.test([handle]), "NCCL test allreduce")
+    expected = sum(range(1, dist.world_size() + 1))
+    assert float(buf.get()[0]) == expected and float(buf.get()[-1]) == expected
+    w = dk.nn.Parameter(cupy.full(4, dist.rank() + 1.0, dtype=cupy.float32))
+    reducer = dist.GradientReducer([w], comm)
+    (w * 1.0).sum().backward()  # gradient of ones on every rank
+    reducer.synchronize()
+    np.testing.assert_allclose(w.grad.get(), np.ones(4, dtype=np.float32))
+    reducer.close()
