@@ -6,7 +6,6 @@ weights and optimizer state everywhere) and the per-step and per-epoch work ``fi
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -225,7 +224,7 @@ def root_output() -> Iterator[bool]:
     if _world.rank() == 0:
         yield True
         return
-    with contextlib.redirect_stdout(io.StringIO()):
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         yield False
 
 
