@@ -46,13 +46,13 @@ def _step_times(kind: str, batch: int, steps: int, reducer_factory: Any, blocks:
     loss_fn = dk.nn.CrossEntropyLoss()
     opt = dk.optim.Adam(model.parameters(), lr=1e-3)
     data = train_data(kind, batch, n_batches=4)
-    modes = ["single"] if reducer_factory is None else ["overlap", "after backward"]
+    modes = ["single"] if reducer_factory is None else ["overlap + thread", "overlap, hooks only", "after backward"]
     times: Dict[str, List[float]] = {m: [] for m in modes}
     waits: Dict[str, List[float]] = {m: [] for m in modes}
     hidden: Dict[str, List[float]] = {m: [] for m in modes}
     for block in range(blocks):
         for mode in modes:
-            reducer = None if reducer_factory is None else reducer_factory(model, mode == "overlap")
+            reducer = None if reducer_factory is None else reducer_factory(model, mode)
             for i in range(steps + 3):  # 3 warm-up steps per block
                 x, y = data[i % len(data)]
                 start = time.perf_counter()
@@ -94,8 +94,9 @@ def worker(steps: int, blocks: int, bucket_mb: float) -> None:
         batch = GLOBAL_BATCH[kind] // ranks
         factory = None
         if ranks > 1:
-            def factory(model: Any, overlap: bool) -> Any:
-                return dist.GradientReducer(model.parameters(), bucket_mb=bucket_mb, overlap=overlap)
+            def factory(model: Any, mode: str) -> Any:
+                return dist.GradientReducer(model.parameters(), bucket_mb=bucket_mb, overlap=mode != "after backward",
+                                            progress_thread=mode == "overlap + thread")
         result = _step_times(kind, batch, steps, factory, blocks)
         grad_bytes = 4 * sum(p.size for p in _model(kind).parameters())
         entry = {"ranks": ranks, "batch_per_rank": batch, "grad_bytes": grad_bytes, "modes": result}

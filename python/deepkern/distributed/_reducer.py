@@ -20,6 +20,7 @@ waits for the earlier ones), because MPI matches non-blocking collectives by iss
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -152,6 +153,9 @@ class GradientReducer:
         bucket_mb: bucket size in megabytes (a parameter larger than that gets a bucket alone).
         overlap: start each bucket from backward's gradient hooks (True) or only in
             :meth:`synchronize` (False, the simple path).
+        progress_thread: with overlap and a communicator that ``needs_progress`` (MPI), test the
+            started allreduces from a thread during backward (default: on unless
+            ``DEEPKERN_DIST_PROGRESS=0``); without it they advance only in :meth:`synchronize`.
 
     ``wait_seconds`` and ``steps`` accumulate the time :meth:`synchronize` spent waiting (the
     communication not hidden behind backward) and the number of steps; ``hidden_bytes`` the
@@ -159,7 +163,8 @@ class GradientReducer:
     """
 
     def __init__(self, params: Sequence[Tensor], communicator: Any = None, world_size: Optional[int] = None,
-                 bucket_mb: float = DEFAULT_BUCKET_MB, overlap: bool = True) -> None:
+                 bucket_mb: float = DEFAULT_BUCKET_MB, overlap: bool = True,
+                 progress_thread: Optional[bool] = None) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError("params: no parameters to average")
@@ -176,8 +181,10 @@ class GradientReducer:
         self._next = 0  # index of the next bucket to start
         self._removers = ([p.register_post_accumulate_grad_hook(self._on_gradient) for p in self.params]
                           if self.overlap else [])
-        self._poller = (_Poller(self.communicator) if self.overlap and getattr(self.communicator, "needs_progress",
-                                                                                False) else None)
+        if progress_thread is None:
+            progress_thread = os.environ.get("DEEPKERN_DIST_PROGRESS", "1").strip() not in ("0", "false", "no", "off")
+        wanted = self.overlap and progress_thread and getattr(self.communicator, "needs_progress", False)
+        self._poller = _Poller(self.communicator) if wanted else None
         self.wait_seconds = 0.0
         self.steps = 0
         self.hidden_bytes = 0
