@@ -197,7 +197,7 @@ def test_reducer_progress_thread_completes_allreduces_during_backward():
     dk.manual_seed(0)
     model = dk.models.MLP(8, (16,), 3)
     fake = PolledRanks()
-    reducer = GradientReducer(model.parameters(), fake, world_size=2, overlap=True)
+    reducer = GradientReducer(model.parameters(), fake, world_size=2, overlap=True, progress_thread=True)
     _grads(model)
     deadline = time.monotonic() + 10
     while fake.polls < 3 and time.monotonic() < deadline:  # backward's later layers would run here
@@ -206,6 +206,9 @@ def test_reducer_progress_thread_completes_allreduces_during_backward():
     assert reducer.hidden_bytes == sum(reducer.bucket_sizes)  # finished before synchronize
     reducer.close()
     assert not any(t.name == "deepkern-allreduce-progress" and t.is_alive() for t in threading.enumerate())
+    default = GradientReducer(model.parameters(), PolledRanks(), world_size=2)  # opt-in: no thread
+    assert not any(t.name == "deepkern-allreduce-progress" for t in threading.enumerate())
+    default.close()
 
 
 def test_reducer_refuses_two_backwards_without_synchronize():

@@ -14,7 +14,8 @@ gradients are averaged over the ranks, in buckets that start their allreduce whi
 is still running (:class:`GradientReducer`); metrics are averaged over the ranks, and only
 rank 0 shows progress, writes checkpoints and plots. ``batch_size`` is per rank. In ``fit``
 the bucket size is ``DEEPKERN_DIST_BUCKET_MB`` (default 2) and ``DEEPKERN_DIST_OVERLAP=0``
-selects the simple path (every allreduce after backward), for comparison.
+selects the simple path (every allreduce after backward), for comparison;
+``DEEPKERN_DIST_PROGRESS=1`` adds a thread that advances the allreduces during backward.
 
 Faults: an uncaught exception on any rank aborts the whole job (``MPI_Abort``) after printing
 its traceback, and every collective gives up after ``DEEPKERN_DIST_TIMEOUT`` seconds (default

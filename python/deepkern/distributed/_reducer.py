@@ -10,10 +10,13 @@ the optimizer step) starts what is left, waits for everything with the collectiv
 and sets each ``.grad`` to the average over the ranks. ``overlap=False`` is the simple path:
 every bucket starts in ``synchronize``, after backward.
 
-MPI advances a non-blocking collective only while some thread is inside an MPI call, so with
-the MPI communicator a small progress thread tests the started allreduces every 0.5 ms during
-backward (the kernels release the GIL); measured on the seed CNN, it lets ~85% of the gradient
-bytes finish reducing before backward returns, against ~0% without it.
+MPI advances a non-blocking collective only while some thread is inside an MPI call. With
+``progress_thread`` a small thread tests the started allreduces every 0.5 ms during backward
+(the kernels release the GIL): on the seed CNN ~82% of the gradient bytes then finish reducing
+before backward returns (0% without it) and the wait in the step shrinks, but on the 2-core
+development machine no step got faster and the 2 ms MLP step got 2-7x slower in the quieter
+runs (the training thread blocking on the GIL or the lock behind it), so it is opt-in
+(benchmarks/RESULTS.md, "Data-parallel training over MPI").
 
 Buckets start strictly in index order on every rank (a later bucket that completes first
 waits for the earlier ones), because MPI matches non-blocking collectives by issue order.
@@ -154,8 +157,8 @@ class GradientReducer:
         overlap: start each bucket from backward's gradient hooks (True) or only in
             :meth:`synchronize` (False, the simple path).
         progress_thread: with overlap and a communicator that ``needs_progress`` (MPI), test the
-            started allreduces from a thread during backward (default: on unless
-            ``DEEPKERN_DIST_PROGRESS=0``); without it they advance only in :meth:`synchronize`.
+            started allreduces from a thread during backward (default: off unless
+            ``DEEPKERN_DIST_PROGRESS=1``); without it they advance only in :meth:`synchronize`.
 
     ``wait_seconds`` and ``steps`` accumulate the time :meth:`synchronize` spent waiting (the
     communication not hidden behind backward) and the number of steps; ``hidden_bytes`` the
@@ -182,7 +185,7 @@ class GradientReducer:
         self._removers = ([p.register_post_accumulate_grad_hook(self._on_gradient) for p in self.params]
                           if self.overlap else [])
         if progress_thread is None:
-            progress_thread = os.environ.get("DEEPKERN_DIST_PROGRESS", "1").strip() not in ("0", "false", "no", "off")
+            progress_thread = os.environ.get("DEEPKERN_DIST_PROGRESS", "0").strip() in ("1", "true", "yes", "on")
         wanted = self.overlap and progress_thread and getattr(self.communicator, "needs_progress", False)
         self._poller = _Poller(self.communicator) if wanted else None
         self.wait_seconds = 0.0
