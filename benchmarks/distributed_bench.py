@@ -2,13 +2,15 @@
 threads, 2 ranks x 1 thread, with the gradient allreduce's cost and the overlap on and off.
 
     python benchmarks/distributed_bench.py             # runs the three layouts, prints markdown
+    python benchmarks/distributed_bench.py --scaling-model   # the ring-allreduce model alone
     mpiexec -n 2 python benchmarks/distributed_bench.py --worker   # one layout (used by the above)
 
 Every layout trains with the same global batch (MLP 100, CNN 128: per rank 50 and 64 on two
 ranks), one Adam step per batch on fixed MNIST-shaped batches. A step is zero_grad, forward,
 backward, (gradient averaging), optimizer step; its median over the timed steps gives
-samples/s = global batch / step time. On several ranks the overlap modes alternate in blocks
-so machine load hits both alike; "wait" is the median time the step spent in
+samples/s = global batch / step time. On several ranks three modes of gradient averaging
+(overlap with the progress thread, overlap from the hooks only, after backward) alternate in
+blocks so machine load hits them alike; "wait" is the median time the step spent in
 ``GradientReducer.synchronize`` (the communication backward did not hide, plus any wait for
 a slower rank), "reduced during backward" the share of gradient bytes whose allreduce had
 finished before backward returned, and "allreduce" the median time of a lone allreduce of
