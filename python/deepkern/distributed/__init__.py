@@ -40,7 +40,7 @@ from ._nccl import NcclCommunicator, nccl_available
 from ._reducer import DEFAULT_BUCKET_MB, GradientReducer, MpiCommunicator
 from ._sharding import DistributedSampler, rank_seed, shard, shard_indices
 from ._training import (FitSession, broadcast_optimizer_state, broadcast_parameters, check_same_model,
-                        describe, fit_session, launched, rank_view, root_output)
+                        describe, fit_session, launched, mean_over_ranks, rank_view, root_output)
 from ._world import (DEFAULT_TIMEOUT, DistributedTimeoutError, abort, allreduce_, barrier, bcast_, bcast_object,
                      init, is_initialized, is_root, launched_under_mpi, rank, timeout, world_size)
 
@@ -49,4 +49,4 @@ __all__ = ["init", "is_initialized", "launched_under_mpi", "launched", "rank", "
            "DEFAULT_TIMEOUT", "broadcast_parameters", "broadcast_optimizer_state", "check_same_model",
            "GradientReducer", "MpiCommunicator", "DEFAULT_BUCKET_MB", "NcclCommunicator", "nccl_available",
            "DistributedSampler", "shard_indices", "shard", "rank_seed", "FitSession", "fit_session",
-           "root_output", "rank_view", "describe"]
+           "root_output", "rank_view", "mean_over_ranks", "describe"]

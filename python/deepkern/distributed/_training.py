@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -192,6 +192,19 @@ def fit_session(distributed: Optional[bool], model: Any, optimizer: Any, params:
     if overlap is None:
         overlap = os.environ.get("DEEPKERN_DIST_OVERLAP", "1").strip() not in ("0", "false", "no", "off")
     return FitSession(model, optimizer, params, bucket_mb, overlap, batches)
+
+
+def mean_over_ranks(values: Mapping[str, float]) -> Dict[str, float]:
+    """Each value's mean over the ranks, identical on every rank (rank 0's reduced values are
+    broadcast); unchanged outside data-parallel training. For metrics a front end computes per
+    rank (Keras's accuracy family, precision, recall): every rank weighs the same, which is
+    exact for the equal training shards and within one sample for validation shards."""
+    if not _world.is_initialized() or _world.world_size() == 1 or not values:
+        return dict(values)
+    keys = list(values)
+    vector = _world.allreduce_(np.array([values[k] for k in keys], dtype=np.float64), "metric averaging")
+    _world.bcast_(vector, 0, "metric broadcast")
+    return {k: float(v) / _world.world_size() for k, v in zip(keys, vector)}
 
 
 def _for_rank(callbacks: Iterable[Any], root: bool) -> List[Any]:
