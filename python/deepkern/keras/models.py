@@ -389,6 +389,8 @@ class Sequential(nn.Module):
             validation_data = (validation_data[0], self._packed(validation_data[1], "validation_data[1]", weights))
 
         prints, user_callbacks = _distributed.rank_view(distributed, list(callbacks or []))
+        if targets is not None:  # arrays: the steps of this rank's share (all of them on one process)
+            steps = -(-(n_train // _distributed.world_size()) // batch_size)
         run = _training.KerasRun(self, self._objective, user_callbacks, level if prints else 0, int(epochs), steps)
         if seed is None:
             seed = int(get_generator().integers(2 ** 31))
