@@ -17,7 +17,7 @@ Rules kept throughout:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -34,6 +34,11 @@ __all__ = ["Tensor", "tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 Scalar = Union[int, float]
+
+# Hooks run when a leaf's gradient is complete in backward(): id(leaf) -> (leaf, hooks). The
+# entry holds the leaf, so its id cannot be reused while hooks are registered. Empty (one dict
+# check per leaf) unless data-parallel training registered its gradient hooks.
+_POST_ACCUMULATE_HOOKS: Dict[int, Tuple["Tensor", List[Callable[["Tensor"], None]]]] = {}
 
 
 # ---------------------------------------------------------------------------- array helpers
@@ -158,6 +163,28 @@ class Tensor:
         self._retain = True
         return self
 
+    def register_post_accumulate_grad_hook(self, hook: Callable[["Tensor"], None]) -> Callable[[], None]:
+        """Call ``hook(self)`` in ``backward()`` once this leaf's ``.grad`` is complete (after every
+        contribution of that pass, before the optimizer runs); PyTorch's hook of the same name.
+
+        Returns a function that removes the hook. Data-parallel training starts averaging a
+        bucket of gradients from these hooks while backward is still computing earlier layers.
+        """
+        if not self.is_leaf or not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaves that require grad "
+                               "(parameters) accumulate a gradient")
+        if not callable(hook):
+            raise TypeError(f"hook: expected a callable, got {type(hook).__name__}")
+        _POST_ACCUMULATE_HOOKS.setdefault(id(self), (self, []))[1].append(hook)
+
+        def remove() -> None:
+            entry = _POST_ACCUMULATE_HOOKS.get(id(self))
+            if entry is not None and hook in entry[1]:
+                entry[1].remove(hook)
+                if not entry[1]:
+                    del _POST_ACCUMULATE_HOOKS[id(self)]
+        return remove
+
     @property
     def is_leaf(self) -> bool:
         return self._backward is None
@@ -199,8 +226,11 @@ class Tensor:
         self._accumulate(seed)
         for node in reversed(order):
             fn = node._backward
-            if fn is None:
-                continue  # a leaf
+            if fn is None:  # a leaf: every node that uses it has run, so its gradient is complete
+                if _POST_ACCUMULATE_HOOKS and node._grad is not None and id(node) in _POST_ACCUMULATE_HOOKS:
+                    for hook in tuple(_POST_ACCUMULATE_HOOKS[id(node)][1]):
+                        hook(node)
+                continue
             g = node._grad
             if g is not None:
                 fn(g)

@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .. import data, models
+from .. import data, distributed, models
 from ..backends import set_backend
 from ..nn.init import manual_seed
 from ..train import Callback, EarlyStopping, EpochLogger, evaluate, fit, plot_history, predict, save
@@ -37,7 +37,14 @@ def _build_cli_model(name: str, x_train: np.ndarray, num_classes: int) -> Any:
 
 
 def run(args: Any) -> int:
-    """Run ``deepkern train`` from parsed arguments (see ``cli.build_parser``); returns the exit code."""
+    """Run ``deepkern train`` from parsed arguments (see ``cli.build_parser``); returns the exit code.
+
+    Under ``mpiexec -n N`` every rank trains its shard and rank 0 alone prints, saves and plots."""
+    with distributed.root_output() as root:
+        return _train(args, root)
+
+
+def _train(args: Any, root: bool) -> int:
     def fail(message: str, code: int = 2) -> int:
         print(f"deepkern train: error: {message}", file=sys.stderr)
         return code
@@ -99,9 +106,12 @@ def run(args: Any) -> int:
         callbacks.append(EpochLogger())
     # built here rather than inside fit so that its state goes into the checkpoint
     opt = _resolve_optimizer(optimizer, model, lr)
+    ranks = distributed.world_size()
+    per_rank = (f" per rank ({batch_size * ranks} in all), data parallel on {distributed.describe()}"
+                if ranks > 1 else "")
     print(f"training {type(model).__name__} ({sum(p.size for p in model.parameters()):,} parameters) "
           f"on {dataset}: {len(x_train)} samples ({validation_split:.0%} held out for validation), "
-          f"{epochs} epochs, batch {batch_size}, "
+          f"{epochs} epochs, batch {batch_size}{per_rank}, "
           f"{type(opt).__name__} lr={opt.lr:g}, device {args.device}")
     started = time.perf_counter()
     try:
@@ -126,9 +136,10 @@ def run(args: Any) -> int:
     held_out = "truth table" if dataset == "or" else f"{len(x_test)} held-out samples"
     print(f"test accuracy: {test_acc:.4f} ({held_out}), test loss {test_loss:.4f}")
     print(f"training: {trained / train_seconds:,.0f} samples/s over {len(history.epoch)} epochs "
-          f"({wall:.1f} s in all)")
-    save(model, save_path, optimizer=opt)
-    print(f"checkpoint: {save_path}")
-    plot_history(history, plot_path, title=f"{type(model).__name__} on {dataset}")
-    print(f"history plot: {plot_path}")
+          f"({wall:.1f} s in all){f' on {ranks} ranks' if ranks > 1 else ''}")
+    if root:  # the ranks hold the same weights: one writes
+        save(model, save_path, optimizer=opt)
+        print(f"checkpoint: {save_path}")
+        plot_history(history, plot_path, title=f"{type(model).__name__} on {dataset}")
+        print(f"history plot: {plot_path}")
     return 0

@@ -76,6 +76,8 @@ class ModelCheckpoint(train.Callback):
         verbose: 1 prints a line per save.
     """
 
+    rank_zero_only = True  # data-parallel: one writer
+
     def __init__(self, filepath: Union[str, "os.PathLike[str]"], monitor: str = "val_loss",
                  verbose: int = 0, save_best_only: bool = False, save_weights_only: bool = False,
                  mode: str = "auto") -> None:

@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .. import distributed as _distributed
 from .. import nn, optim, train
 from .._files import check_float32_values, read_npz, save_npz
 from ..autograd import Tensor
@@ -328,7 +329,8 @@ class Sequential(nn.Module):
             verbose: Union[int, str] = "auto", callbacks: Optional[Sequence[train.Callback]] = None,
             validation_split: float = 0.0, validation_data: Optional[Tuple[Any, ...]] = None,
             shuffle: bool = True, class_weight: Optional[Dict[int, float]] = None, sample_weight: Any = None,
-            steps_per_epoch: Optional[int] = None, seed: Optional[int] = None) -> train.History:
+            steps_per_epoch: Optional[int] = None, seed: Optional[int] = None,
+            distributed: Optional[bool] = None) -> train.History:
         """Train for ``epochs`` passes; returns a History whose ``.history`` has Keras's keys
         (``loss``, each compiled metric, ``val_loss``, ``val_<metric>``).
 
@@ -340,7 +342,9 @@ class Sequential(nn.Module):
         ``verbose``: 0 silent; 1 (``"auto"``) a progress bar on a terminal or in Jupyter and
         one line per epoch otherwise (logs, pipes); 2 one line per epoch. ``seed`` fixes the
         shuffling; by default it is drawn from deepkern's global generator, so
-        ``dk.manual_seed(n)`` makes a whole script reproducible.
+        ``dk.manual_seed(n)`` makes a whole script reproducible. ``distributed``: data-parallel
+        over MPI ranks, as in ``dk.train.fit`` (by default when launched by ``mpiexec`` with
+        several ranks; ``batch_size`` is then per rank and rank 0 alone prints and checkpoints).
         """
         self._require_compiled("fit")
         if epochs is None or isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
@@ -384,14 +388,18 @@ class Sequential(nn.Module):
             weights = validation_data[2] if len(validation_data) == 3 else None
             validation_data = (validation_data[0], self._packed(validation_data[1], "validation_data[1]", weights))
 
-        run = _training.KerasRun(self, self._objective, list(callbacks or []), level, int(epochs), steps)
+        prints, user_callbacks = _distributed.rank_view(distributed, list(callbacks or []))
+        if targets is not None:  # arrays: the steps of this rank's share (all of them on one process)
+            steps = -(-(n_train // _distributed.world_size()) // batch_size)
+        run = _training.KerasRun(self, self._objective, user_callbacks, level if prints else 0, int(epochs), steps)
         if seed is None:
             seed = int(get_generator().integers(2 ** 31))
         self.stop_training = False
         history = train.fit(self, inputs, targets, epochs=int(epochs), batch_size=batch_size,
                             optimizer=self._optimizer(), loss=self._objective,
                             validation_split=validation_split, validation_data=validation_data,
-                            shuffle=bool(shuffle), callbacks=[run], seed=seed, progress=False)
+                            shuffle=bool(shuffle), callbacks=[run], seed=seed, progress=False,
+                            distributed=distributed)
         history.history = run.history
         history.model = self
         self.history = history

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import distributed as _distributed
 from .. import nn, ops, train
 from ..train.callbacks import _bar_size, _progress_enabled, progress_bar_class
 from ..autograd import Tensor
@@ -324,10 +325,12 @@ class KerasRun(train.Callback):
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
         logs = logs or {}
         keras_logs: "OrderedDict[str, float]" = OrderedDict(loss=float(logs["loss"]))
-        keras_logs.update(self.objective.results("train"))
+        # data-parallel: the loop averaged the losses; the metrics are averaged here
+        keras_logs.update(_distributed.mean_over_ranks(self.objective.results("train")))
         if "val_loss" in logs:
             keras_logs["val_loss"] = float(logs["val_loss"])
-            keras_logs.update((f"val_{k}", v) for k, v in self.objective.results("eval").items())
+            val_metrics = _distributed.mean_over_ranks(self.objective.results("eval"))
+            keras_logs.update((f"val_{k}", v) for k, v in val_metrics.items())
         for key, value in keras_logs.items():
             self.history.setdefault(key, []).append(value)
         self._logs = dict(keras_logs)

@@ -15,7 +15,7 @@ Either way ``fit`` sees a :class:`BatchSource`: ``len()`` batches per epoch, ``e
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Iterator, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 
@@ -103,26 +103,35 @@ def _as_targets(y: Any, n: int, loss_kind: str, name: str) -> np.ndarray:
 
 class ArrayBatches:
     """Batches of ``(x, y)`` arrays on ``device``: ``batch_size`` rows each (the last may be
-    smaller), in a fresh order per epoch drawn from ``rng`` when ``shuffle`` is set."""
+    smaller), in a fresh order per epoch drawn from ``rng`` when ``shuffle`` is set.
+
+    ``shard`` (data-parallel training) maps each epoch's order of all ``n`` samples to this
+    rank's part of it (``dk.distributed.shard_indices``)."""
 
     def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool, rng: np.random.Generator,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", shard: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
         self.x, self.y = to_device(x, device), to_device(y, device)
         self.n = len(x)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rng = rng
         self.device = device
+        self.shard = shard
+        self.local_n = self.n if shard is None else len(shard(np.arange(self.n)))
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return -(-self.local_n // self.batch_size)
 
     def __iter__(self) -> Iterator[Tuple[Any, Any]]:
         order = None
         if self.shuffle:
             # drawn on the host, as before, so a seed gives the same order on every device
-            order = to_device(self.rng.permutation(self.n), self.device)
-        for begin in range(0, self.n, self.batch_size):
+            order = self.rng.permutation(self.n)
+        if self.shard is not None:
+            order = self.shard(np.arange(self.n) if order is None else order)
+        if order is not None:
+            order = to_device(order, self.device)
+        for begin in range(0, self.local_n, self.batch_size):
             if order is None:
                 yield self.x[begin:begin + self.batch_size], self.y[begin:begin + self.batch_size]
             else:

@@ -29,8 +29,11 @@ class Callback:
     ``fit`` sets ``model``, ``optimizer`` and ``params`` before ``on_train_begin``. ``logs`` at
     epoch end holds the epoch's metrics (``loss``, ``accuracy`` and, with validation data,
     ``val_loss``, ``val_accuracy``). Setting ``self.stop_training = True`` ends training after
-    the current epoch.
+    the current epoch. In data-parallel training every rank runs the callbacks (with the same
+    averaged logs) except those with ``rank_zero_only = True``, which run on rank 0 alone.
     """
+
+    rank_zero_only = False
 
     def __init__(self) -> None:
         self.model: Any = None
@@ -275,6 +278,8 @@ class ModelCheckpoint(Callback):
     ``last_saved`` is the path of the latest file written (None before any).
     """
 
+    rank_zero_only = True  # data-parallel: one writer
+
     def __init__(self, path: PathLike, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto", save_optimizer: bool = True) -> None:
         super().__init__()
@@ -306,6 +311,8 @@ class ModelCheckpoint(Callback):
 
 class EpochLogger(Callback):
     """Print one line of metrics per epoch (for logs, where a progress bar is off)."""
+
+    rank_zero_only = True
 
     def __init__(self, print_fn: Callable[[str], None] = print) -> None:
         super().__init__()

@@ -18,10 +18,11 @@ model's constructor (``dk.manual_seed`` before building it).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .. import distributed as _distributed
 from .. import ops
 from .._device import canonical_device, device_name, to_device, to_host
 from .._validate import is_real as _is_real
@@ -239,10 +240,11 @@ class _FitData:
             self.x_val, self.y_val = x_all[n_train:], y_all[n_train:]
 
     def batches(self, loss_kind: str, batch_size: int, shuffle: bool, seed: Optional[int],
-                device: str) -> BatchSource:
+                device: str, shard: Any = None) -> BatchSource:
         if self.source is not None:
             return SourceBatches(self.source, loss_kind, device)
-        return ArrayBatches(self.x_train, self.y_train, batch_size, shuffle, np.random.default_rng(seed), device)
+        return ArrayBatches(self.x_train, self.y_train, batch_size, shuffle, np.random.default_rng(seed), device,
+                            shard)
 
     def validation(self, device: str) -> Optional[Tuple[Any, Any]]:
         if self.x_val is None:
@@ -255,7 +257,7 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         validation_split: float = 0.0, validation_data: Optional[Tuple[Any, Any]] = None,
         shuffle: bool = True, callbacks: Optional[Iterable[Callback]] = None, seed: Optional[int] = 0,
         progress: Optional[bool] = None, l1: float = 0.0, l2: float = 0.0,
-        device: str = "cpu") -> History:
+        device: str = "cpu", distributed: Optional[bool] = None) -> History:
     """Train ``model`` on ``(X, y)`` with mini-batch gradient descent; returns a :class:`History`.
 
     Args:
@@ -282,6 +284,14 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         l1, l2: penalties ``l1 * sum|w| + l2 * sum w^2`` over the weights (not biases), added to
             the loss and its gradient.
         device: ``"cpu"`` or ``"cuda"`` (moves the model; needs CuPy and a GPU).
+        distributed: train data-parallel over MPI ranks (see ``dk.distributed``); None (the
+            default) does so when launched by ``mpiexec`` with several ranks. ``batch_size`` is
+            then per rank, every rank trains on its shard of each epoch's permutation, metrics
+            are averaged over the ranks and only rank 0 shows progress and runs the
+            ``rank_zero_only`` callbacks (checkpoints, epoch lines). A batch source is used as
+            given on each rank: build each rank's from its share, e.g.
+            ``gen.flow(*dk.distributed.shard(x, y), seed=dk.distributed.rank_seed(0))``
+            (every rank must yield the same number of batches).
 
     Returns:
         History with per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``.
@@ -293,10 +303,17 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
     loss_kind, loss_fn = _resolve_loss(loss)
     data = _FitData(X, y, loss_kind, validation_split, validation_data)
     device = _place_model(device, model)
-    batches = data.batches(loss_kind, batch_size, shuffle, seed, device)
-    validation = data.validation(device)
     optimizer = _resolve_optimizer(optimizer, model, lr)
     params = list(model.parameters())
+    dp = _distributed.fit_session(distributed, model, optimizer, params,  # None: one process
+                                  batches=None if data.source is None else len(data.source))
+    if dp is not None:
+        seed = dp.agree_seed(seed)
+        show_progress = show_progress and dp.is_root
+        user_callbacks = dp.callbacks(user_callbacks)
+        data.x_val, data.y_val = dp.shard_validation(data.x_val, data.y_val)
+    batches = data.batches(loss_kind, batch_size, shuffle, seed, device, None if dp is None else dp.shard)
+    validation = data.validation(device)
 
     history = History()
     callbacks = CallbackList([history] + ([ProgressBar()] if show_progress else []) + user_callbacks)
@@ -307,6 +324,8 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         "optimizer": type(optimizer).__name__, "loss": loss_kind, "device": device})
     step = _TrainStep(model, optimizer, loss_fn, loss_kind, lambda: _weight_penalty(params, l1, l2))
     step.with_accuracy = data.with_accuracy
+    if dp is not None:
+        step.after_backward, step.ranks = dp.gradients_ready, dp.size
     callbacks.on_train_begin({})
     logs: Dict[str, float] = {}
     for epoch in range(epochs):
@@ -318,21 +337,34 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
             logs["val_loss"] = val_loss
             if step.with_accuracy:
                 logs["val_accuracy"] = val_acc
+        if dp is not None:
+            logs, _ = dp.average_logs(logs, step.seen, 0 if validation is None else len(validation[0]))
         callbacks.on_epoch_end(epoch, logs)
-        if callbacks.stop_training:
+        stop = callbacks.stop_training
+        if dp is not None:
+            stop = dp.agree(stop)  # rank 0's decision everywhere
+        if stop:
             break
     callbacks.on_train_end(logs)
+    if dp is not None:
+        dp.close()
     return history
 
 
 class _TrainStep:
     """One epoch of updates: forward, loss (+ penalty), backward, step, per batch; running
-    metrics go to the callbacks after each batch."""
+    metrics go to the callbacks after each batch.
+
+    Data-parallel: ``after_backward`` waits for the gradients averaged over the ranks, and
+    ``ranks`` scales the batch sizes the callbacks see (every rank's batch has the same size)."""
 
     def __init__(self, model: Any, optimizer: Any, loss_fn: LossFn, loss_kind: str, penalty: Any) -> None:
         self.model, self.optimizer, self.loss_fn, self.loss_kind = model, optimizer, loss_fn, loss_kind
         self.penalty = penalty
         self.with_accuracy: Optional[bool] = None
+        self.after_backward: Optional[Callable[[], None]] = None
+        self.ranks = 1
+        self.seen = 0
 
     def run_epoch(self, batches: BatchSource, callbacks: CallbackList) -> Dict[str, float]:
         self.model.train()
@@ -348,6 +380,8 @@ class _TrainStep:
             if penalty is not None:
                 batch_loss = batch_loss + penalty
             batch_loss.backward()
+            if self.after_backward is not None:
+                self.after_backward()
             self.optimizer.step()
             total_loss += float(batch_loss.item()) * len(xb)
             if self.with_accuracy:
@@ -356,7 +390,8 @@ class _TrainStep:
             logs = {"loss": total_loss / seen}
             if self.with_accuracy:
                 logs["accuracy"] = correct / seen
-            callbacks.on_train_batch_end(i, dict(logs, size=len(xb)))
+            callbacks.on_train_batch_end(i, dict(logs, size=len(xb) * self.ranks))
+        self.seen = seen
         return logs
 
 
