@@ -5,15 +5,20 @@ inputs once, deepkern's result is checked against every peer's before anything i
 and each (op, shape) is one benchmark group with a deepkern, numpy and torch member.
 DEEPKERN_BENCH_PROFILE=quick|full (default full) picks the shapes, DEEPKERN_BENCH_THREADS
 the thread count for deepkern, NumPy's BLAS and PyTorch (default: all cores).
+Run them through ``benchmarks/run.sh``: it drops OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which
+OpenBLAS reads when NumPy is imported (too late to drop here); the header names the kernel that ran.
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Callable, Dict
 
+import warnings
+
 import pytest
 
 from deepkern import backends, bench
+from deepkern._bench import blas_env
 
 PROFILE = os.environ.get("DEEPKERN_BENCH_PROFILE", "full")
 THREADS = int(os.environ.get("DEEPKERN_BENCH_THREADS", os.cpu_count() or 1))
@@ -27,6 +32,20 @@ def _torch() -> Any:
     return torch
 
 
+def _override_warning() -> str:
+    """'' or why the NumPy peer is not OpenBLAS's own kernel choice (too late to fix here:
+    NumPy, and its OpenBLAS, is already loaded)."""
+    still = blas_env.overrides(os.environ)
+    return (f"WARNING: {', '.join(still)} set: the NumPy peer runs a forced OpenBLAS kernel; "
+            "use benchmarks/run.sh") if still else ""
+
+
+def pytest_report_header(config) -> list:
+    """Which OpenBLAS kernel the NumPy peer runs, and whether an override forced it."""
+    lines = ["NumPy peer: " + "; ".join(f"{k}: {v}" for k, v in blas_env.header_items().items())]
+    return lines + [w for w in (_override_warning(),) if w]
+
+
 @pytest.fixture(scope="session")
 def torch_module() -> Any:
     """PyTorch when installed, else None (its members of each group are skipped)."""
@@ -38,6 +57,8 @@ def _same_threads(torch_module):
     if not backends.available("cpu"):
         pytest.skip("the C++ CPU backend is not built")
     backends.load("cpu")   # register its thread pool with threadpoolctl before the limit is applied
+    if _override_warning():
+        warnings.warn(_override_warning(), stacklevel=1)
     with bench.thread_limit(THREADS, torch_module):
         yield
 

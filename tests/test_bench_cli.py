@@ -127,3 +127,43 @@ def test_numpy_trainer_loss_decreases(kind):
     for _ in range(15):
         last = net.train_step(x, y)
     assert np.isfinite(first) and last < first   # Adam fits one fixed batch
+
+
+# ---------------------------------------------------------------------------- the NumPy peer's OpenBLAS
+def test_bench_header_names_the_openblas_kernel(tmp_path):
+    from deepkern._bench import blas_env
+    assert cli.main(["bench", "--smoke", "--no-torch", "--only", "relu", "--out-dir", str(tmp_path)]) == 0
+    md = (tmp_path / "kernels.md").read_text(encoding="utf-8")
+    assert "| OpenBLAS overrides |" in md
+    kernels = blas_env.openblas_kernels()
+    if kernels:   # NumPy on OpenBLAS (the wheels): the header names the kernel threadpoolctl saw
+        assert f"| numpy OpenBLAS kernel | {', '.join(kernels)} |" in md
+
+
+def test_clean_env_drops_only_the_openblas_overrides():
+    from deepkern._bench import blas_env
+    env = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "OPENBLAS_NUM_THREADS": "2", "A": "b"}
+    out = blas_env.clean_env(env)
+    assert "OPENBLAS_CORETYPE" not in out and "OPENBLAS_L2_SIZE" not in out
+    assert out["OPENBLAS_NUM_THREADS"] == "2" and out["A"] == "b"
+    assert out[blas_env.CHILD_MARK] == "OPENBLAS_CORETYPE=Haswell,OPENBLAS_L2_SIZE=1048576"
+    assert blas_env.overrides(out) == {}
+
+
+def test_bench_reruns_itself_without_openblas_coretype(tmp_path, monkeypatch, capsys):
+    """With OPENBLAS_CORETYPE set, bench runs again in a child without it: the child's header
+    (passed through) says the override was dropped, and only this run's environment lost it."""
+    import os
+    from deepkern._bench import blas_env
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv(blas_env.CHILD_MARK, raising=False)
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))
+    monkeypatch.setenv("PYTHONPATH", pkg_root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = ["bench", "--smoke", "--no-torch", "--only", "relu fwd", "--out-dir", str(tmp_path)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "running again without OPENBLAS_CORETYPE" in printed
+    assert "OpenBLAS overrides: dropped for this run (OPENBLAS_CORETYPE=Haswell)" in printed
+    assert "| OpenBLAS overrides | dropped for this run (OPENBLAS_CORETYPE=Haswell) |" in (
+        tmp_path / "kernels.md").read_text(encoding="utf-8")
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"   # this process keeps its environment

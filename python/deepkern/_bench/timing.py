@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from . import blas_env
 from .cases import Case, Device, MismatchError, _to_host
 from .report import format_row
 from .results import Row, Timing
@@ -167,6 +168,7 @@ def machine_info(threads: int, torch: Any, device: Device) -> Dict[str, str]:
             info["numpy BLAS"] = ", ".join(sorted(set(blas)))
     except ImportError:
         pass
+    info.update(blas_env.header_items())
     info["torch"] = torch.__version__ if torch is not None else "not installed"
     try:
         from . import _cpu  # type: ignore[attr-defined]
@@ -180,7 +182,6 @@ def machine_info(threads: int, torch: Any, device: Device) -> Dict[str, str]:
     if hasattr(os, "getloadavg"):   # other work on the machine skews multi-threaded timings
         info["load average (1 min) at start"] = f"{os.getloadavg()[0]:.2f}"
     return info
-
 
 
 def _import_torch(use: bool) -> Any:

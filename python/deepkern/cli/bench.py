@@ -6,10 +6,15 @@ import sys
 
 from .._bench import BenchError, MismatchError
 from .._bench import run as run_bench
+from .._bench.blas_env import rerun_without_overrides
 
 
 def run(args: argparse.Namespace) -> int:
     """Run, turning BenchError/MismatchError into a message and exit status 2/1."""
+    argv = getattr(args, "argv", None)   # NumPy's OpenBLAS must run with its own kernel choice
+    status = None if argv is None else rerun_without_overrides(argv)
+    if status is not None:
+        return status
     try:
         return run_bench(args)
     except BenchError as exc:
