@@ -428,6 +428,10 @@ py::dict cpu_features() {
 
 }  // namespace
 
+namespace deepkern::cpu {
+void bind_bf16(py::module_& m);   // bind_bf16.cpp
+}
+
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "deepkern C++ CPU kernels (OpenMP, AVX-512/AVX2 dispatched at run time)";
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("bias").none(true), py::arg("relu"),
@@ -488,4 +492,5 @@ PYBIND11_MODULE(_cpu, m) {
           "Force the relu/softmax/optimizer kernels: 'avx512', 'avx2', 'generic' or 'auto'");
     m.def("set_gemm_variant", &k::set_gemm_variant, py::arg("name"),
           "Force the GEMM micro-kernel: 'avx512', 'avx2', 'scalar' or 'auto'");
+    deepkern::cpu::bind_bf16(m);
 }

@@ -1,0 +1,35 @@
+// bf16 GEMM: fp32 in and out, the inputs rounded to bfloat16 (round to nearest even) while they
+// are packed, products summed in fp32 by AVX512-BF16 vdpbf16ps (two products per lane per
+// instruction: twice the multiplies of an fp32 FMA). Only on CPUs with avx512_bf16.
+#pragma once
+#include <cstdint>
+
+namespace deepkern::cpu {
+
+// The CPU has avx512_bf16 (and the avx512f/bw/vl the kernel file is built with), and the bf16
+// path is not switched off by set_bf16_enabled(false) (tests use that as a "no bf16" CPU).
+bool bf16_available();
+bool bf16_cpu_supports();
+void set_bf16_enabled(bool on);
+
+// C (M, N) row-major, row stride ldc  =  bf16(A) (M, K) @ bf16(B) (K, N), fp32 accumulation.
+// A(i, k) = A[i * a_rs + k * a_cs],  B(k, j) = B[k * b_rs + j * b_cs]  (any strides: transposes
+// are read in place). Throws std::runtime_error when bf16_available() is false.
+void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
+               int64_t b_rs, int64_t b_cs, float* C, int64_t ldc);
+
+namespace bf16 {
+// Defined in gemm_bf16_avx512bf16.cpp (built with -mavx512bf16); call only when the CPU has it.
+constexpr int MR = 14, NR = 32;   // register tile: 14 rows x 32 columns = 28 zmm accumulators
+// One MR-row panel of A (rows <= MR): (Kp, MR) pairs, Kp = ceil(K/2), pair (p, r) =
+// bf16(A(r, 2p)) | bf16(A(r, 2p+1)) << 16 (the odd k past K zero; rows >= `rows` not written).
+// row_tmp holds Kp pairs of scratch.
+void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t rows, int64_t K, uint32_t* out, uint32_t* row_tmp);
+// One NR-column panel of B: (Kp, NR) pairs, pair (p, j) = bf16(B(2p, j)) | bf16(B(2p+1, j)) << 16,
+// columns >= cols and the odd k past K zero.
+void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t K, int64_t cols, uint32_t* out);
+// C (m, n) (m <= MR, n <= NR) = [C +] A panel pairs [0, kp) @ B panel pairs [0, kp).
+void tile(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t ldc, int m, int n, bool accumulate);
+}  // namespace bf16
+
+}  // namespace deepkern::cpu
