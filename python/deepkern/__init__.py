@@ -17,10 +17,11 @@ from .autograd import Tensor, from_dlpack, no_grad, enable_grad, is_grad_enabled
 from .nn.init import manual_seed
 from . import nn, optim, models
 from . import data, train
+from ._precision import get_precision, precision, set_precision
 
 __all__ = ["__version__", "ops", "info", "set_backend", "get_backend", "get_num_threads", "set_num_threads",
-           "Tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models",
-           "data", "train"]
+           "Tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim",
+           "models", "data", "train", "set_precision", "get_precision", "precision"]
 
 
 def __getattr__(name: str):

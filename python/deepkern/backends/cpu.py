@@ -8,12 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _cpu  # ImportError when the C++ module was not built: the registry reports it
+from .._precision import get_precision
 from .._threads import register_threadpoolctl
 
 register_threadpoolctl()  # threadpool_limits(...) then reaches the kernels' pool
 
-matmul = _cpu.matmul
-matmul_backward = _cpu.matmul_backward
 conv2d = _cpu.conv2d
 conv2d_backward = _cpu.conv2d_backward
 max_pool2d = _cpu.max_pool2d
@@ -29,6 +28,33 @@ log_softmax_backward = _cpu.log_softmax_backward
 sgd_update = _cpu.sgd_update
 adam_update = _cpu.adam_update
 rmsprop_update = _cpu.rmsprop_update
+
+
+def matmul(a, b, bias, relu, trans_a, trans_b):
+    if get_precision() != "bf16":
+        return _cpu.matmul(a, b, bias, relu, trans_a, trans_b)
+    out = _cpu.gemm_bf16(a, b, trans_a, trans_b)   # bf16 products, fp32 sums (deepkern._precision)
+    if bias is not None:
+        out += bias
+    if relu:
+        np.maximum(out, 0.0, out=out)
+    return out
+
+
+def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
+    if get_precision() != "bf16":
+        return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias)
+    g = grad_out if out is None else grad_out * (out > 0)   # out is passed only for a fused relu
+    # forward C = op(a) @ op(b): d op(a) = g @ op(b)^T, d op(b) = op(a)^T @ g, each shaped like its input
+    if trans_a:   # a (K, M): da = op(b) @ g^T
+        da = _cpu.gemm_bf16(b, g, trans_b, True)
+    else:         # a (M, K): da = g @ op(b)^T
+        da = _cpu.gemm_bf16(g, b, False, not trans_b)
+    if trans_b:   # b (N, K): db = g^T @ op(a)
+        db = _cpu.gemm_bf16(g, a, True, trans_a)
+    else:         # b (K, N): db = op(a)^T @ g
+        db = _cpu.gemm_bf16(a, g, not trans_a, False)
+    return da, db, (g.sum(axis=0) if want_bias else None)
 
 
 def _labels64(labels: np.ndarray) -> np.ndarray:

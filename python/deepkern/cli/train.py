@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from .. import data, distributed, models
+from .._precision import get_precision, set_precision
 from ..backends import set_backend
 from ..nn.init import manual_seed
 from ..train import Callback, EarlyStopping, EpochLogger, evaluate, fit, plot_history, predict, save
@@ -39,9 +40,14 @@ def _build_cli_model(name: str, x_train: np.ndarray, num_classes: int) -> Any:
 def run(args: Any) -> int:
     """Run ``deepkern train`` from parsed arguments (see ``cli.build_parser``); returns the exit code.
 
-    Under ``mpiexec -n N`` every rank trains its shard and rank 0 alone prints, saves and plots."""
-    with distributed.root_output() as root:
-        return _train(args, root)
+    Under ``mpiexec -n N`` every rank trains its shard and rank 0 alone prints, saves and plots.
+    The precision it sets (--precision) lasts for this run only."""
+    before = get_precision()
+    try:
+        with distributed.root_output() as root:
+            return _train(args, root)
+    finally:
+        set_precision(before)
 
 
 def _train(args: Any, root: bool) -> int:
@@ -73,6 +79,7 @@ def _train(args: Any, root: bool) -> int:
     try:
         if args.backend:
             set_backend(args.backend)
+        set_precision(args.precision)   # for the whole run: training and the test evaluation
     except (RuntimeError, ValueError) as exc:
         return fail(str(exc))
 
@@ -112,7 +119,7 @@ def _train(args: Any, root: bool) -> int:
     print(f"training {type(model).__name__} ({sum(p.size for p in model.parameters()):,} parameters) "
           f"on {dataset}: {len(x_train)} samples ({validation_split:.0%} held out for validation), "
           f"{epochs} epochs, batch {batch_size}{per_rank}, "
-          f"{type(opt).__name__} lr={opt.lr:g}, device {args.device}")
+          f"{type(opt).__name__} lr={opt.lr:g}, device {args.device}, precision {args.precision}")
     started = time.perf_counter()
     try:
         history = fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=opt,

@@ -17,6 +17,7 @@ model's constructor (``dk.manual_seed`` before building it).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -25,6 +26,7 @@ import numpy as np
 from .. import distributed as _distributed
 from .. import ops
 from .._device import canonical_device, device_name, to_device, to_host
+from .._precision import precision as precision_block
 from .._validate import is_real as _is_real
 from .._validate import non_negative as _non_negative
 from .._validate import positive_int as _positive_int
@@ -257,7 +259,7 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
         validation_split: float = 0.0, validation_data: Optional[Tuple[Any, Any]] = None,
         shuffle: bool = True, callbacks: Optional[Iterable[Callback]] = None, seed: Optional[int] = 0,
         progress: Optional[bool] = None, l1: float = 0.0, l2: float = 0.0,
-        device: str = "cpu", distributed: Optional[bool] = None) -> History:
+        device: str = "cpu", distributed: Optional[bool] = None, precision: Optional[str] = None) -> History:
     """Train ``model`` on ``(X, y)`` with mini-batch gradient descent; returns a :class:`History`.
 
     Args:
@@ -292,11 +294,23 @@ def fit(model: Any, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
             given on each rank: build each rank's from its share, e.g.
             ``gen.flow(*dk.distributed.shard(x, y), seed=dk.distributed.rank_seed(0))``
             (every rank must yield the same number of batches).
+        precision: ``"fp32"`` or ``"bf16"`` matmul products for this run (see
+            ``dk.set_precision``; bf16 needs a CPU with AVX512-BF16, else RuntimeError);
+            None keeps the current setting. Weights and optimizer state stay fp32.
 
     Returns:
         History with per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``.
     """
     _check_model(model)
+    with (contextlib.nullcontext() if precision is None else precision_block(precision)):
+        return _fit(model, X, y, epochs, batch_size, optimizer, loss, lr, validation_split, validation_data,
+                    shuffle, callbacks, seed, progress, l1, l2, device, distributed)
+
+
+def _fit(model: Any, X: Any, y: Any, epochs: int, batch_size: int, optimizer: Any, loss: Union[str, LossFn],
+         lr: Optional[float], validation_split: float, validation_data: Optional[Tuple[Any, Any]],
+         shuffle: bool, callbacks: Optional[Iterable[Callback]], seed: Optional[int],
+         progress: Optional[bool], l1: float, l2: float, device: str, distributed: Optional[bool]) -> History:
     epochs, batch_size, l1, l2, user_callbacks = _check_fit_options(
         epochs, batch_size, validation_split, l1, l2, lr, shuffle, seed, callbacks)
     show_progress = _progress_enabled(progress)
