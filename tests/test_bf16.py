@@ -71,6 +71,20 @@ def test_gemm_bf16_reads_strided_views_and_empty_k():
 
 
 @needs_bf16
+@pytest.mark.parametrize("k", [0, 3, 1100])   # 1100: two k blocks, the bias/ReLU go in the last store only
+def test_gemm_bf16_bias_and_relu_in_the_store(k):
+    rng = np.random.default_rng(k)
+    a, b = rng.standard_normal((17, k)).astype(np.float32), rng.standard_normal((k, 45)).astype(np.float32)
+    bias = rng.standard_normal(45).astype(np.float32)
+    plain = _cpu.gemm_bf16(a, b)
+    np.testing.assert_array_equal(_cpu.gemm_bf16(a, b, bias=bias), plain + bias)
+    np.testing.assert_array_equal(_cpu.gemm_bf16(a, b, bias=bias, relu=True), np.maximum(plain + bias, 0))
+    np.testing.assert_array_equal(_cpu.gemm_bf16(a, b, relu=True), np.maximum(plain, 0))
+    with pytest.raises(ValueError, match="bias"):
+        _cpu.gemm_bf16(a, b, bias=bias[:-1])
+
+
+@needs_bf16
 def test_packing_rounds_to_nearest_even():
     ulp = 2.0 ** -7   # bf16 spacing at 1
     x = np.array([1 + ulp / 2, 1 + 3 * ulp / 2, 1 + ulp / 2 + 2.0 ** -20, -(1 + ulp / 2), np.nan, np.inf],

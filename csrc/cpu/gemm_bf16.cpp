@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <stdexcept>
 
@@ -37,7 +38,7 @@ bool bf16_available() { return g_enabled.load() && bf16_cpu_supports(); }
 void set_bf16_enabled(bool on) { g_enabled.store(on); }
 
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
-               int64_t b_rs, int64_t b_cs, float* C, int64_t ldc) {
+               int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, const float* bias, bool relu) {
     using bf16::MR;
     using bf16::NR;
     if (!bf16_available())
@@ -45,7 +46,8 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, in
                                                      : "bf16 compute needs a CPU with AVX512-BF16 (avx512_bf16)");
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
-        for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = std::max(bias ? bias[j] : 0.0f, relu ? 0.0f : -INFINITY);
         return;
     }
     const int64_t Kp = (K + 1) / 2, m_panels = (M + MR - 1) / MR, n_panels = (N + NR - 1) / NR;
@@ -72,10 +74,12 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, in
                 for (int64_t jp = 0; jp < n_panels; ++jp) {
                     const uint32_t* bpan = Bp.get() + (jp * Kp + pc) * NR;
                     const int n = (int)std::min<int64_t>(NR, N - jp * NR);
+                    const bf16::Finish fin{bias ? bias + jp * NR : nullptr, relu};
+                    const bool last = pc + kc == Kp, plain = !bias && !relu;
                     for (int64_t ip = ib; ip < ie; ++ip) {
                         const int64_t i0 = ip * MR;
                         bf16::tile(kc, Ap.get() + (ip * Kp + pc) * MR, bpan, C + i0 * ldc + jp * NR, ldc,
-                                   (int)std::min<int64_t>(MR, M - i0), n, pc > 0);
+                                   (int)std::min<int64_t>(MR, M - i0), n, pc > 0, last && !plain ? &fin : nullptr);
                     }
                 }
             }

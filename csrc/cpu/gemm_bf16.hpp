@@ -14,9 +14,10 @@ void set_bf16_enabled(bool on);
 
 // C (M, N) row-major, row stride ldc  =  bf16(A) (M, K) @ bf16(B) (K, N), fp32 accumulation.
 // A(i, k) = A[i * a_rs + k * a_cs],  B(k, j) = B[k * b_rs + j * b_cs]  (any strides: transposes
-// are read in place). Throws std::runtime_error when bf16_available() is false.
+// are read in place), then + bias[j] (bias (N,) or null) and max(., 0) when relu, in the last store.
+// Throws std::runtime_error when bf16_available() is false.
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
-               int64_t b_rs, int64_t b_cs, float* C, int64_t ldc);
+               int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, const float* bias = nullptr, bool relu = false);
 
 namespace bf16 {
 // Defined in gemm_bf16_avx512bf16.cpp (built with -mavx512bf16); call only when the CPU has it.
@@ -28,8 +29,14 @@ void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t rows, int64_t K,
 // One NR-column panel of B: (Kp, NR) pairs, pair (p, j) = bf16(B(2p, j)) | bf16(B(2p+1, j)) << 16,
 // columns >= cols and the odd k past K zero.
 void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t K, int64_t cols, uint32_t* out);
-// C (m, n) (m <= MR, n <= NR) = [C +] A panel pairs [0, kp) @ B panel pairs [0, kp).
-void tile(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t ldc, int m, int n, bool accumulate);
+// What the last k block's store adds: + bias[j] (offset to the tile's first column; may be null), then max(., 0).
+struct Finish {
+    const float* bias;
+    bool relu;
+};
+// C (m, n) (m <= MR, n <= NR) = finish([C +] A panel pairs [0, kp) @ B panel pairs [0, kp)); finish may be null.
+void tile(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t ldc, int m, int n, bool accumulate,
+          const Finish* finish);
 }  // namespace bf16
 
 }  // namespace deepkern::cpu

@@ -25,7 +25,7 @@ inline __m512i pairs_of(__m512 lo_k, __m512 hi_k) {   // 16 lanes: bf16(lo) | bf
 
 template <int M>
 void tile_m(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t ldc, int n,
-            bool accumulate) {
+            bool accumulate, const Finish* fin) {
     __m512 c0[M], c1[M];
     for (int r = 0; r < M; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
     for (int64_t p = 0; p < kp; ++p) {
@@ -39,26 +39,41 @@ void tile_m(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t 
     }
     const __mmask16 k0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
     const __mmask16 k1 = n >= 32 ? 0xffff : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (fin && fin->bias) {
+        bias0 = _mm512_maskz_loadu_ps(k0, fin->bias);
+        bias1 = _mm512_maskz_loadu_ps(k1, fin->bias + 16);
+    }
+    const __m512 zero = _mm512_setzero_ps();
     for (int r = 0; r < M; ++r) {
         float* row = C + r * ldc;
         if (accumulate) {
             c0[r] = _mm512_add_ps(c0[r], _mm512_maskz_loadu_ps(k0, row));
             c1[r] = _mm512_add_ps(c1[r], _mm512_maskz_loadu_ps(k1, row + 16));
         }
+        if (fin) {   // the last k block: + bias, then ReLU
+            c0[r] = _mm512_add_ps(c0[r], bias0);
+            c1[r] = _mm512_add_ps(c1[r], bias1);
+            if (fin->relu) {
+                c0[r] = _mm512_max_ps(c0[r], zero);
+                c1[r] = _mm512_max_ps(c1[r], zero);
+            }
+        }
         _mm512_mask_storeu_ps(row, k0, c0[r]);
         _mm512_mask_storeu_ps(row + 16, k1, c1[r]);
     }
 }
 
-using TileFn = void (*)(int64_t, const uint32_t*, const uint32_t*, float*, int64_t, int, bool);
+using TileFn = void (*)(int64_t, const uint32_t*, const uint32_t*, float*, int64_t, int, bool, const Finish*);
 constexpr TileFn kTiles[MR + 1] = {nullptr,     tile_m<1>,  tile_m<2>,  tile_m<3>,  tile_m<4>,
                                    tile_m<5>,   tile_m<6>,  tile_m<7>,  tile_m<8>,  tile_m<9>,
                                    tile_m<10>,  tile_m<11>, tile_m<12>, tile_m<13>, tile_m<14>};
 
 }  // namespace
 
-void tile(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t ldc, int m, int n, bool accumulate) {
-    kTiles[m](kp, a, b, C, ldc, n, accumulate);
+void tile(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t ldc, int m, int n, bool accumulate,
+          const Finish* finish) {
+    kTiles[m](kp, a, b, C, ldc, n, accumulate, finish);
 }
 
 void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t rows, int64_t K, uint32_t* out, uint32_t* row_tmp) {

@@ -88,8 +88,10 @@ def gemm_bf16(
     b: object,
     trans_a: bool = False,
     trans_b: bool = False,
+    bias: object | None = None,
+    relu: bool = False,
 ) -> numpy.typing.NDArray[numpy.float32]:
-    """bf16(op(a)) @ bf16(op(b)) with fp32 accumulation (AVX512-BF16); inputs rounded to nearest even"""
+    """[relu](bf16(op(a)) @ bf16(op(b)) [+ bias]) with fp32 accumulation (AVX512-BF16); inputs rounded to nearest even"""
 
 
 def gemm_variant() -> str:

@@ -33,18 +33,13 @@ rmsprop_update = _cpu.rmsprop_update
 def matmul(a, b, bias, relu, trans_a, trans_b):
     if get_precision() != "bf16":
         return _cpu.matmul(a, b, bias, relu, trans_a, trans_b)
-    out = _cpu.gemm_bf16(a, b, trans_a, trans_b)   # bf16 products, fp32 sums (deepkern._precision)
-    if bias is not None:
-        out += bias
-    if relu:
-        np.maximum(out, 0.0, out=out)
-    return out
+    return _cpu.gemm_bf16(a, b, trans_a, trans_b, bias, relu)   # bf16 products, fp32 sums (deepkern._precision)
 
 
 def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
     if get_precision() != "bf16":
         return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias)
-    g = grad_out if out is None else grad_out * (out > 0)   # out is passed only for a fused relu
+    g = grad_out if out is None else _cpu.relu_backward(grad_out, out)   # out is passed only for a fused relu
     # forward C = op(a) @ op(b): d op(a) = g @ op(b)^T, d op(b) = op(a)^T @ g, each shaped like its input
     if trans_a:   # a (K, M): da = op(b) @ g^T
         da = _cpu.gemm_bf16(b, g, trans_b, True)
