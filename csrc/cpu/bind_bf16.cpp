@@ -21,7 +21,7 @@ py::array_t<float> float_matrix(const py::handle& obj, const char* name) {
 }
 
 // (M, N) = bf16(op(a)) @ bf16(op(b)); op = transpose when trans_*. Any strides (views read in place).
-py::array_t<float> gemm_bf16_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_b,
+py::array gemm_bf16_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_b,
                                 std::optional<py::handle> bias_obj, bool relu) {
     py::array_t<float> a = float_matrix(a_obj, "a"), b = float_matrix(b_obj, "b");
     // element strides of A(i, k) and B(k, j)
@@ -50,7 +50,7 @@ py::array_t<float> gemm_bf16_py(py::handle a_obj, py::handle b_obj, bool trans_a
         gemm_bf16(M, N, K, pa, trans_a ? as1 : as0, trans_a ? as0 : as1, pb, trans_b ? bs1 : bs0,
                   trans_b ? bs0 : bs1, pc, N, bias, relu);
     }
-    return c;
+    return std::move(c);
 }
 
 }  // namespace
