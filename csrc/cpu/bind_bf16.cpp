@@ -58,7 +58,7 @@ py::array gemm_bf16_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool tr
 void bind_bf16(py::module_& m) {
     m.def("gemm_bf16", &gemm_bf16_py, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false, py::arg("bias") = py::none(), py::arg("relu") = false,
-          "[relu](bf16(op(a)) @ bf16(op(b)) [+ bias]) with fp32 accumulation (AVX512-BF16); inputs rounded "
+          "[relu](bf16(op(a)) @ bf16(op(b)) [+ bias]), fp32 sums (AVX512-BF16); inputs rounded "
           "to nearest even");
     m.def("bf16_available", &bf16_available, "bf16 GEMM usable: the CPU has avx512_bf16 and it is not switched off");
     m.def("bf16_cpu_supports", &bf16_cpu_supports, "the CPU has AVX512-BF16");

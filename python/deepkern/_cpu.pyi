@@ -90,7 +90,7 @@ def gemm_bf16(
     bias: object | None = None,
     relu: bool = False,
 ) -> numpy.ndarray:
-    """[relu](bf16(op(a)) @ bf16(op(b)) [+ bias]) with fp32 accumulation (AVX512-BF16); inputs rounded to nearest even"""
+    """[relu](bf16(op(a)) @ bf16(op(b)) [+ bias]), fp32 sums (AVX512-BF16); inputs rounded to nearest even"""
 
 
 def gemm_variant() -> str:
