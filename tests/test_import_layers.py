@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "deepkern"
 
 # lowest first; a module belongs to the longest prefix listed
 LAYERS: List[Tuple[str, ...]] = [
-    ("_cpu", "_cuda", "_validate", "_version", "_files", "_interop", "_threads", "_contention"),
+    ("_cpu", "_cuda", "_validate", "_version", "_files", "_interop", "_threads", "_contention", "_precision"),
     ("backends",),
     ("ops", "_device", "device", "_info"),
     ("autograd",),
