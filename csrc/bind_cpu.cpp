@@ -15,6 +15,7 @@
 #include "common/host_cache.hpp"
 #include "common/parallel.hpp"
 #include "cpu/activation.hpp"
+#include "cpu/batchnorm.hpp"
 #include "cpu/conv2d.hpp"
 #include "cpu/loss.hpp"
 #include "cpu/matmul.hpp"
@@ -368,6 +369,82 @@ py::array cross_entropy_backward(py::handle logits_obj, py::handle labels_obj, f
     return std::move(gl);
 }
 
+// ------------------------------------------------------------------------ batch norm
+// x (N, C, *spatial) seen as (N, C, S)
+void channel_dims(const py::array& x, int64_t& N, int64_t& C, int64_t& S) {
+    if (x.ndim() < 2) throw ShapeError("x: expected (N, C, ...) with at least 2 dimensions");
+    N = x.shape(0);
+    C = x.shape(1);
+    S = 1;
+    for (py::ssize_t i = 2; i < x.ndim(); ++i) S *= x.shape(i);
+}
+
+// An optional (C,) float32 vector: null when absent
+py::array channel_vector(const std::optional<py::handle>& obj, const char* name, int64_t C, bool writable = false) {
+    if (!obj || obj->is_none()) return py::array();
+    py::array v = writable ? checked_writable(*obj, name) : checked(*obj, name);
+    if (v.ndim() != 1 || v.shape(0) != C)
+        throw ShapeError(std::string(name) + ": expected shape (C,) with C = x.shape[1]");
+    return v;
+}
+
+const float* opt_cptr(const py::array& a) { return a ? cptr(a) : nullptr; }
+
+py::tuple batch_norm(py::handle x_obj, std::optional<py::handle> w_obj, std::optional<py::handle> b_obj,
+                     std::optional<py::handle> rm_obj, std::optional<py::handle> rv_obj, bool training,
+                     float momentum, float eps, bool unbiased) {
+    py::array x = checked(x_obj, "x");
+    int64_t N, C, S;
+    channel_dims(x, N, C, S);
+    py::array w = channel_vector(w_obj, "weight", C), b = channel_vector(b_obj, "bias", C);
+    py::array rm = channel_vector(rm_obj, "running_mean", C, training);
+    py::array rv = channel_vector(rv_obj, "running_var", C, training);
+    if (static_cast<bool>(rm) != static_cast<bool>(rv)) throw ShapeError("running_mean/running_var: give both or neither");
+    if (!training && !rm) throw ShapeError("running_mean/running_var: required when training=False");
+    if (training && N * S < 2) throw ShapeError("x: expected more than 1 value per channel when training");
+    if (!(eps > 0.0f)) throw ShapeError("eps: expected a value > 0");
+    FloatArray y = new_output(shape_of(x));
+    FloatArray mean = new_output(Shape{static_cast<py::ssize_t>(C)}), invstd = new_output(Shape{static_cast<py::ssize_t>(C)});
+    const float *px = cptr(x), *pw = opt_cptr(w), *pb = opt_cptr(b);
+    float *prm = rm ? mptr(rm) : nullptr, *prv = rv ? mptr(rv) : nullptr;
+    float *py_ = y.mutable_data(), *pm = mean.mutable_data(), *pi = invstd.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        if (training)
+            k::batch_norm_forward_train(px, pw, pb, prm, prv, py_, pm, pi, N, C, S, momentum, eps, unbiased);
+        else
+            k::batch_norm_forward_eval(px, pw, pb, prm, prv, py_, pm, pi, N, C, S, eps);
+    }
+    return py::make_tuple(y, mean, invstd);
+}
+
+py::tuple batch_norm_backward(py::handle g_obj, py::handle x_obj, std::optional<py::handle> w_obj,
+                              py::handle mean_obj, py::handle invstd_obj, bool training, bool want_affine) {
+    py::array g = checked(g_obj, "grad_out"), x = checked(x_obj, "x");
+    same_shape(x, "x", g, "grad_out");
+    int64_t N, C, S;
+    channel_dims(x, N, C, S);
+    py::array w = channel_vector(w_obj, "weight", C);
+    py::array mean = channel_vector(mean_obj, "mean", C), invstd = channel_vector(invstd_obj, "invstd", C);
+    FloatArray gx = new_output(shape_of(x));
+    py::object gw = py::none(), gb = py::none();
+    float *pgw = nullptr, *pgb = nullptr;
+    if (want_affine) {
+        FloatArray aw = new_output(Shape{static_cast<py::ssize_t>(C)}), ab = new_output(Shape{static_cast<py::ssize_t>(C)});
+        pgw = aw.mutable_data();
+        pgb = ab.mutable_data();
+        gw = std::move(aw);
+        gb = std::move(ab);
+    }
+    const float *pg = cptr(g), *px = cptr(x), *pw = opt_cptr(w), *pm = cptr(mean), *pi = cptr(invstd);
+    float* pgx = gx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::batch_norm_backward(pg, px, pw, pm, pi, pgx, pgw, pgb, N, C, S, training);
+    }
+    return py::make_tuple(gx, gw, gb);
+}
+
 // ------------------------------------------------------------------------ optimizers
 void sgd_update(py::handle p_obj, py::handle g_obj, std::optional<py::handle> v_obj, float lr,
                 float momentum, float weight_decay, bool nesterov) {
@@ -461,6 +538,12 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("labels"));
     m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("labels"),
           py::arg("grad"));
+    m.def("batch_norm", &batch_norm, py::arg("x"), py::arg("weight").none(true), py::arg("bias").none(true),
+          py::arg("running_mean").none(true), py::arg("running_var").none(true), py::arg("training"),
+          py::arg("momentum"), py::arg("eps"), py::arg("unbiased"));
+    m.def("batch_norm_backward", &batch_norm_backward, py::arg("grad_out"), py::arg("x"),
+          py::arg("weight").none(true), py::arg("mean"), py::arg("invstd"), py::arg("training"),
+          py::arg("want_affine"));
     m.def("sgd_update", &sgd_update, py::arg("param"), py::arg("grad"), py::arg("velocity").none(true),
           py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
     m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),

@@ -23,6 +23,7 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "relu", "relu_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward", "cross_entropy", "cross_entropy_backward",
+    "batch_norm", "batch_norm_backward",
     "sgd_update", "adam_update", "rmsprop_update",
 ]
 
@@ -242,6 +243,74 @@ def cross_entropy_backward(logits: Array, labels: Array, grad: float = 1.0) -> A
     """d(loss)/d(logits) = grad * (softmax(logits) - onehot(labels)) / N."""
     _check_ce(logits, labels)
     return backends.for_array(logits).cross_entropy_backward(logits, labels, float(grad))
+
+
+# ---------------------------------------------------------------------------- batch norm
+def _check_channel_vectors(x: Array, **vectors: Optional[Array]) -> None:
+    """Each given vector is float32 (C,) on x's device, C = x.shape[1]."""
+    for name, v in vectors.items():
+        if v is None:
+            continue
+        check_array(v, name, 1)
+        same_device("x", x, name, v)
+        if v.shape[0] != x.shape[1]:
+            raise ValueError(f"{name}: expected shape ({x.shape[1]},) (one per channel of x {tuple(x.shape)}), "
+                             f"got {tuple(v.shape)}")
+
+
+def batch_norm(x: Array, weight: Optional[Array] = None, bias: Optional[Array] = None,
+               running_mean: Optional[Array] = None, running_var: Optional[Array] = None,
+               training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+               unbiased: bool = True) -> Tuple[Array, Array, Array]:
+    """Batch normalisation over every axis but the channels (axis 1) of x (N, C, *spatial).
+
+    ``y = (x - mean) * invstd * weight + bias`` per channel, with ``invstd = 1/sqrt(var + eps)``.
+    Training uses the batch's mean and biased variance and, when running statistics are given,
+    updates them in place: ``r = (1 - momentum) * r + momentum * batch`` with the unbiased
+    variance (PyTorch) or, with ``unbiased=False``, the biased one (Keras). Eval mode
+    (``training=False``) uses the running statistics. weight/bias (C,) may be None (no affine).
+
+    Returns ``(y, mean, invstd)``: y like x, and the (C,) statistics used, which
+    ``batch_norm_backward`` takes.
+    """
+    check_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x: expected (N, C, ...) with at least 2 dimensions, got shape {tuple(x.shape)}")
+    _check_channel_vectors(x, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean/running_var: give both or neither")
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is not None and training and not r.flags.writeable:
+            raise ValueError(f"{name}: array is read-only (training updates it in place)")
+    if not training and running_mean is None:
+        raise ValueError("running_mean/running_var: required when training=False")
+    if training and x.size // x.shape[1] == 1:
+        raise ValueError(f"x: expected more than 1 value per channel when training, got shape {tuple(x.shape)}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum: expected a value in [0, 1], got {momentum!r}")
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps: expected a finite value > 0, got {eps!r}")
+    return backends.for_array(x).batch_norm(x, weight, bias, running_mean, running_var, bool(training),
+                                            float(momentum), float(eps), bool(unbiased))
+
+
+def batch_norm_backward(grad_out: Array, x: Array, weight: Optional[Array], mean: Array, invstd: Array,
+                        training: bool = True, affine: bool = False
+                        ) -> Tuple[Array, Optional[Array], Optional[Array]]:
+    """Gradients of ``batch_norm`` for (x, weight, bias): ``(gx, gw, gb)``.
+
+    ``mean``/``invstd`` are the statistics the forward returned. In training the batch
+    statistics depend on x, so ``gx = weight*invstd * (g - mean(g) - xhat * mean(g*xhat))``
+    per channel; in eval ``gx = weight*invstd * g``. gw = sum(g*xhat) and gb = sum(g) per channel
+    are returned when ``affine``, else None.
+    """
+    check_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x: expected (N, C, ...) with at least 2 dimensions, got shape {tuple(x.shape)}")
+    _check_grad(grad_out, x, x.shape)
+    _check_channel_vectors(x, weight=weight, mean=mean, invstd=invstd)
+    return backends.for_array(x).batch_norm_backward(grad_out, x, weight, mean, invstd, bool(training),
+                                                     bool(affine))
 
 
 # ---------------------------------------------------------------------------- optimizer updates

@@ -28,6 +28,8 @@ log_softmax_backward = _cpu.log_softmax_backward
 sgd_update = _cpu.sgd_update
 adam_update = _cpu.adam_update
 rmsprop_update = _cpu.rmsprop_update
+batch_norm = _cpu.batch_norm
+batch_norm_backward = _cpu.batch_norm_backward
 
 
 def matmul(a, b, bias, relu, trans_a, trans_b):

@@ -233,3 +233,49 @@ def rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay):
     s = alpha * _f64(square_avg) + (1 - alpha) * g * g
     square_avg[...] = s
     param[...] = _f64(param) - lr * g / (np.sqrt(s) + eps)
+
+
+# ---------------------------------------------------------------------------- batch norm
+def _channels(x) -> Tuple[int, int, int]:
+    """(N, C, S) of x (N, C, *spatial): S is the product of the spatial sizes (1 for (N, C))."""
+    return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, training: bool, momentum: float, eps: float,
+               unbiased: bool):
+    out_dtype = x.dtype
+    n, c, s = _channels(x)
+    x3 = _f64(x).reshape(n, c, s)                        # (N, C, S)
+    if training:
+        mean = x3.mean(axis=(0, 2))                      # (C,)
+        var = ((x3 - mean[None, :, None]) ** 2).mean(axis=(0, 2))
+        if running_mean is not None:
+            m = n * s
+            running_mean[...] = (1 - momentum) * _f64(running_mean) + momentum * mean
+            running_var[...] = (1 - momentum) * _f64(running_var) + momentum * (var * m / (m - 1) if unbiased else var)
+    else:
+        mean, var = _f64(running_mean), _f64(running_var)
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = invstd if weight is None else invstd * _f64(weight)
+    shift = -mean * scale if bias is None else _f64(bias) - mean * scale
+    y = x3 * scale[None, :, None] + shift[None, :, None]
+    return y.reshape(x.shape).astype(out_dtype), mean.astype(out_dtype), invstd.astype(out_dtype)
+
+
+def batch_norm_backward(grad_out, x, weight, mean, invstd, training: bool, want_affine: bool):
+    out_dtype = grad_out.dtype
+    n, c, s = _channels(x)
+    g = _f64(grad_out).reshape(n, c, s)
+    xhat = (_f64(x).reshape(n, c, s) - _f64(mean)[None, :, None]) * _f64(invstd)[None, :, None]
+    sum_g = g.sum(axis=(0, 2))                           # (C,): the bias gradient
+    sum_gx = (g * xhat).sum(axis=(0, 2))                 # (C,): the weight gradient
+    k = _f64(invstd) if weight is None else _f64(invstd) * _f64(weight)
+    if training:  # the batch statistics depend on x too
+        m = n * s
+        gx = k[None, :, None] * (g - (sum_g[None, :, None] + xhat * sum_gx[None, :, None]) / m)
+    else:
+        gx = k[None, :, None] * g
+    gx = gx.reshape(x.shape).astype(out_dtype)
+    if not want_affine:
+        return gx, None, None
+    return gx, sum_gx.astype(out_dtype), sum_g.astype(out_dtype)

@@ -2,7 +2,8 @@
 
 Assigning a ``Parameter`` or a ``Module`` to an attribute registers it (in assignment order),
 so ``parameters()``, ``state_dict()``, ``train()``/``eval()`` and ``to(device)`` see the whole
-tree. Attributes live in the instance ``__dict__`` as usual (the registry only records names),
+tree. ``register_buffer`` records state that is not trained but belongs to the model (BatchNorm's
+running statistics): it travels with ``to(device)`` and is saved by ``state_dict()``. Attributes live in the instance ``__dict__`` as usual (the registry only records names),
 so reading ``self.weight`` in ``forward`` costs a plain attribute lookup.
 """
 from __future__ import annotations
@@ -29,6 +30,21 @@ class Parameter(Tensor):
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, device={self.device!r})"
 
 
+def _buffer_value(name: str, value: Any) -> Optional[Tensor]:
+    """A buffer's stored form: a Tensor that needs no gradient, or None."""
+    if value is None:
+        return None
+    if isinstance(value, Parameter):
+        raise TypeError(f"{name}: a Parameter cannot be a buffer (assign it to an attribute instead)")
+    if isinstance(value, Tensor):
+        return value
+    try:
+        return Tensor(value)
+    except TypeError as exc:
+        raise TypeError(f"{name}: expected a Tensor, an array or None for a buffer, got "
+                        f"{type(value).__name__}") from exc
+
+
 class Module:
     """Base class of layers and models. Subclasses define ``forward``; calling the module runs it.
 
@@ -39,6 +55,8 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_param_names", [])
         object.__setattr__(self, "_module_names", [])
+        object.__setattr__(self, "_buffer_names", [])
+        object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "training", True)
 
     # -- registration ----------------------------------------------------------------------
@@ -47,6 +65,8 @@ class Module:
         if params is None:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         mods: List[str] = self.__dict__["_module_names"]
+        if name in self.__dict__["_buffer_names"]:
+            value = _buffer_value(name, value)  # a registered buffer stays one (None empties it)
         if name in params and not isinstance(value, Parameter):
             if value is not None:
                 raise TypeError(f"{name}: cannot replace a Parameter with {type(value).__name__} "
@@ -61,10 +81,34 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        for registry in (self._param_names, self._module_names):
+        for registry in (self._param_names, self._module_names, self._buffer_names):
             if name in registry:
                 registry.remove(name)
+        self._non_persistent.discard(name)
         object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
+        """Record state that is not a parameter (no gradient, not trained by optimizers) but is
+        part of the model, such as BatchNorm's running statistics.
+
+        ``tensor`` is a Tensor, an array (wrapped as a float32 Tensor unless it is an integer
+        array) or None (an absent buffer). Buffers move with ``to(device)``; persistent ones
+        (the default) are saved by ``state_dict()`` and restored by ``load_state_dict()``.
+        """
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"name: expected a non-empty attribute name without dots, got {name!r}")
+        if name in self._param_names or name in self._module_names:
+            raise ValueError(f"{name}: already a parameter or submodule of {type(self).__name__}")
+        if name not in self._buffer_names and name in self.__dict__:
+            raise ValueError(f"{name}: {type(self).__name__} already has an attribute of that name")
+        value = _buffer_value(name, tensor)
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+        object.__setattr__(self, name, value)
 
     def register_parameter(self, name: str, param: Optional[Parameter]) -> None:
         """Same as ``setattr(self, name, param)``; ``None`` records an absent optional parameter."""
@@ -107,6 +151,29 @@ class Module:
                 seen.add(id(param))
                 yield (f"{mod_name}.{name}" if mod_name else name), param
 
+    def named_buffers(self, prefix: str = "") -> Iterator[Tuple[str, Tensor]]:
+        """("bn.running_mean", Tensor) pairs for every buffer that is not None, each once."""
+        seen = set()
+        for mod_name, module in self.named_modules(prefix):
+            for name in module._buffer_names:
+                buf = module.__dict__[name]
+                if buf is None or id(buf) in seen:
+                    continue
+                seen.add(id(buf))
+                yield (f"{mod_name}.{name}" if mod_name else name), buf
+
+    def buffers(self) -> List[Tensor]:
+        return [b for _, b in self.named_buffers()]
+
+    def _named_state(self) -> Iterator[Tuple[str, Tensor]]:
+        """What ``state_dict`` saves: parameters, then persistent buffers."""
+        yield from self.named_parameters()
+        for mod_name, module in self.named_modules():
+            for name in module._buffer_names:
+                buf = module.__dict__[name]
+                if buf is not None and name not in module._non_persistent:
+                    yield (f"{mod_name}.{name}" if mod_name else name), buf
+
     def parameters(self) -> List[Parameter]:
         """All trainable parameters (a list, so it can be passed to several optimizers)."""
         return [p for _, p in self.named_parameters()]
@@ -136,22 +203,23 @@ class Module:
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Ordered name -> copy of each parameter as a host NumPy array (safe to save or mutate)."""
+        """Ordered name -> copy of each parameter and persistent buffer as a host NumPy array
+        (safe to save or mutate)."""
         out: "OrderedDict[str, np.ndarray]" = OrderedDict()
-        for name, p in self.named_parameters():
+        for name, p in self._named_state():
             data = p.data
             out[name] = data.get() if hasattr(data, "get") and not isinstance(data, np.ndarray) else data.copy()
         return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Copy ``state`` (from ``state_dict()``) into the parameters, in place.
+        """Copy ``state`` (from ``state_dict()``) into the parameters and buffers, in place.
 
         Refuses, before changing anything, a missing or unexpected key or a shape mismatch
         (ValueError listing every problem).
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state: expected a mapping of name -> array, got {type(state).__name__}")
-        own: Dict[str, Parameter] = dict(self.named_parameters())
+        own: Dict[str, Tensor] = dict(self._named_state())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         problems = []
@@ -173,7 +241,7 @@ class Module:
                 problems.append(f"{name}: expected a numeric array, got dtype {value.dtype}")
             elif tuple(value.shape) != p.shape:
                 problems.append(f"{name}: shape {tuple(value.shape)} in the state does not match "
-                                f"the parameter's {p.shape}")
+                                f"the model's {p.shape}")
             else:
                 arrays[name] = value
         if problems:
@@ -181,10 +249,11 @@ class Module:
         for name, value in arrays.items():
             p = own[name]
             # in place: optimizers and other holders keep referring to the same buffer
-            p.data[...] = value if isinstance(p.data, np.ndarray) else _move(value.astype(np.float32), "cuda")
+            p.data[...] = value if isinstance(p.data, np.ndarray) else _move(value.astype(p.data.dtype), "cuda")
 
     def to(self, device: str) -> "Module":
-        """Move every parameter (and its gradient) to ``device`` ("cpu" or "cuda"), in place.
+        """Move every parameter (and its gradient) and every buffer to ``device`` ("cpu" or
+        "cuda"), in place.
 
         Build the optimizer after moving, since its state lives on the parameters' device.
         """
@@ -193,6 +262,8 @@ class Module:
             p.data = _move(p.data, device)
             if p.grad is not None:
                 p.grad = _move(p.grad, device)
+        for b in self.buffers():
+            b.data = _move(b.data, device)
         return self
 
     def cpu(self) -> "Module":

@@ -1,0 +1,222 @@
+// Batch normalisation kernels. Per-channel sums run in one pass over memory with double
+// accumulators; the work is split into a fixed number of (batch piece, channel block) units
+// that depends only on the shape, and the pieces' partial sums are added in piece order, so
+// the result has the same bits for any thread count. The elementwise passes (normalise+affine,
+// input gradient) are one fused multiply-add per element.
+#include "cpu/batchnorm.hpp"
+
+#include <math.h>
+
+#include <vector>
+
+#include "common/parallel.hpp"
+
+namespace deepkern::cpu {
+namespace {
+
+constexpr int64_t kUnits = 64;        // (piece, channel block) units a reduction is split into
+constexpr int64_t kRowBlock = 256;    // channels per block when S == 1 (rows of C contiguous values)
+
+// Per-channel double sums A[c] = sum a(x[i]), B[c] = sum b(x[i]) over x (N, C, S).
+// Term(c, p, len, a, b) adds a run of `len` contiguous values of channel c starting at pointer
+// offset p into a, b; RowTerm(p, c0, c1, a, b) adds one row (S == 1) for channels [c0, c1)
+// into a[c0..c1), b[c0..c1).
+template <class Term, class RowTerm>
+void channel_sums(int64_t N, int64_t C, int64_t S, Term term, RowTerm row_term, double* A, double* B) {
+    const int64_t blocks = S == 1 ? (C + kRowBlock - 1) / kRowBlock : C;
+    int64_t pieces = kUnits / blocks;
+    pieces = pieces < 1 ? 1 : (pieces > N ? N : pieces);
+    // partial (pieces, 2, C): each unit owns its slots, so no two threads write one
+    std::vector<double> part(static_cast<size_t>(pieces * 2 * C), 0.0);
+    parallel_ranges(pieces * blocks, N * C * S, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t u = begin; u < end; ++u) {
+            const int64_t p = u / blocks, blk = u % blocks;
+            const int64_t n0 = N * p / pieces, n1 = N * (p + 1) / pieces;
+            double* pa = part.data() + p * 2 * C;
+            double* pb = pa + C;
+            if (S == 1) {
+                const int64_t c0 = blk * kRowBlock, c1 = c0 + kRowBlock < C ? c0 + kRowBlock : C;
+                for (int64_t n = n0; n < n1; ++n) row_term(n * C, c0, c1, pa, pb);
+            } else {
+                double a = 0.0, b = 0.0;
+                for (int64_t n = n0; n < n1; ++n) term(blk, (n * C + blk) * S, S, a, b);
+                pa[blk] = a;
+                pb[blk] = b;
+            }
+        }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+        double a = 0.0, b = 0.0;
+        for (int64_t p = 0; p < pieces; ++p) {
+            a += part[static_cast<size_t>(p * 2 * C + c)];
+            b += part[static_cast<size_t>(p * 2 * C + C + c)];
+        }
+        A[c] = a;
+        B[c] = b;
+    }
+}
+
+// out[n, c, s] = (in[n, c, s] - center[c]) * scale[c] + shift[c], plus add[n, c, s] * mult[c]
+// when `add` is given (the input gradient uses both terms). in, add, out are (N, C, S).
+void channel_affine(const float* in, const float* center, const float* scale, const float* shift,
+                    const float* add, const float* mult, float* out, int64_t N, int64_t C, int64_t S) {
+    if (S == 1) {  // rows of C: vectorised across channels
+        parallel_ranges(N, N * C, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t n = begin; n < end; ++n) {
+                const float* xr = in + n * C;
+                float* yr = out + n * C;
+                if (add) {
+                    const float* ar = add + n * C;
+#pragma omp simd
+                    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - center[c]) * scale[c] + shift[c] + ar[c] * mult[c];
+                } else {
+#pragma omp simd
+                    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - center[c]) * scale[c] + shift[c];
+                }
+            }
+        });
+        return;
+    }
+    parallel_ranges(N * C, N * C * S, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+            const int64_t c = r % C;
+            const float m = center[c], k = scale[c], b = shift[c];
+            const float* xr = in + r * S;
+            float* yr = out + r * S;
+            if (add) {
+                const float* ar = add + r * S;
+                const float q = mult[c];
+#pragma omp simd
+                for (int64_t s = 0; s < S; ++s) yr[s] = (xr[s] - m) * k + b + ar[s] * q;
+            } else {
+#pragma omp simd
+                for (int64_t s = 0; s < S; ++s) yr[s] = (xr[s] - m) * k + b;
+            }
+        }
+    });
+}
+
+// y = (x - mean) * invstd * weight + bias, with mean/invstd (C,) already set
+void normalise(const float* x, const float* weight, const float* bias, const float* mean, const float* invstd,
+               float* y, int64_t N, int64_t C, int64_t S) {
+    std::vector<float> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+        scale[c] = weight ? invstd[c] * weight[c] : invstd[c];
+        shift[c] = bias ? bias[c] : 0.0f;
+    }
+    channel_affine(x, mean, scale.data(), shift.data(), nullptr, nullptr, y, N, C, S);
+}
+
+}  // namespace
+
+void batch_norm_forward_train(const float* x, const float* weight, const float* bias, float* running_mean,
+                              float* running_var, float* y, float* mean, float* invstd, int64_t N, int64_t C,
+                              int64_t S, float momentum, float eps, bool unbiased) {
+    // Sums of d = x - k with k = the channel's first value: the shift keeps sum(d^2) - sum(d)^2/M
+    // from cancelling when the mean is large against the spread.
+    std::vector<double> shift(static_cast<size_t>(C)), A(static_cast<size_t>(C)), B(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
+    const double* k = shift.data();
+    auto term = [&](int64_t c, int64_t off, int64_t len, double& a, double& b) {
+        const float* p = x + off;
+        const double kc = k[c];
+        double sa = 0.0, sb = 0.0;
+#pragma omp simd reduction(+ : sa, sb)
+        for (int64_t s = 0; s < len; ++s) {
+            const double d = static_cast<double>(p[s]) - kc;
+            sa += d;
+            sb += d * d;
+        }
+        a += sa;
+        b += sb;
+    };
+    auto row_term = [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) {
+        const float* p = x + off;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) {
+            const double d = static_cast<double>(p[c]) - k[c];
+            a[c] += d;
+            b[c] += d * d;
+        }
+    };
+    channel_sums(N, C, S, term, row_term, A.data(), B.data());
+    const double M = static_cast<double>(N) * static_cast<double>(S);
+    for (int64_t c = 0; c < C; ++c) {
+        const double dm = A[c] / M;
+        double var = B[c] / M - dm * dm;
+        var = var < 0.0 ? 0.0 : var;  // rounding only; NaN stays NaN
+        const double mu = k[c] + dm;
+        mean[c] = static_cast<float>(mu);
+        invstd[c] = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
+        if (running_mean) {
+            const double m = momentum, batch_var = unbiased ? var * M / (M - 1.0) : var;
+            running_mean[c] = static_cast<float>((1.0 - m) * running_mean[c] + m * mu);
+            running_var[c] = static_cast<float>((1.0 - m) * running_var[c] + m * batch_var);
+        }
+    }
+    normalise(x, weight, bias, mean, invstd, y, N, C, S);
+}
+
+void batch_norm_forward_eval(const float* x, const float* weight, const float* bias, const float* running_mean,
+                             const float* running_var, float* y, float* mean, float* invstd, int64_t N,
+                             int64_t C, int64_t S, float eps) {
+    for (int64_t c = 0; c < C; ++c) {
+        mean[c] = running_mean[c];
+        invstd[c] = static_cast<float>(1.0 / sqrt(static_cast<double>(running_var[c]) + eps));
+    }
+    normalise(x, weight, bias, mean, invstd, y, N, C, S);
+}
+
+void batch_norm_backward(const float* g, const float* x, const float* weight, const float* mean,
+                         const float* invstd, float* gx, float* gw, float* gb, int64_t N, int64_t C, int64_t S,
+                         bool training) {
+    const bool sums = training || gw || gb;
+    std::vector<double> A(static_cast<size_t>(C)), B(static_cast<size_t>(C));
+    if (sums) {
+        // A = sum g, B = sum g * (x - mean); the weight gradient is B * invstd
+        auto term = [&](int64_t c, int64_t off, int64_t len, double& a, double& b) {
+            const float *pg = g + off, *px = x + off;
+            const double mc = mean[c];
+            double sa = 0.0, sb = 0.0;
+#pragma omp simd reduction(+ : sa, sb)
+            for (int64_t s = 0; s < len; ++s) {
+                const double gv = pg[s];
+                sa += gv;
+                sb += gv * (static_cast<double>(px[s]) - mc);
+            }
+            a += sa;
+            b += sb;
+        };
+        auto row_term = [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) {
+            const float *pg = g + off, *px = x + off;
+#pragma omp simd
+            for (int64_t c = c0; c < c1; ++c) {
+                const double gv = pg[c];
+                a[c] += gv;
+                b[c] += gv * (static_cast<double>(px[c]) - mean[c]);
+            }
+        };
+        channel_sums(N, C, S, term, row_term, A.data(), B.data());
+    }
+    const double M = static_cast<double>(N) * static_cast<double>(S);
+    // gx = (x - mean) * c1 + c0 + g * k per channel
+    std::vector<float> c1(static_cast<size_t>(C)), c0(static_cast<size_t>(C)), kk(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+        const double is = invstd[c];
+        const double k = weight ? is * weight[c] : is;
+        const double sum_gxhat = B[c] * is;
+        if (gb) gb[c] = static_cast<float>(A[c]);
+        if (gw) gw[c] = static_cast<float>(sum_gxhat);
+        kk[c] = static_cast<float>(k);
+        c1[c] = training ? static_cast<float>(-k * is * sum_gxhat / M) : 0.0f;
+        c0[c] = training ? static_cast<float>(-k * A[c] / M) : 0.0f;
+    }
+    if (training) {
+        channel_affine(x, mean, c1.data(), c0.data(), g, kk.data(), gx, N, C, S);
+    } else {  // gx = g * k: x is not read, so a NaN in x does not reach gx (as in PyTorch)
+        const std::vector<float> zero(static_cast<size_t>(C), 0.0f);
+        channel_affine(g, zero.data(), kk.data(), zero.data(), nullptr, nullptr, gx, N, C, S);
+    }
+}
+
+}  // namespace deepkern::cpu
