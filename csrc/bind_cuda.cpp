@@ -18,6 +18,7 @@
 
 #include "common/errors.hpp"
 #include "cuda/activation.cuh"
+#include "cuda/batchnorm.cuh"
 #include "cuda/common.cuh"
 #include "cuda/conv2d.cuh"
 #include "cuda/loss.cuh"
@@ -317,6 +318,80 @@ void cross_entropy_backward(py::handle logits_obj, py::handle labels_obj, float 
                               as_stream(stream));
 }
 
+// ------------------------------------------------------------------------ batch norm
+// x (N, C, *spatial) seen as (N, C, S)
+void channel_dims(const DeviceArray& x, int64_t& N, int64_t& C, int64_t& S) {
+    if (x.ndim() < 2) throw ShapeError("x: expected (N, C, ...) with at least 2 dimensions");
+    N = x.shape[0];
+    C = x.shape[1];
+    S = x.size / (N * C);
+}
+
+std::optional<DeviceArray> channel_vector(const std::optional<py::handle>& obj, const char* name, int64_t C,
+                                          bool writable = false) {
+    auto v = optional_array(obj, name, 1, writable);
+    if (v) expect_shape(*v, name, {C});
+    return v;
+}
+
+DeviceArray workspace_array(const py::handle& obj, int64_t N, int64_t C, int64_t S) {
+    DeviceArray w = device_array(obj, "workspace", 1, true, {"<f8"});
+    if (w.size < k::batch_norm_workspace(N, C, S)) throw ShapeError("workspace: too small (see batch_norm_workspace)");
+    return w;
+}
+
+void batch_norm(py::handle x_obj, std::optional<py::handle> w_obj, std::optional<py::handle> b_obj,
+                std::optional<py::handle> rm_obj, std::optional<py::handle> rv_obj, bool training, float momentum,
+                float eps, bool unbiased, py::handle out_obj, py::handle mean_obj, py::handle invstd_obj,
+                py::handle ws_obj, std::uintptr_t stream) {
+    DeviceArray x = device_array(x_obj, "x");
+    int64_t N, C, S;
+    channel_dims(x, N, C, S);
+    auto w = channel_vector(w_obj, "weight", C), b = channel_vector(b_obj, "bias", C);
+    auto rm = channel_vector(rm_obj, "running_mean", C, training);
+    auto rv = channel_vector(rv_obj, "running_var", C, training);
+    if (static_cast<bool>(rm) != static_cast<bool>(rv)) throw ShapeError("running_mean/running_var: give both or neither");
+    if (!training && !rm) throw ShapeError("running_mean/running_var: required when training=False");
+    if (training && N * S < 2) throw ShapeError("x: expected more than 1 value per channel when training");
+    if (!(eps > 0.0f)) throw ShapeError("eps: expected a value > 0");
+    DeviceArray y = device_array(out_obj, "out", -1, true);
+    expect_shape(y, "out", x.shape);
+    DeviceArray mean = device_array(mean_obj, "mean", 1, true), invstd = device_array(invstd_obj, "invstd", 1, true);
+    expect_shape(mean, "mean", {C});
+    expect_shape(invstd, "invstd", {C});
+    DeviceArray ws = workspace_array(ws_obj, N, C, S);
+    py::gil_scoped_release nogil;
+    const float *pw = w ? w->cf() : nullptr, *pb = b ? b->cf() : nullptr;
+    if (training)
+        k::batch_norm_forward_train(x.cf(), pw, pb, rm ? rm->f() : nullptr, rv ? rv->f() : nullptr, y.f(), mean.f(),
+                                    invstd.f(), static_cast<double*>(ws.data), N, C, S, momentum, eps, unbiased,
+                                    as_stream(stream));
+    else
+        k::batch_norm_forward_eval(x.cf(), pw, pb, rm->cf(), rv->cf(), y.f(), mean.f(), invstd.f(), N, C, S, eps,
+                                   as_stream(stream));
+}
+
+void batch_norm_backward(py::handle g_obj, py::handle x_obj, std::optional<py::handle> w_obj, py::handle mean_obj,
+                         py::handle invstd_obj, bool training, py::handle gx_obj, std::optional<py::handle> gw_obj,
+                         std::optional<py::handle> gb_obj, py::handle ws_obj, std::uintptr_t stream) {
+    DeviceArray g = device_array(g_obj, "grad_out"), x = device_array(x_obj, "x");
+    expect_shape(g, "grad_out", x.shape);
+    int64_t N, C, S;
+    channel_dims(x, N, C, S);
+    auto w = channel_vector(w_obj, "weight", C);
+    DeviceArray mean = device_array(mean_obj, "mean", 1), invstd = device_array(invstd_obj, "invstd", 1);
+    expect_shape(mean, "mean", {C});
+    expect_shape(invstd, "invstd", {C});
+    DeviceArray gx = device_array(gx_obj, "grad_x", -1, true);
+    expect_shape(gx, "grad_x", x.shape);
+    auto gw = channel_vector(gw_obj, "grad_weight", C, true), gb = channel_vector(gb_obj, "grad_bias", C, true);
+    DeviceArray ws = workspace_array(ws_obj, N, C, S);
+    py::gil_scoped_release nogil;
+    k::batch_norm_backward(g.cf(), x.cf(), w ? w->cf() : nullptr, mean.cf(), invstd.cf(), gx.f(),
+                           gw ? gw->f() : nullptr, gb ? gb->f() : nullptr, static_cast<double*>(ws.data), N, C, S,
+                           training, as_stream(stream));
+}
+
 // ------------------------------------------------------------------------ optimizers
 void sgd_update(py::handle p_obj, py::handle g_obj, std::optional<py::handle> v_obj, float lr, float momentum,
                 float weight_decay, bool nesterov, std::uintptr_t stream) {
@@ -441,6 +516,15 @@ PYBIND11_MODULE(_cuda, m) {
           py::arg("out"), stream);
     m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("labels"), py::arg("grad"),
           py::arg("grad_logits"), stream);
+    m.def("batch_norm_workspace", &k::batch_norm_workspace, py::arg("N"), py::arg("C"), py::arg("S"),
+          "float64 elements of scratch batch_norm/batch_norm_backward need for x (N, C, S)");
+    m.def("batch_norm", &batch_norm, py::arg("x"), py::arg("weight").none(true), py::arg("bias").none(true),
+          py::arg("running_mean").none(true), py::arg("running_var").none(true), py::arg("training"),
+          py::arg("momentum"), py::arg("eps"), py::arg("unbiased"), py::arg("out"), py::arg("mean"),
+          py::arg("invstd"), py::arg("workspace"), stream);
+    m.def("batch_norm_backward", &batch_norm_backward, py::arg("grad_out"), py::arg("x"),
+          py::arg("weight").none(true), py::arg("mean"), py::arg("invstd"), py::arg("training"), py::arg("grad_x"),
+          py::arg("grad_weight").none(true), py::arg("grad_bias").none(true), py::arg("workspace"), stream);
     m.def("sgd_update", &sgd_update, py::arg("param"), py::arg("grad"), py::arg("velocity").none(true),
           py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"), stream);
     m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),

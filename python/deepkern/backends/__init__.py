@@ -4,8 +4,9 @@ CPU arrays use ``cpu`` (the C++ module), else ``numba``, else ``numpy``; GPU arr
 ``cuda`` (the CUDA module), else ``cupy``. ``set_backend`` / ``DEEPKERN_BACKEND`` force one;
 a forced backend that cannot load is an error, never a silent fallback.
 
-Every backend module exposes the same functions (see ``backends/numpy.py``, the reference),
-taking arguments already validated and normalised by ``deepkern.ops``.
+Every backend module exposes the ops listed in ``backends/_contract.py`` (see ``backends/numpy.py``,
+the reference), taking arguments already validated and normalised by ``deepkern.ops``; an op a
+backend lacks gets the fallback the contract declares when the backend loads.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from types import ModuleType
 from typing import Dict, Optional
 
 from .._validate import is_gpu_array
+from . import _contract
 
 log = logging.getLogger("deepkern.backends")
 
@@ -42,6 +44,7 @@ def load(name: str) -> ModuleType:
     if reason:
         _errors[name] = reason
         raise RuntimeError(f"deepkern backend {name!r} is not available: {reason}")
+    _contract.complete(module, name, name in GPU_BACKENDS, load)
     _loaded[name] = module
     return module
 

@@ -187,6 +187,34 @@ def cross_entropy_backward(logits, labels, grad: float):
     return grad_logits
 
 
+# ---------------------------------------------------------------------------- batch norm
+def _workspace(x):
+    n, c = x.shape[:2]
+    s = x.size // (n * c)
+    return cupy.empty((_cuda.batch_norm_workspace(n, c, s),), dtype=cupy.float64)
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, training: bool, momentum: float, eps: float,
+               unbiased: bool):
+    with x.device:
+        y = _empty(x.shape)
+        mean = _empty((x.shape[1],))
+        invstd = _empty((x.shape[1],))
+        _cuda.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, unbiased,
+                         y, mean, invstd, _workspace(x), _stream())
+    return y, mean, invstd
+
+
+def batch_norm_backward(grad_out, x, weight, mean, invstd, training: bool, want_affine: bool):
+    with x.device:
+        grad_x = _empty(x.shape)
+        grad_w = _empty((x.shape[1],)) if want_affine else None
+        grad_b = _empty((x.shape[1],)) if want_affine else None
+        _cuda.batch_norm_backward(grad_out, x, weight, mean, invstd, training, grad_x, grad_w, grad_b,
+                                  _workspace(x), _stream())
+    return grad_x, grad_w, grad_b
+
+
 # ---------------------------------------------------------------------------- optimizer updates
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     with param.device:

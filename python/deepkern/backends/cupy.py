@@ -233,6 +233,57 @@ def cross_entropy_backward(logits, labels, grad: float):
     return xp.where(bad[:, None], logits.dtype.type(numpy.nan), p)
 
 
+# ---------------------------------------------------------------------------- batch norm
+def _by_channel(x):
+    """x (N, C, *spatial) as an (N, C, S) view."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, training: bool, momentum: float, eps: float,
+               unbiased: bool):
+    xp = _xp(x)
+    x3 = _by_channel(x)                                   # (N, C, S)
+    if training:
+        m = x3.shape[0] * x3.shape[2]
+        mean64 = x3.mean(axis=(0, 2), dtype=xp.float64)   # (C,), float64 sums
+        centred = x3 - mean64.astype(x.dtype)[None, :, None]
+        var64 = (centred * centred).mean(axis=(0, 2), dtype=xp.float64)
+        if running_mean is not None:
+            batch_var = var64 * (m / (m - 1)) if unbiased else var64
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
+            running_var[...] = (1 - momentum) * running_var + momentum * batch_var
+        mean = mean64.astype(x.dtype)
+        invstd = (1.0 / xp.sqrt(var64 + eps)).astype(x.dtype)
+    else:
+        mean = running_mean.copy()
+        invstd = (1.0 / xp.sqrt(running_var.astype(xp.float64) + eps)).astype(x.dtype)
+    scale = invstd if weight is None else invstd * weight
+    y = (x3 - mean[None, :, None]) * scale[None, :, None]
+    if bias is not None:
+        y += bias[None, :, None]
+    return y.reshape(x.shape), mean, invstd
+
+
+def batch_norm_backward(grad_out, x, weight, mean, invstd, training: bool, want_affine: bool):
+    xp = _xp(x)
+    g = _by_channel(grad_out)
+    xhat = (_by_channel(x) - mean[None, :, None]) * invstd[None, :, None]
+    k = invstd if weight is None else invstd * weight
+    if training or want_affine:
+        sum_g = g.sum(axis=(0, 2), dtype=xp.float64)
+        sum_gx = (g * xhat).sum(axis=(0, 2), dtype=xp.float64)
+    if training:
+        m = g.shape[0] * g.shape[2]
+        gx = k[None, :, None] * (g - (sum_g.astype(g.dtype)[None, :, None]
+                                      + xhat * sum_gx.astype(g.dtype)[None, :, None]) / g.dtype.type(m))
+    else:
+        gx = k[None, :, None] * g
+    gx = xp.ascontiguousarray(gx.reshape(x.shape))
+    if not want_affine:
+        return gx, None, None
+    return gx, sum_gx.astype(g.dtype), sum_g.astype(g.dtype)
+
+
 # ---------------------------------------------------------------------------- optimizer updates
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     f = param.dtype.type
