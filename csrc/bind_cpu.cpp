@@ -379,16 +379,18 @@ void channel_dims(const py::array& x, int64_t& N, int64_t& C, int64_t& S) {
     for (py::ssize_t i = 2; i < x.ndim(); ++i) S *= x.shape(i);
 }
 
-// An optional (C,) float32 vector: null when absent
-py::array channel_vector(const std::optional<py::handle>& obj, const char* name, int64_t C, bool writable = false) {
-    if (!obj || obj->is_none()) return py::array();
+// A (C,) float32 vector, or nothing when absent
+std::optional<py::array> channel_vector(const std::optional<py::handle>& obj, const char* name, int64_t C,
+                                        bool writable = false) {
+    if (!obj || obj->is_none()) return std::nullopt;
     py::array v = writable ? checked_writable(*obj, name) : checked(*obj, name);
     if (v.ndim() != 1 || v.shape(0) != C)
         throw ShapeError(std::string(name) + ": expected shape (C,) with C = x.shape[1]");
     return v;
 }
 
-const float* opt_cptr(const py::array& a) { return a ? cptr(a) : nullptr; }
+const float* opt_cptr(const std::optional<py::array>& a) { return a ? cptr(*a) : nullptr; }
+float* opt_mptr(std::optional<py::array>& a) { return a ? mptr(*a) : nullptr; }
 
 py::tuple batch_norm(py::handle x_obj, std::optional<py::handle> w_obj, std::optional<py::handle> b_obj,
                      std::optional<py::handle> rm_obj, std::optional<py::handle> rv_obj, bool training,
@@ -396,17 +398,17 @@ py::tuple batch_norm(py::handle x_obj, std::optional<py::handle> w_obj, std::opt
     py::array x = checked(x_obj, "x");
     int64_t N, C, S;
     channel_dims(x, N, C, S);
-    py::array w = channel_vector(w_obj, "weight", C), b = channel_vector(b_obj, "bias", C);
-    py::array rm = channel_vector(rm_obj, "running_mean", C, training);
-    py::array rv = channel_vector(rv_obj, "running_var", C, training);
-    if (static_cast<bool>(rm) != static_cast<bool>(rv)) throw ShapeError("running_mean/running_var: give both or neither");
+    auto w = channel_vector(w_obj, "weight", C), b = channel_vector(b_obj, "bias", C);
+    auto rm = channel_vector(rm_obj, "running_mean", C, training);
+    auto rv = channel_vector(rv_obj, "running_var", C, training);
+    if (rm.has_value() != rv.has_value()) throw ShapeError("running_mean/running_var: give both or neither");
     if (!training && !rm) throw ShapeError("running_mean/running_var: required when training=False");
     if (training && N * S < 2) throw ShapeError("x: expected more than 1 value per channel when training");
     if (!(eps > 0.0f)) throw ShapeError("eps: expected a value > 0");
     FloatArray y = new_output(shape_of(x));
     FloatArray mean = new_output(Shape{static_cast<py::ssize_t>(C)}), invstd = new_output(Shape{static_cast<py::ssize_t>(C)});
     const float *px = cptr(x), *pw = opt_cptr(w), *pb = opt_cptr(b);
-    float *prm = rm ? mptr(rm) : nullptr, *prv = rv ? mptr(rv) : nullptr;
+    float *prm = opt_mptr(rm), *prv = opt_mptr(rv);
     float *py_ = y.mutable_data(), *pm = mean.mutable_data(), *pi = invstd.mutable_data();
     {
         py::gil_scoped_release nogil;
@@ -424,8 +426,10 @@ py::tuple batch_norm_backward(py::handle g_obj, py::handle x_obj, std::optional<
     same_shape(x, "x", g, "grad_out");
     int64_t N, C, S;
     channel_dims(x, N, C, S);
-    py::array w = channel_vector(w_obj, "weight", C);
-    py::array mean = channel_vector(mean_obj, "mean", C), invstd = channel_vector(invstd_obj, "invstd", C);
+    auto w = channel_vector(w_obj, "weight", C);
+    auto mean_v = channel_vector(mean_obj, "mean", C), invstd_v = channel_vector(invstd_obj, "invstd", C);
+    if (!mean_v || !invstd_v) throw py::type_error("mean/invstd: expected the arrays batch_norm returned");
+    py::array mean = *mean_v, invstd = *invstd_v;
     FloatArray gx = new_output(shape_of(x));
     py::object gw = py::none(), gb = py::none();
     float *pgw = nullptr, *pgb = nullptr;

@@ -17,7 +17,8 @@ from .rng import get_generator
 from .tensor import Array, Tensor, as_array, xp_of
 
 __all__ = ["linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax",
-           "log_softmax", "cross_entropy", "mse_loss", "dropout", "flatten", "binary_cross_entropy_with_logits"]
+           "log_softmax", "cross_entropy", "mse_loss", "dropout", "flatten", "binary_cross_entropy_with_logits",
+           "batch_norm"]
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -292,11 +293,33 @@ def _like(values: Any, ref: Array) -> Array:
 
 
 # ---------------------------------------------------------------------------- dropout
+# One CuPy generator per (host generator, GPU), seeded once from the host generator, so masks
+# drawn on a GPU follow dk.manual_seed / an explicit rng without drawing on the host.
+_GPU_GENERATORS: dict = {}
+
+
+def _uniform(shape: Tuple[int, ...], like: Array, rng: Optional[np.random.Generator]) -> Array:
+    """float32 uniform [0, 1) draws of ``shape`` on ``like``'s device."""
+    host = rng or get_generator()
+    xp = xp_of(like)
+    if xp is np:
+        return host.random(shape, dtype=np.float32)
+    key = (id(host), like.device.id)
+    entry = _GPU_GENERATORS.get(key)
+    if entry is None or entry[0] is not host:
+        with like.device:
+            entry = (host, xp.random.default_rng(int(host.integers(2**63))))
+        _GPU_GENERATORS[key] = entry
+    with like.device:
+        return entry[1].random(shape, dtype=np.float32)
+
+
 def dropout(x: Tensor, p: float = 0.5, training: bool = True,
             rng: Optional[np.random.Generator] = None) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p) while training
     (inverted dropout); the identity otherwise. Masks come from ``rng`` or the global generator
-    (``dk.manual_seed``)."""
+    (``dk.manual_seed``) and are drawn on the array's device (a CuPy generator seeded from that
+    generator for GPU arrays), never on the host and copied."""
     if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0) or isinstance(p, bool):
         raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
     x = _tensor(x, "x")
@@ -306,16 +329,58 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True,
     if p == 1.0:
         mask = xp.zeros(x.shape, dtype=np.float32)
     else:
-        draw = (rng or get_generator()).random(x.shape, dtype=np.float32)
-        mask = (draw >= p).astype(np.float32)
+        mask = (_uniform(x.shape, x.data, rng) >= p).astype(np.float32)
         mask *= np.float32(1.0 / (1.0 - p))
-        if xp is not np:
-            mask = xp.asarray(mask)
     out = x.data * mask
 
     def backward(g: Array) -> None:
         x._accumulate(g * mask)
     return Tensor._make(out, (x,), backward)
+
+
+# ---------------------------------------------------------------------------- batch norm
+def _buffer(value: Any, name: str) -> Optional[Array]:
+    """A running-statistics buffer's array (updated in place by the op), or None."""
+    if value is None:
+        return None
+    data = value.data if isinstance(value, Tensor) else value
+    if data.dtype != np.float32 or not data.flags.c_contiguous:
+        raise TypeError(f"{name}: expected a float32 C-contiguous buffer (it is updated in place)")
+    return data
+
+
+def batch_norm(x: Tensor, running_mean: Any = None, running_var: Any = None, weight: Optional[Tensor] = None,
+               bias: Optional[Tensor] = None, training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
+               unbiased: bool = True) -> Tensor:
+    """Batch normalisation of x (N, C, *spatial) per channel (PyTorch's ``F.batch_norm``).
+
+    While ``training`` (or without running statistics) the batch's mean and biased variance
+    normalise, and the running statistics (Tensors or arrays of shape (C,), updated in place)
+    move by ``momentum`` towards the batch's, with the unbiased variance (``unbiased=False``:
+    the biased one, as Keras does). Otherwise the running statistics normalise. ``weight`` and
+    ``bias`` (C,) scale and shift the result; one fused kernel each way (``ops.batch_norm``).
+    """
+    x = _tensor(x, "x")
+    xd = _f32(x, "x")
+    wd = None if weight is None else _f32(weight, "weight")
+    bd = None if bias is None else _f32(bias, "bias")
+    rm, rv = _buffer(running_mean, "running_mean"), _buffer(running_var, "running_var")
+    use_batch = bool(training) or rm is None
+    out, mean, invstd = ops.batch_norm(xd, wd, bd, rm, rv, use_batch, momentum, eps, unbiased)
+
+    def backward(g: Array) -> None:
+        want_w = weight is not None and weight.requires_grad
+        want_b = bias is not None and bias.requires_grad
+        gx, gw, gb = ops.batch_norm_backward(_c(g), xd, wd, mean, invstd, use_batch, affine=want_w or want_b)
+        if x.requires_grad:
+            x._accumulate(gx)
+        if want_w:
+            weight._accumulate(gw)
+        if want_b:
+            bias._accumulate(gb)
+
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+    return Tensor._make(out, parents, backward)
 
 
 # Tensor's methods of the same names: x.relu() is relu(x), x.softmax(axis) is softmax(x, axis)

@@ -27,7 +27,8 @@ from ..nn import functional as F
 from . import regularizers as _regularizers
 
 __all__ = ["Layer", "InputLayer", "Input", "KerasTensor", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
-           "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "Activation", "ACTIVATIONS", "get"]
+           "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "Activation", "BatchNormalization", "Reshape",
+           "ACTIVATIONS", "get"]
 
 Shape = Tuple[int, ...]
 
@@ -544,6 +545,99 @@ class Activation(Layer):
         return ("activation",)
 
 
+def _keras_layout(x: Tensor) -> Tensor:
+    """Images travel as NCHW inside; Keras's (rows, cols, channels) order for anything else."""
+    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+
+
+class BatchNormalization(Layer):
+    """Normalise each channel (the last Keras axis) with the batch's statistics while training
+    and with moving averages otherwise, then scale by ``gamma`` and shift by ``beta``.
+
+    Keras's semantics and defaults: ``moving = momentum * moving + (1 - momentum) * batch``
+    with momentum 0.99, the biased batch variance, ``epsilon`` 1e-3. The moving statistics
+    are buffers (``moving_mean``, ``moving_variance``): saved with the model, not trained.
+    ``get_weights`` returns gamma and beta (the trainable weights).
+    """
+
+    _kind = "batch_normalization"
+
+    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if axis != -1:
+            raise ValueError(f"axis: only -1 (the channels, Keras's default) is supported, got {axis!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum: expected a number in [0, 1], got {momentum!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
+            raise ValueError(f"epsilon: expected a number > 0, got {epsilon!r}")
+        self.axis, self.momentum, self.epsilon = axis, float(momentum), float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+
+    def _build(self, input_shape: Shape) -> Shape:
+        c = input_shape[-1]
+        self.gamma = nn.Parameter(np.ones(c, dtype=np.float32)) if self.scale else None
+        self.beta = nn.Parameter(np.zeros(c, dtype=np.float32)) if self.center else None
+        self.register_buffer("moving_mean", np.zeros(c, dtype=np.float32))
+        self.register_buffer("moving_variance", np.ones(c, dtype=np.float32))
+        return input_shape
+
+    def call(self, x: Tensor) -> Tensor:
+        # channels are axis 1 for NCHW images and (N, C); (N, L, C) sequences are turned to (N, C, L)
+        seq = x.ndim == 3
+        h = x.transpose(0, 2, 1) if seq else x
+        y = F.batch_norm(h, self.moving_mean, self.moving_variance, self.gamma, self.beta, self.training,
+                         momentum=1.0 - self.momentum, eps=self.epsilon, unbiased=False)
+        return y.transpose(0, 2, 1) if seq else y
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,
+                      scale=self.scale)
+        return config
+
+
+class Reshape(Layer):
+    """Reshape each sample to ``target_shape`` (Keras order, no batch axis; one entry may be -1).
+
+    Works in Keras's element order: images are read as (rows, cols, channels) and a 3-D
+    target is handed on as an image, so the result matches Keras's whatever the layout inside.
+    """
+
+    _kind = "reshape"
+
+    def __init__(self, target_shape: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(target_shape, (int, np.integer)):
+            target_shape = (target_shape,)
+        target = tuple(target_shape) if isinstance(target_shape, (tuple, list)) else None
+        if not target or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or (v < 1 and v != -1)
+                             for v in target) or sum(v == -1 for v in target) > 1:
+            raise ValueError(f"target_shape: expected positive ints with at most one -1, got {target_shape!r}")
+        self.target_shape = tuple(int(v) for v in target)
+
+    def _build(self, input_shape: Shape) -> Shape:
+        size = int(np.prod(input_shape))
+        known = int(np.prod([v for v in self.target_shape if v != -1]))
+        if -1 in self.target_shape:
+            if size % known:
+                raise ValueError(f"{self.name}: cannot reshape {input_shape} into {self.target_shape}")
+            return tuple(size // known if v == -1 else v for v in self.target_shape)
+        if known != size:
+            raise ValueError(f"{self.name}: cannot reshape {input_shape} ({size} values) into "
+                             f"{self.target_shape} ({known})")
+        return self.target_shape
+
+    def call(self, x: Tensor) -> Tensor:
+        y = _keras_layout(x).reshape((x.shape[0],) + self.output_shape)
+        return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(target_shape=list(self.target_shape))
+        return config
+
+
 # ------------------------------------------------------------------------------ helpers
 # Keras initializer names -> deepkern's schemes (uniform Glorot/He as in dk.nn.init)
 _INITIALIZERS = {"glorot_uniform": "xavier", "xavier": "xavier", "he_uniform": "he", "he": "he"}
@@ -566,7 +660,8 @@ def _terms(module: nn.Module, kernel_reg: Any, bias_reg: Any) -> List[Tuple[nn.P
 
 
 _LAYER_CLASSES: Dict[str, type] = {cls.__name__: cls for cls in (
-    InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Dropout, Activation)}
+    InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, Flatten, Dropout, Activation, BatchNormalization,
+    Reshape)}
 
 
 def get(class_name: str) -> type:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from . import functional, init
-from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, Linear, LogSoftmax, MaxPool2d, ReLU,
-                     Sequential, Sigmoid, Softmax, Tanh)
+from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, LogSoftmax,
+                     MaxPool2d, ReLU, Sequential, Sigmoid, Softmax, Tanh)
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
 
 __all__ = ["functional", "init", "Module", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d",
            "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Flatten", "Dropout",
-           "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]
+           "BatchNorm1d", "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]

@@ -1,4 +1,4 @@
-"""Layers: Linear, Conv2d, pooling, activations, Flatten, Dropout and Sequential.
+"""Layers: Linear, Conv2d, pooling, activations, Flatten, Dropout, BatchNorm1d/2d and Sequential.
 
 Weights are drawn from the global generator (``dk.manual_seed``) or an explicit ``rng``;
 ``init="he"`` (default, for ReLU nets) or ``"xavier"`` (sigmoid/tanh) picks the scheme,
@@ -17,7 +17,7 @@ from .init import initialize_, zeros_
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Sigmoid", "Tanh", "Softmax",
-           "LogSoftmax", "Flatten", "Dropout", "Sequential"]
+           "LogSoftmax", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "Sequential"]
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -174,12 +174,89 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d/2d: PyTorch's semantics and defaults.
+
+    Training normalises with the batch's statistics and moves the running ones (buffers
+    ``running_mean``, ``running_var``, ``num_batches_tracked``) by ``momentum`` (None: a
+    cumulative average), with the unbiased batch variance; ``eval()`` normalises with the
+    running statistics. ``affine`` adds the learnable ``weight`` (ones) and ``bias`` (zeros).
+    """
+
+    _dims: Tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, track_running_stats: bool = True) -> None:
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps: expected a number > 0, got {eps!r}")
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, (int, float))
+                                     or not 0.0 <= momentum <= 1.0):
+            raise ValueError(f"momentum: expected a number in [0, 1] or None, got {momentum!r}")
+        self.eps, self.momentum = float(eps), momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, dtype=np.float32)) if affine else None
+        self.bias = Parameter(np.zeros(c, dtype=np.float32)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(c, dtype=np.float32))
+            self.register_buffer("running_var", np.ones(c, dtype=np.float32))
+            self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in self._dims:
+            want = " or ".join(f"{d}D" for d in self._dims)
+            raise ValueError(f"{type(self).__name__}: expected {want} input, got shape {x.shape} ({x.ndim}D)")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels in axis 1, "
+                             f"got shape {x.shape}")
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked.data)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training or not self.track_running_stats, momentum, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) inputs over N (and L), per feature C."""
+
+    _dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) images over N, H and W, per channel C."""
+
+    _dims = (4,)
+
+
+def _plain(layer: Module, cls: type) -> bool:
+    """``layer`` is a ``cls`` (or a subclass) that keeps ``cls.forward``: a rewrite of cls is valid."""
+    return isinstance(layer, cls) and type(layer).forward is cls.forward
+
+
 class Sequential(Module):
     """Modules applied in order; indexable, sliceable and sized like a list.
 
     Two rewrites keep results (and gradients) identical while doing less work:
 
-    * ``Linear`` then ``ReLU`` runs as one fused matmul+bias+ReLU kernel call;
+    * ``Linear`` then ``ReLU`` runs as one fused matmul+bias+ReLU kernel call (subclasses too,
+      unless they override ``forward``);
     * ``ReLU`` then ``MaxPool2d`` runs as pool then ReLU: ReLU is monotonic, so the max of the
       rectified window is the rectified max, and the ReLU touches a kernel_size-times smaller tensor.
     """
@@ -217,11 +294,11 @@ class Sequential(Module):
         i, n = 0, len(layers)
         while i < n:
             layer = layers[i]
-            following = type(layers[i + 1]) if i + 1 < n else None
-            if type(layer) is Linear and layer.activation is None and following is ReLU:
+            following = layers[i + 1] if i + 1 < n else None
+            if _plain(layer, Linear) and layer.activation is None and _plain(following, ReLU):
                 x = layer(x, activation="relu")
                 i += 2
-            elif type(layer) is ReLU and following is MaxPool2d:
+            elif _plain(layer, ReLU) and _plain(following, MaxPool2d):
                 x = layer(layers[i + 1](x))
                 i += 2
             else:
