@@ -181,20 +181,24 @@ class Layer(nn.Module):
 
     # -- weights -------------------------------------------------------------------------
     def count_params(self) -> int:
-        """Number of scalar weights (after ``build``)."""
-        return sum(p.size for p in self.parameters())
+        """Number of scalar weights (after ``build``), non-trainable ones (moving statistics) included."""
+        return sum(w.size for w in self._keras_weights())
 
     @property
     def weights(self) -> List[nn.Parameter]:
         return self.parameters()
 
+    def _keras_weights(self) -> List[Tensor]:
+        """The arrays Keras lists for this layer, in its order (trainable ones, then the rest)."""
+        return list(self.parameters())
+
     def get_weights(self) -> List[np.ndarray]:
         """Weights as NumPy arrays in Keras's layouts (copies)."""
-        return [np.array(a) for a in self._to_keras([p.numpy() for p in self.parameters()])]
+        return [np.array(a) for a in self._to_keras([w.numpy() for w in self._keras_weights()])]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set the weights from arrays in Keras's layouts (as ``get_weights`` returns them)."""
-        params = self.parameters()
+        params = self._keras_weights()
         expected = [a.shape for a in self._to_keras([np.empty(p.shape, np.float32) for p in params])]
         if len(weights) != len(params):
             raise ValueError(f"{self.name}: set_weights expected {len(params)} arrays of shapes "
@@ -206,7 +210,7 @@ class Layer(nn.Module):
                                  f"(Keras layout, as get_weights() returns it)")
         arrays = self._from_keras(given)
         for p, a in zip(params, arrays):
-            p.data[...] = a
+            p.data[...] = a if isinstance(p.data, np.ndarray) else xp_of(p.data).asarray(a)
 
     def _to_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
         return arrays
@@ -581,6 +585,9 @@ class BatchNormalization(Layer):
         self.register_buffer("moving_mean", np.zeros(c, dtype=np.float32))
         self.register_buffer("moving_variance", np.ones(c, dtype=np.float32))
         return input_shape
+
+    def _keras_weights(self) -> List[Tensor]:
+        return self.parameters() + [self.moving_mean, self.moving_variance]
 
     def call(self, x: Tensor) -> Tensor:
         # channels are axis 1 for NCHW images and (N, C); (N, L, C) sequences are turned to (N, C, L)

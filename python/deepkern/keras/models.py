@@ -221,9 +221,9 @@ class Sequential(nn.Module):
             self.build(np.shape(x)[1:])
 
     def count_params(self) -> int:
-        """Number of scalar weights."""
+        """Number of scalar weights (non-trainable ones included, as in Keras)."""
         self._require_built("count_params")
-        return sum(p.size for p in self.parameters())
+        return sum(layer.count_params() for layer in self.layers)
 
     def _require_built(self, what: str) -> None:
         if not self.built:
@@ -464,8 +464,9 @@ class Sequential(nn.Module):
         if len(rows) == 1:
             emit("=" * line_length)
         emit(f"Total params: {total:,}")
-        emit(f"Trainable params: {total:,}")
-        emit("Non-trainable params: 0")
+        trainable = sum(p.size for p in self.parameters())
+        emit(f"Trainable params: {trainable:,}")
+        emit(f"Non-trainable params: {total - trainable:,}")
         emit("_" * line_length)
 
     # ------------------------------------------------------------------------ weights
@@ -478,14 +479,14 @@ class Sequential(nn.Module):
         """Set all weights from a list like :meth:`get_weights` returns."""
         self._require_built("set_weights")
         weights = list(weights)
-        expected = sum(len(layer.parameters()) for layer in self.layers)
+        expected = sum(len(layer._keras_weights()) for layer in self.layers)
         if len(weights) != expected:
             shapes = [tuple(w.shape) for w in self.get_weights()]
             raise ValueError(f"set_weights: expected {expected} arrays (shapes {shapes}, as get_weights() "
                              f"returns them), got {len(weights)}")
         start = 0
         for layer in self.layers:
-            count = len(layer.parameters())
+            count = len(layer._keras_weights())
             layer.set_weights(weights[start:start + count])
             start += count
 
