@@ -574,9 +574,9 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("parallel_runtime", []() { return std::string(deepkern::runtime_name()); },
           "Name of the thread pool the kernels run on");
     m.def("gemm_variant", &k::gemm_variant);
-    m.def("simd_variant", &k::simd_variant, "ISA variant of the relu/softmax/optimizer kernels");
+    m.def("simd_variant", &k::simd_variant, "ISA variant of the relu/softmax/batch-norm/optimizer kernels");
     m.def("set_simd_variant", &k::set_simd_variant, py::arg("name"),
-          "Force the relu/softmax/optimizer kernels: 'avx512', 'avx2', 'generic' or 'auto'");
+          "Force the relu/softmax/batch-norm/optimizer kernels: 'avx512', 'avx2', 'generic' or 'auto'");
     m.def("set_gemm_variant", &k::set_gemm_variant, py::arg("name"),
           "Force the GEMM micro-kernel: 'avx512', 'avx2', 'scalar' or 'auto'");
     deepkern::cpu::bind_bf16(m);

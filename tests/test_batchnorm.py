@@ -311,3 +311,22 @@ def test_module_to_cuda_moves_buffers_and_runs_there(rng):
     assert int(net[1].num_batches_tracked.numpy()) == 4
     net.to("cpu")
     assert isinstance(net[1].running_mean.data, np.ndarray)
+
+
+@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
+def test_every_simd_variant_of_the_cpu_kernels_matches_the_reference(variant, rng):
+    if "cpu" not in CPU_BACKENDS_UNDER_TEST:
+        pytest.skip("the C++ module is not built")
+    from deepkern import _cpu
+    try:
+        _cpu.set_simd_variant(variant)
+    except ValueError as exc:
+        pytest.skip(f"{variant}: {exc}")
+    try:
+        for shape in ((7, 13), (3, 5, 11), (33, 300), (16, 8, 33, 31)):
+            for training in (True, False):
+                case = _bn_case(rng, shape)
+                for got, want in zip(_run("cpu", *case, training), _run("numpy", *case, training)):
+                    assert_close(got, want, rtol=1e-4, atol=2e-5, what=f"{variant} {shape}")
+    finally:
+        _cpu.set_simd_variant("auto")

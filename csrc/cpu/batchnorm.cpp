@@ -1,8 +1,10 @@
-// Batch normalisation kernels. Per-channel sums run in one pass over memory with double
-// accumulators; the work is split into a fixed number of (batch piece, channel block) units
-// that depends only on the shape, and the pieces' partial sums are added in piece order, so
-// the result has the same bits for any thread count. The elementwise passes (normalise+affine,
-// input gradient) are one fused multiply-add per element.
+// Batch normalisation: thread split and instruction-set dispatch. The single-thread loops live
+// in batchnorm_runs.hpp, compiled three times (generic here, batchnorm_avx2.cpp,
+// batchnorm_avx512.cpp). Per-channel sums run in one pass over memory with double accumulators;
+// the work is split into a fixed number of (batch piece, channel block) units that depends only
+// on the shape, and the pieces' partial sums are added in piece order, so the result has the
+// same bits for any thread count. The elementwise passes (normalise+affine, input gradient) are
+// one multiply-add chain per element.
 #include "cpu/batchnorm.hpp"
 
 #include <math.h>
@@ -10,19 +12,36 @@
 #include <vector>
 
 #include "common/parallel.hpp"
+#include "cpu/batchnorm_runs.hpp"
+#include "cpu/simd_variant.hpp"
 
 namespace deepkern::cpu {
+
+namespace bn {
+const Kernels& generic_kernels() {
+    static const Kernels k = make_kernels();
+    return k;
+}
+}  // namespace bn
+
 namespace {
 
 constexpr int64_t kUnits = 64;        // (piece, channel block) units a reduction is split into
 constexpr int64_t kRowBlock = 256;    // channels per block when S == 1 (rows of C contiguous values)
 
-// Per-channel double sums A[c] = sum a(x[i]), B[c] = sum b(x[i]) over x (N, C, S).
-// Term(c, p, len, a, b) adds a run of `len` contiguous values of channel c starting at pointer
-// offset p into a, b; RowTerm(p, c0, c1, a, b) adds one row (S == 1) for channels [c0, c1)
-// into a[c0..c1), b[c0..c1).
-template <class Term, class RowTerm>
-void channel_sums(int64_t N, int64_t C, int64_t S, Term term, RowTerm row_term, double* A, double* B) {
+const bn::Kernels& K() {
+    switch (simd_isa()) {
+        case SimdIsa::avx512: return bn::avx512_kernels();
+        case SimdIsa::avx2: return bn::avx2_kernels();
+        default: return bn::generic_kernels();
+    }
+}
+
+// Per-channel double sums A[c], B[c] over x (N, C, S). run(c, offset, len, a, b) adds a run of
+// `len` contiguous values of channel c starting at element `offset`; row(offset, c0, c1, a, b)
+// adds one row (S == 1) for channels [c0, c1) into a[c0..c1), b[c0..c1).
+template <class Run, class Row>
+void channel_sums(int64_t N, int64_t C, int64_t S, Run run, Row row, double* A, double* B) {
     const int64_t blocks = S == 1 ? (C + kRowBlock - 1) / kRowBlock : C;
     int64_t pieces = kUnits / blocks;
     pieces = pieces < 1 ? 1 : (pieces > N ? N : pieces);
@@ -36,12 +55,9 @@ void channel_sums(int64_t N, int64_t C, int64_t S, Term term, RowTerm row_term, 
             double* pb = pa + C;
             if (S == 1) {
                 const int64_t c0 = blk * kRowBlock, c1 = c0 + kRowBlock < C ? c0 + kRowBlock : C;
-                for (int64_t n = n0; n < n1; ++n) row_term(n * C, c0, c1, pa, pb);
+                for (int64_t n = n0; n < n1; ++n) row(n * C, c0, c1, pa, pb);
             } else {
-                double a = 0.0, b = 0.0;
-                for (int64_t n = n0; n < n1; ++n) term(blk, (n * C + blk) * S, S, a, b);
-                pa[blk] = a;
-                pb[blk] = b;
+                for (int64_t n = n0; n < n1; ++n) run(blk, (n * C + blk) * S, S, pa + blk, pb + blk);
             }
         }
     });
@@ -60,38 +76,19 @@ void channel_sums(int64_t N, int64_t C, int64_t S, Term term, RowTerm row_term, 
 // when `add` is given (the input gradient uses both terms). in, add, out are (N, C, S).
 void channel_affine(const float* in, const float* center, const float* scale, const float* shift,
                     const float* add, const float* mult, float* out, int64_t N, int64_t C, int64_t S) {
+    const bn::Kernels& k = K();
     if (S == 1) {  // rows of C: vectorised across channels
         parallel_ranges(N, N * C, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t n = begin; n < end; ++n) {
-                const float* xr = in + n * C;
-                float* yr = out + n * C;
-                if (add) {
-                    const float* ar = add + n * C;
-#pragma omp simd
-                    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - center[c]) * scale[c] + shift[c] + ar[c] * mult[c];
-                } else {
-#pragma omp simd
-                    for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - center[c]) * scale[c] + shift[c];
-                }
-            }
+            for (int64_t n = begin; n < end; ++n)
+                k.affine_row(in + n * C, center, scale, shift, add ? add + n * C : nullptr, mult, out + n * C, C);
         });
         return;
     }
     parallel_ranges(N * C, N * C * S, 1, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
             const int64_t c = r % C;
-            const float m = center[c], k = scale[c], b = shift[c];
-            const float* xr = in + r * S;
-            float* yr = out + r * S;
-            if (add) {
-                const float* ar = add + r * S;
-                const float q = mult[c];
-#pragma omp simd
-                for (int64_t s = 0; s < S; ++s) yr[s] = (xr[s] - m) * k + b + ar[s] * q;
-            } else {
-#pragma omp simd
-                for (int64_t s = 0; s < S; ++s) yr[s] = (xr[s] - m) * k + b;
-            }
+            k.affine_run(in + r * S, S, center[c], scale[c], shift[c], add ? add + r * S : nullptr,
+                         mult ? mult[c] : 0.0f, out + r * S);
         }
     });
 }
@@ -117,29 +114,12 @@ void batch_norm_forward_train(const float* x, const float* weight, const float* 
     std::vector<double> shift(static_cast<size_t>(C)), A(static_cast<size_t>(C)), B(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
     const double* k = shift.data();
-    auto term = [&](int64_t c, int64_t off, int64_t len, double& a, double& b) {
-        const float* p = x + off;
-        const double kc = k[c];
-        double sa = 0.0, sb = 0.0;
-#pragma omp simd reduction(+ : sa, sb)
-        for (int64_t s = 0; s < len; ++s) {
-            const double d = static_cast<double>(p[s]) - kc;
-            sa += d;
-            sb += d * d;
-        }
-        a += sa;
-        b += sb;
-    };
-    auto row_term = [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) {
-        const float* p = x + off;
-#pragma omp simd
-        for (int64_t c = c0; c < c1; ++c) {
-            const double d = static_cast<double>(p[c]) - k[c];
-            a[c] += d;
-            b[c] += d * d;
-        }
-    };
-    channel_sums(N, C, S, term, row_term, A.data(), B.data());
+    const bn::Kernels& kern = K();
+    channel_sums(
+        N, C, S,
+        [&](int64_t c, int64_t off, int64_t len, double* a, double* b) { kern.stats_run(x + off, len, k[c], a, b); },
+        [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) { kern.stats_row(x + off, k, c0, c1, a, b); },
+        A.data(), B.data());
     const double M = static_cast<double>(N) * static_cast<double>(S);
     for (int64_t c = 0; c < C; ++c) {
         const double dm = A[c] / M;
@@ -170,33 +150,19 @@ void batch_norm_forward_eval(const float* x, const float* weight, const float* b
 void batch_norm_backward(const float* g, const float* x, const float* weight, const float* mean,
                          const float* invstd, float* gx, float* gw, float* gb, int64_t N, int64_t C, int64_t S,
                          bool training) {
-    const bool sums = training || gw || gb;
     std::vector<double> A(static_cast<size_t>(C)), B(static_cast<size_t>(C));
-    if (sums) {
+    if (training || gw || gb) {
         // A = sum g, B = sum g * (x - mean); the weight gradient is B * invstd
-        auto term = [&](int64_t c, int64_t off, int64_t len, double& a, double& b) {
-            const float *pg = g + off, *px = x + off;
-            const double mc = mean[c];
-            double sa = 0.0, sb = 0.0;
-#pragma omp simd reduction(+ : sa, sb)
-            for (int64_t s = 0; s < len; ++s) {
-                const double gv = pg[s];
-                sa += gv;
-                sb += gv * (static_cast<double>(px[s]) - mc);
-            }
-            a += sa;
-            b += sb;
-        };
-        auto row_term = [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) {
-            const float *pg = g + off, *px = x + off;
-#pragma omp simd
-            for (int64_t c = c0; c < c1; ++c) {
-                const double gv = pg[c];
-                a[c] += gv;
-                b[c] += gv * (static_cast<double>(px[c]) - mean[c]);
-            }
-        };
-        channel_sums(N, C, S, term, row_term, A.data(), B.data());
+        const bn::Kernels& kern = K();
+        channel_sums(
+            N, C, S,
+            [&](int64_t c, int64_t off, int64_t len, double* a, double* b) {
+                kern.grad_run(g + off, x + off, len, mean[c], a, b);
+            },
+            [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) {
+                kern.grad_row(g + off, x + off, mean, c0, c1, a, b);
+            },
+            A.data(), B.data());
     }
     const double M = static_cast<double>(N) * static_cast<double>(S);
     // gx = (x - mean) * c1 + c0 + g * k per channel

@@ -1,5 +1,5 @@
-// Which instruction-set build of the memory-bound kernels runs (relu, the softmax family, the
-// optimizer updates). Each of those families is compiled three times from one ISA-neutral
+// Which instruction-set build of the memory-bound kernels runs (relu, the softmax family, batch
+// norm, the optimizer updates). Each of those families is compiled three times from one ISA-neutral
 // header (generic x86-64, *_avx2.cpp, *_avx512.cpp); this picks one at run time.
 #pragma once
 #include <string>
