@@ -12,6 +12,7 @@ from deepkern.backends import numpy as ref
 from deepkern.backends import cupy as cupy_backend
 
 from .conftest import CPU_BACKENDS_UNDER_TEST, assert_close, gpu_available, randn
+from .test_gradcheck import numeric_grad
 
 torch = pytest.importorskip("torch")
 
@@ -125,23 +126,6 @@ def test_ops_validation_names_the_argument(rng):
 
 
 # ---------------------------------------------------------------------------- finite differences
-EPS = 1e-6
-
-
-def _numeric(f, x):
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + EPS
-        up = f()
-        flat[i] = keep - EPS
-        down = f()
-        flat[i] = keep
-        gflat[i] = (up - down) / (2 * EPS)
-    return grad
-
-
 @pytest.mark.parametrize("shape", [(5, 3), (3, 2, 4), (2, 3, 2, 3)])
 @pytest.mark.parametrize("training", [True, False])
 def test_reference_backward_matches_finite_differences(shape, training):
@@ -158,7 +142,7 @@ def test_reference_backward_matches_finite_differences(shape, training):
     _, mean, invstd = ref.batch_norm(x, w, b, rm.copy(), rv.copy(), training, 0.1, 1e-5, True)
     gx, gw, gb = ref.batch_norm_backward(r, x, w, mean, invstd, training, True)
     for analytic, wrt in ((gx, x), (gw, w), (gb, b)):
-        np.testing.assert_allclose(analytic, _numeric(loss, wrt), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(analytic, numeric_grad(loss, wrt), rtol=1e-5, atol=1e-7)
 
 
 def test_functional_gradients_through_the_tape_match_finite_differences():
@@ -171,8 +155,8 @@ def test_functional_gradients_through_the_tape_match_finite_differences():
 
     def loss():
         return float((ref.batch_norm(x64, w64, None, None, None, True, 0.1, 1e-5, True)[0] * r).sum())
-    np.testing.assert_allclose(x.grad, _numeric(loss, x64), rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(w.grad, _numeric(loss, w64), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(x.grad, numeric_grad(loss, x64), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(w.grad, numeric_grad(loss, w64), rtol=1e-3, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------- layers vs PyTorch

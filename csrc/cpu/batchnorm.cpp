@@ -11,6 +11,7 @@
 
 #include <vector>
 
+#include "common/batchnorm_math.hpp"
 #include "common/parallel.hpp"
 #include "cpu/batchnorm_runs.hpp"
 #include "cpu/simd_variant.hpp"
@@ -121,19 +122,9 @@ void batch_norm_forward_train(const float* x, const float* weight, const float* 
         [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) { kern.stats_row(x + off, k, c0, c1, a, b); },
         A.data(), B.data());
     const double M = static_cast<double>(N) * static_cast<double>(S);
-    for (int64_t c = 0; c < C; ++c) {
-        const double dm = A[c] / M;
-        double var = B[c] / M - dm * dm;
-        var = var < 0.0 ? 0.0 : var;  // rounding only; NaN stays NaN
-        const double mu = k[c] + dm;
-        mean[c] = static_cast<float>(mu);
-        invstd[c] = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
-        if (running_mean) {
-            const double m = momentum, batch_var = unbiased ? var * M / (M - 1.0) : var;
-            running_mean[c] = static_cast<float>((1.0 - m) * running_mean[c] + m * mu);
-            running_var[c] = static_cast<float>((1.0 - m) * running_var[c] + m * batch_var);
-        }
-    }
+    for (int64_t c = 0; c < C; ++c)
+        channel_stats(A[c], B[c], k[c], M, momentum, eps, unbiased, mean + c, invstd + c,
+                      running_mean ? running_mean + c : nullptr, running_var ? running_var + c : nullptr);
     normalise(x, weight, bias, mean, invstd, y, N, C, S);
 }
 
@@ -167,16 +158,9 @@ void batch_norm_backward(const float* g, const float* x, const float* weight, co
     const double M = static_cast<double>(N) * static_cast<double>(S);
     // gx = (x - mean) * c1 + c0 + g * k per channel
     std::vector<float> c1(static_cast<size_t>(C)), c0(static_cast<size_t>(C)), kk(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) {
-        const double is = invstd[c];
-        const double k = weight ? is * weight[c] : is;
-        const double sum_gxhat = B[c] * is;
-        if (gb) gb[c] = static_cast<float>(A[c]);
-        if (gw) gw[c] = static_cast<float>(sum_gxhat);
-        kk[c] = static_cast<float>(k);
-        c1[c] = training ? static_cast<float>(-k * is * sum_gxhat / M) : 0.0f;
-        c0[c] = training ? static_cast<float>(-k * A[c] / M) : 0.0f;
-    }
+    for (int64_t c = 0; c < C; ++c)
+        channel_grad_coefficients(A[c], B[c], invstd[c], weight ? weight[c] : 1.0, M, training, &kk[c], &c1[c],
+                                  &c0[c], gw ? gw + c : nullptr, gb ? gb + c : nullptr);
     if (training) {
         channel_affine(x, mean, c1.data(), c0.data(), g, kk.data(), gx, N, C, S);
     } else {  // gx = g * k: x is not read, so a NaN in x does not reach gx (as in PyTorch)

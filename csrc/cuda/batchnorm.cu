@@ -1,6 +1,7 @@
 // Batch normalisation: per-channel double sums in one pass over memory (blocks of (channel,
 // batch piece), partials added in piece order by a per-channel finishing kernel: no atomics),
 // then one fused elementwise pass (normalise+affine, or the input gradient).
+#include "common/batchnorm_math.hpp"
 #include "cuda/batchnorm.cuh"
 #include "cuda/common.cuh"
 
@@ -143,17 +144,8 @@ __global__ void stats_finish_kernel(const double* __restrict__ part, const float
     double a, b;
     total(part, C, P, c, a, b);
     const double M = static_cast<double>(N) * static_cast<double>(S);
-    const double dm = a / M;
-    double var = b / M - dm * dm;
-    var = var < 0.0 ? 0.0 : var;  // rounding only; NaN stays NaN
-    const double mu = static_cast<double>(x[c * S]) + dm;
-    mean[c] = static_cast<float>(mu);
-    invstd[c] = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
-    if (running_mean) {
-        const double m = momentum, batch_var = unbiased ? var * M / (M - 1.0) : var;
-        running_mean[c] = static_cast<float>((1.0 - m) * running_mean[c] + m * mu);
-        running_var[c] = static_cast<float>((1.0 - m) * running_var[c] + m * batch_var);
-    }
+    channel_stats(a, b, x[c * S], M, momentum, eps, unbiased, mean + c, invstd + c,
+                  running_mean ? running_mean + c : nullptr, running_var ? running_var + c : nullptr);
 }
 
 __global__ void eval_stats_kernel(const float* __restrict__ running_mean, const float* __restrict__ running_var,
@@ -187,15 +179,9 @@ __global__ void grad_finish_kernel(const double* __restrict__ part, const float*
     if (c >= C) return;
     double a = 0.0, b = 0.0;
     if (have_sums) total(part, C, P, c, a, b);
-    const double is = invstd[c];
-    const double k = weight ? is * weight[c] : is;
-    const double sum_gxhat = b * is;
     const double M = static_cast<double>(N) * static_cast<double>(S);
-    if (gb) gb[c] = static_cast<float>(a);
-    if (gw) gw[c] = static_cast<float>(sum_gxhat);
-    coef[c] = static_cast<float>(k);
-    coef[C + c] = training ? static_cast<float>(-k * is * sum_gxhat / M) : 0.f;
-    coef[2 * C + c] = training ? static_cast<float>(-k * a / M) : 0.f;
+    channel_grad_coefficients(a, b, invstd[c], weight ? weight[c] : 1.0, M, training, coef + c, coef + C + c,
+                              coef + 2 * C + c, gw ? gw + c : nullptr, gb ? gb + c : nullptr);
 }
 
 // gx (N, C, S) from g, x and coef (3, C); in eval x is not read (a NaN in x stays out of gx)

@@ -294,8 +294,10 @@ def _like(values: Any, ref: Array) -> Array:
 
 # ---------------------------------------------------------------------------- dropout
 # One CuPy generator per (host generator, GPU), seeded once from the host generator, so masks
-# drawn on a GPU follow dk.manual_seed / an explicit rng without drawing on the host.
+# drawn on a GPU follow dk.manual_seed / an explicit rng without drawing on the host. The few
+# most recent are kept (each holds GPU state).
 _GPU_GENERATORS: dict = {}
+_GPU_GENERATORS_KEPT = 8
 
 
 def _uniform(shape: Tuple[int, ...], like: Array, rng: Optional[np.random.Generator]) -> Array:
@@ -309,6 +311,9 @@ def _uniform(shape: Tuple[int, ...], like: Array, rng: Optional[np.random.Genera
     if entry is None or entry[0] is not host:
         with like.device:
             entry = (host, xp.random.default_rng(int(host.integers(2**63))))
+        _GPU_GENERATORS.pop(key, None)
+        while len(_GPU_GENERATORS) >= _GPU_GENERATORS_KEPT:
+            _GPU_GENERATORS.pop(next(iter(_GPU_GENERATORS)))
         _GPU_GENERATORS[key] = entry
     with like.device:
         return entry[1].random(shape, dtype=np.float32)
