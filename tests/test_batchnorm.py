@@ -178,7 +178,7 @@ def _pair(cls, tcls, c, rng, **kwargs):
 def test_layers_match_pytorch(cls, tcls, shape, kwargs, rng):
     ours, theirs = _pair(getattr(dk.nn, cls), getattr(torch.nn, tcls), shape[1], rng, **kwargs)
     tol = dict(rtol=1e-4, atol=1e-5)
-    for step in range(3):
+    for _ in range(3):
         x = randn(rng, *shape) * 2 + 1
         g = randn(rng, *shape)
         xo, xt = dk.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)

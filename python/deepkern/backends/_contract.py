@@ -5,8 +5,9 @@ arguments ``deepkern.ops`` has already validated and normalised, in the order li
 that lacks an op gets the op's declared fallback when the registry loads it: CPU backends use
 ``cpu_fallback`` (the NumPy reference by default, which is always there), GPU backends use
 ``gpu_fallback`` (CuPy's array-API version by default; where that is missing too, or the
-fallback is ``None``, the op raises ``NotImplementedError`` on GPU arrays, naming the op). Nothing else is filled in: ``tests/test_backend_contract.py`` fails when
-a backend neither provides an op nor has a fallback, or when a signature differs from this list.
+fallback is ``None``, the op raises ``NotImplementedError`` on GPU arrays, naming the op).
+Nothing else is filled in: ``tests/test_backend_contract.py`` fails when a backend neither
+provides an op nor has a fallback, or when a signature differs from this list.
 
 Adding an op therefore takes: its reference in ``backends/numpy.py``, a line here, its
 validation and dispatch in ``ops.py`` and the function that differentiates it; fast versions in

@@ -3,8 +3,9 @@
 Assigning a ``Parameter`` or a ``Module`` to an attribute registers it (in assignment order),
 so ``parameters()``, ``state_dict()``, ``train()``/``eval()`` and ``to(device)`` see the whole
 tree. ``register_buffer`` records state that is not trained but belongs to the model (BatchNorm's
-running statistics): it travels with ``to(device)`` and is saved by ``state_dict()``. Attributes live in the instance ``__dict__`` as usual (the registry only records names),
-so reading ``self.weight`` in ``forward`` costs a plain attribute lookup.
+running statistics): it travels with ``to(device)`` and is saved by ``state_dict()``.
+Attributes live in the instance ``__dict__`` as usual (the registry only records names), so
+reading ``self.weight`` in ``forward`` costs a plain attribute lookup.
 """
 from __future__ import annotations
 
