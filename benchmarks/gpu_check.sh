@@ -172,6 +172,11 @@ run_stages() {
   fi
   stage tests 75 python -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_fallbacks.py \
     tests/test_gpu_bugfixes.py
+  # batch norm (cuda and cupy against the reference), buffers moved by Module.to, dropout drawn on the GPU
+  stage batchnorm 45 python -m pytest -q -rs -p no:cacheprovider \
+    tests/test_batchnorm.py::test_gpu_backends_match_the_reference \
+    tests/test_batchnorm.py::test_module_to_cuda_moves_buffers_and_runs_there \
+    tests/test_new_layers.py::test_dropout_draws_gpu_masks_on_the_gpu
   if command -v compute-sanitizer >/dev/null; then
     # without CuPy's pool each array is its own allocation: memcheck sees exact bounds
     DEEPKERN_GPU_TEST_NO_POOL=1 stage memcheck 100 compute-sanitizer --tool memcheck --error-exitcode 86 \

@@ -14,7 +14,11 @@ from deepkern.backends import cupy as cupy_backend
 from .conftest import CPU_BACKENDS_UNDER_TEST, assert_close, gpu_available, randn
 from .test_gradcheck import numeric_grad
 
-torch = pytest.importorskip("torch")
+try:  # PyTorch (CPU) is the reference for the layers' semantics; the GPU checks run without it
+    import torch
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
 # (N, C, *spatial): ones, primes, N=1 with spatial extent, rows of C (BatchNorm1d), large
 SHAPES = [(2, 1), (7, 13), (1, 3, 5, 7), (3, 5, 11), (5, 7, 3, 2), (2, 300, 1, 1), (257, 37), (16, 8, 33, 31)]
@@ -29,15 +33,25 @@ def _bn_case(rng, shape, affine=True, offset=3.0):
     return x, w, b, rm, rv
 
 
-def _run(backend: str, x, w, b, rm, rv, training, unbiased=True):
+def _run(backend: str, x, w, b, rm, rv, training, unbiased=True, device=lambda a: a, host=np.asarray):
+    """Forward and backward of one case on ``backend``: (y, mean, invstd, running mean, running var,
+    gx, gw, gb) as host arrays. ``device`` moves the inputs (cupy.asarray for a GPU backend)."""
     backends.set_backend(backend)
-    rm, rv = rm.copy(), rv.copy()
+    x, w, b, rm, rv = (None if a is None else device(a.copy()) for a in (x, w, b, rm, rv))
     y, mean, invstd = ops.batch_norm(x, w, b, rm, rv, training=training, momentum=0.1, eps=1e-5,
                                      unbiased=unbiased)
-    g = np.sin(np.arange(x.size, dtype=np.float32)).reshape(x.shape)
+    g = device(np.sin(np.arange(x.size, dtype=np.float32)).reshape(x.shape))
     grads = ops.batch_norm_backward(g, x, w, mean, invstd, training=training, affine=w is not None)
     backends.set_backend(None)
-    return (y, mean, invstd, rm, rv) + tuple(grads)
+    return tuple(None if a is None else host(a) for a in (y, mean, invstd, rm, rv) + tuple(grads))
+
+
+def _compare(got, want, what: str) -> None:
+    for i, (g, w) in enumerate(zip(got, want)):
+        if w is None:
+            assert g is None, what
+            continue
+        assert_close(g, w, rtol=1e-4, atol=2e-5, what=f"{what} output {i}")
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS_UNDER_TEST + ["cupy-code-on-numpy"])
@@ -55,11 +69,22 @@ def test_backends_match_the_reference(backend, shape, training, rng):
             backends.for_array = routed
     else:
         got = _run(backend, *case, training)
-    for i, (g, w) in enumerate(zip(got, want)):
-        if w is None:
-            assert g is None
-            continue
-        assert_close(g, w, rtol=1e-4, atol=2e-5, what=f"{backend} output {i}")
+    _compare(got, want, backend)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="no usable GPU")
+@pytest.mark.parametrize("backend", ["cuda", "cupy"])
+@pytest.mark.parametrize("shape", SHAPES + [(3, 70001), (1000, 3, 1, 1), (2, 1, 513, 257)])
+@pytest.mark.parametrize("training", [True, False])
+def test_gpu_backends_match_the_reference(backend, shape, training, rng):
+    if not backends.available(backend):
+        pytest.skip(f"{backend}: {backends.reason_unavailable(backend)}")
+    import cupy
+    case = _bn_case(rng, shape, affine=shape[1] != 13)
+    got = _run(backend, *case, training, device=cupy.asarray, host=cupy.asnumpy)
+    cupy.cuda.get_current_stream().synchronize()
+    _compare(got, _run("numpy", *case, training), backend)
 
 
 def test_cpu_kernel_gives_the_same_bits_for_any_thread_count(rng):
@@ -86,6 +111,7 @@ def test_large_offsets_keep_the_variance(rng):
         np.testing.assert_allclose(invstd, want, rtol=2e-3)
 
 
+@needs_torch
 @pytest.mark.parametrize("backend", CPU_BACKENDS_UNDER_TEST or ["numpy"])
 def test_nan_propagates_to_its_channel_only(backend, rng):
     x, w, b, rm, rv = _bn_case(rng, (4, 3, 5))
@@ -97,6 +123,7 @@ def test_nan_propagates_to_its_channel_only(backend, rng):
     assert np.array_equal(np.isnan(t.numpy()), np.isnan(y))
 
 
+@needs_torch
 def test_training_needs_more_than_one_value_per_channel_like_pytorch():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         torch.nn.BatchNorm1d(3)(torch.zeros(1, 3))
@@ -170,6 +197,7 @@ def _pair(cls, tcls, c, rng, **kwargs):
     return ours, theirs
 
 
+@needs_torch
 @pytest.mark.parametrize("cls,tcls,shape", [("BatchNorm1d", "BatchNorm1d", (8, 5)),
                                             ("BatchNorm1d", "BatchNorm1d", (6, 5, 7)),
                                             ("BatchNorm2d", "BatchNorm2d", (4, 5, 6, 3))])
