@@ -27,7 +27,8 @@ const Kernels& generic_kernels() {
 
 namespace {
 
-constexpr int64_t kUnits = 64;        // (piece, channel block) units a reduction is split into
+constexpr int64_t kUnits = 64;        // at most this many (piece, channel block) units per reduction
+constexpr int64_t kUnitWork = 1 << 14; // and at least this many values in each (fewer partial sums)
 constexpr int64_t kRowBlock = 256;    // channels per block when S == 1 (rows of C contiguous values)
 
 const bn::Kernels& K() {
@@ -39,12 +40,13 @@ const bn::Kernels& K() {
 }
 
 // Per-channel double sums A[c], B[c] over x (N, C, S). run(c, offset, len, a, b) adds a run of
-// `len` contiguous values of channel c starting at element `offset`; row(offset, c0, c1, a, b)
-// adds one row (S == 1) for channels [c0, c1) into a[c0..c1), b[c0..c1).
+// `len` contiguous values of channel c starting at element `offset`; rows(offset, count, c0, c1,
+// a, b) adds `count` rows (S == 1) from element `offset` for channels [c0, c1) into a, b.
 template <class Run, class Row>
 void channel_sums(int64_t N, int64_t C, int64_t S, Run run, Row row, double* A, double* B) {
     const int64_t blocks = S == 1 ? (C + kRowBlock - 1) / kRowBlock : C;
-    int64_t pieces = kUnits / blocks;
+    int64_t pieces = kUnits / blocks, by_work = N * C * S / (blocks * kUnitWork);
+    pieces = by_work < pieces ? by_work : pieces;
     pieces = pieces < 1 ? 1 : (pieces > N ? N : pieces);
     // partial (pieces, 2, C): each unit owns its slots, so no two threads write one
     std::vector<double> part(static_cast<size_t>(pieces * 2 * C), 0.0);
@@ -56,7 +58,7 @@ void channel_sums(int64_t N, int64_t C, int64_t S, Run run, Row row, double* A, 
             double* pb = pa + C;
             if (S == 1) {
                 const int64_t c0 = blk * kRowBlock, c1 = c0 + kRowBlock < C ? c0 + kRowBlock : C;
-                for (int64_t n = n0; n < n1; ++n) row(n * C, c0, c1, pa, pb);
+                row(n0 * C, n1 - n0, c0, c1, pa, pb);
             } else {
                 for (int64_t n = n0; n < n1; ++n) run(blk, (n * C + blk) * S, S, pa + blk, pb + blk);
             }
@@ -119,7 +121,9 @@ void batch_norm_forward_train(const float* x, const float* weight, const float* 
     channel_sums(
         N, C, S,
         [&](int64_t c, int64_t off, int64_t len, double* a, double* b) { kern.stats_run(x + off, len, k[c], a, b); },
-        [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) { kern.stats_row(x + off, k, c0, c1, a, b); },
+        [&](int64_t off, int64_t rows, int64_t c0, int64_t c1, double* a, double* b) {
+            kern.stats_rows(x + off, C, rows, k, c0, c1, a, b);
+        },
         A.data(), B.data());
     const double M = static_cast<double>(N) * static_cast<double>(S);
     for (int64_t c = 0; c < C; ++c)
@@ -150,8 +154,8 @@ void batch_norm_backward(const float* g, const float* x, const float* weight, co
             [&](int64_t c, int64_t off, int64_t len, double* a, double* b) {
                 kern.grad_run(g + off, x + off, len, mean[c], a, b);
             },
-            [&](int64_t off, int64_t c0, int64_t c1, double* a, double* b) {
-                kern.grad_row(g + off, x + off, mean, c0, c1, a, b);
+            [&](int64_t off, int64_t rows, int64_t c0, int64_t c1, double* a, double* b) {
+                kern.grad_rows(g + off, x + off, C, rows, mean, c0, c1, a, b);
             },
             A.data(), B.data());
     }

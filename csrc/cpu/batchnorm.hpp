@@ -31,10 +31,11 @@ namespace bn {
 // comment there. batchnorm.cpp splits the work and picks the table of the active SIMD variant.
 struct Kernels {
     void (*stats_run)(const float* x, int64_t len, double k, double* a, double* b);
-    void (*stats_row)(const float* x, const double* k, int64_t c0, int64_t c1, double* a, double* b);
+    void (*stats_rows)(const float* x, int64_t C, int64_t rows, const double* k, int64_t c0, int64_t c1, double* a,
+                       double* b);
     void (*grad_run)(const float* g, const float* x, int64_t len, double m, double* a, double* b);
-    void (*grad_row)(const float* g, const float* x, const float* mean, int64_t c0, int64_t c1, double* a,
-                     double* b);
+    void (*grad_rows)(const float* g, const float* x, int64_t C, int64_t rows, const float* mean, int64_t c0,
+                      int64_t c1, double* a, double* b);
     void (*affine_run)(const float* in, int64_t len, float m, float k, float sh, const float* add, float q,
                        float* out);
     void (*affine_row)(const float* in, const float* m, const float* k, const float* sh, const float* add,

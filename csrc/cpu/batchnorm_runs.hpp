@@ -24,13 +24,18 @@ void stats_run(const float* x, int64_t len, double k, double* a, double* b) {
     *b += sb;
 }
 
-// One row of (N, C) for channels [c0, c1): a[c] += x[c] - k[c], b[c] += (x[c] - k[c])^2
-void stats_row(const float* x, const double* k, int64_t c0, int64_t c1, double* a, double* b) {
+// `rows` rows of (N, C) from x, channels [c0, c1): a[c] += sum(x[r, c] - k[c]), b[c] += sum of the
+// squares. Row by row, vectorised across channels (a and b stay in L1: at most a block of them).
+void stats_rows(const float* x, int64_t C, int64_t rows, const double* k, int64_t c0, int64_t c1,
+                double* __restrict a, double* __restrict b) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* __restrict xr = x + r * C;
 #pragma omp simd
-    for (int64_t c = c0; c < c1; ++c) {
-        const double d = static_cast<double>(x[c]) - k[c];
-        a[c] += d;
-        b[c] += d * d;
+        for (int64_t c = c0; c < c1; ++c) {
+            const double d = static_cast<double>(xr[c]) - k[c];
+            a[c] += d;
+            b[c] += d * d;
+        }
     }
 }
 
@@ -47,13 +52,19 @@ void grad_run(const float* g, const float* x, int64_t len, double m, double* a, 
     *b += sb;
 }
 
-// One row of (N, C) for channels [c0, c1): a[c] += g[c], b[c] += g[c] * (x[c] - mean[c])
-void grad_row(const float* g, const float* x, const float* mean, int64_t c0, int64_t c1, double* a, double* b) {
+// `rows` rows of (N, C) from g and x, channels [c0, c1): a[c] += sum(g[r, c]),
+// b[c] += sum(g[r, c] * (x[r, c] - mean[c])), row by row like stats_rows
+void grad_rows(const float* g, const float* x, int64_t C, int64_t rows, const float* mean, int64_t c0, int64_t c1,
+               double* __restrict a, double* __restrict b) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* __restrict gr = g + r * C;
+        const float* __restrict xr = x + r * C;
 #pragma omp simd
-    for (int64_t c = c0; c < c1; ++c) {
-        const double gv = g[c];
-        a[c] += gv;
-        b[c] += gv * (static_cast<double>(x[c]) - mean[c]);
+        for (int64_t c = c0; c < c1; ++c) {
+            const double gv = gr[c];
+            a[c] += gv;
+            b[c] += gv * (static_cast<double>(xr[c]) - mean[c]);
+        }
     }
 }
 
@@ -83,9 +94,9 @@ void affine_row(const float* in, const float* m, const float* k, const float* sh
 inline Kernels make_kernels() {
     Kernels k;
     k.stats_run = stats_run;
-    k.stats_row = stats_row;
+    k.stats_rows = stats_rows;
     k.grad_run = grad_run;
-    k.grad_row = grad_row;
+    k.grad_rows = grad_rows;
     k.affine_run = affine_run;
     k.affine_row = affine_row;
     return k;
