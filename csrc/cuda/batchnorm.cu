@@ -199,6 +199,15 @@ __global__ void grad_input_kernel(const float* __restrict__ g, const float* __re
 
 unsigned channel_grid(int64_t C) { return static_cast<unsigned>(ceil_div(C, kThreads)); }
 
+// y (N, C, S) = (x - mean) * invstd * weight + bias, mean/invstd (C,) already written on the stream
+void normalise(const float* x, const float* mean, const float* invstd, const float* weight, const float* bias,
+               float* y, int64_t N, int64_t C, int64_t S, cudaStream_t stream) {
+    const int64_t total = N * C * S;
+    normalise_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, stream>>>(x, mean, invstd, weight, bias, y,
+                                                                                   total, C, S);
+    CUDA_CHECK_LAUNCH("normalise_kernel");
+}
+
 }  // namespace
 
 int64_t batch_norm_workspace(int64_t N, int64_t C, int64_t S) {
@@ -215,10 +224,7 @@ void batch_norm_forward_train(const float* x, const float* weight, const float* 
     stats_finish_kernel<<<channel_grid(C), kThreads, 0, stream>>>(workspace, x, running_mean, running_var, mean,
                                                                    invstd, N, C, S, P, momentum, eps, unbiased);
     CUDA_CHECK_LAUNCH("stats_finish_kernel");
-    const int64_t total = N * C * S;
-    normalise_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, stream>>>(x, mean, invstd, weight, bias, y,
-                                                                                   total, C, S);
-    CUDA_CHECK_LAUNCH("normalise_kernel");
+    normalise(x, mean, invstd, weight, bias, y, N, C, S, stream);
 }
 
 void batch_norm_forward_eval(const float* x, const float* weight, const float* bias, const float* running_mean,
@@ -226,10 +232,7 @@ void batch_norm_forward_eval(const float* x, const float* weight, const float* b
                              int64_t C, int64_t S, float eps, cudaStream_t stream) {
     eval_stats_kernel<<<channel_grid(C), kThreads, 0, stream>>>(running_mean, running_var, mean, invstd, C, eps);
     CUDA_CHECK_LAUNCH("eval_stats_kernel");
-    const int64_t total = N * C * S;
-    normalise_kernel<<<elementwise_blocks(total, kThreads), kThreads, 0, stream>>>(x, mean, invstd, weight, bias, y,
-                                                                                   total, C, S);
-    CUDA_CHECK_LAUNCH("normalise_kernel");
+    normalise(x, mean, invstd, weight, bias, y, N, C, S, stream);
 }
 
 void batch_norm_backward(const float* g, const float* x, const float* weight, const float* mean,
