@@ -40,6 +40,45 @@ def avg_pool2d_backward(
     ...
 
 
+def batch_norm(
+    x: object,
+    weight: object | None,
+    bias: object | None,
+    running_mean: object | None,
+    running_var: object | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    unbiased: bool,
+    out: object,
+    mean: object,
+    invstd: object,
+    workspace: object,
+    stream: int = 0,
+) -> None:
+    ...
+
+
+def batch_norm_backward(
+    grad_out: object,
+    x: object,
+    weight: object | None,
+    mean: object,
+    invstd: object,
+    training: bool,
+    grad_x: object,
+    grad_weight: object | None,
+    grad_bias: object | None,
+    workspace: object,
+    stream: int = 0,
+) -> None:
+    ...
+
+
+def batch_norm_workspace(N: int, C: int, S: int) -> int:
+    """float64 elements of scratch batch_norm/batch_norm_backward need for x (N, C, S)"""
+
+
 def conv2d(
     x: object,
     w: object,
