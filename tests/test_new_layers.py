@@ -168,3 +168,23 @@ def test_sequential_fuses_linear_relu_for_subclasses_that_keep_forward(monkeypat
     out = shifted(x)
     assert calls == [None]   # overridden forward: run as written, then the ReLU
     np.testing.assert_allclose(out.numpy(), np.maximum(x.numpy() @ shifted[0].weight.numpy().T + 1, 0), rtol=1e-5)
+
+
+def test_torch_facade_has_batch_norm_and_fuses_its_linear_relu(monkeypatch):
+    from deepkern import torch as dkt
+    calls = []
+    matmul = ops.matmul
+
+    def recording(a, b, bias=None, activation=None, **kwargs):
+        calls.append(activation)
+        return matmul(a, b, bias, activation, **kwargs)
+    monkeypatch.setattr(ops, "matmul", recording)
+    dk.manual_seed(0)
+    net = dkt.nn.Sequential(dkt.nn.Linear(3, 4), dkt.nn.ReLU(), dkt.nn.BatchNorm1d(4))
+    x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    out = net(dkt.tensor(x))
+    assert calls == ["relu"]   # the facade's Linear is a subclass that keeps Linear.forward
+    np.testing.assert_allclose(out.numpy().mean(axis=0), 0, atol=1e-5)
+    assert list(net.state_dict())[-3:] == ["2.running_mean", "2.running_var", "2.num_batches_tracked"]
+    net.eval()
+    assert net(dkt.tensor(x)).shape == (8, 4)

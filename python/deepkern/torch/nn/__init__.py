@@ -15,8 +15,8 @@ from ...nn.module import Parameter as _CoreParameter
 from . import functional, init
 
 __all__ = ["Module", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
-           "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Flatten", "Dropout", "CrossEntropyLoss", "NLLLoss",
-           "MSELoss", "BCEWithLogitsLoss", "functional", "init"]
+           "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d",
+           "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "functional", "init"]
 
 
 class Module(_nn.Module):
@@ -84,6 +84,14 @@ class Flatten(Module, _nn.Flatten):
 class Dropout(Module, _nn.Dropout):
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__(p=p)
+
+
+class BatchNorm1d(Module, _nn.BatchNorm1d):
+    """Batch normalisation of ``(N, C)`` or ``(N, C, L)``; running statistics are buffers."""
+
+
+class BatchNorm2d(Module, _nn.BatchNorm2d):
+    """Batch normalisation of ``(N, C, H, W)`` per channel; running statistics are buffers."""
 
 
 class Sequential(Module, _nn.Sequential):
