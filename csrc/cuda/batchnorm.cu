@@ -115,11 +115,11 @@ void channel_sums(Term t, double* part, int64_t N, int64_t C, int64_t S, cudaStr
     const int P = static_cast<int>(pieces(N, C, S));
     if (S == 1) {
         const dim3 grid(static_cast<unsigned>(channel_blocks(C, S)), static_cast<unsigned>(P));
-        sums_rows_kernel<<<grid, dim3(kRowChannels, kRowLanes), 0, stream>>>(t, part, N, C, P);
+        sums_rows_kernel<Term><<<grid, dim3(kRowChannels, kRowLanes), 0, stream>>>(t, part, N, C, P);
         CUDA_CHECK_LAUNCH("sums_rows_kernel");
     } else {
         const dim3 grid(static_cast<unsigned>(C), static_cast<unsigned>(P));
-        sums_spatial_kernel<<<grid, kThreads, 0, stream>>>(t, part, N, C, S, P);
+        sums_spatial_kernel<Term><<<grid, kThreads, 0, stream>>>(t, part, N, C, S, P);
         CUDA_CHECK_LAUNCH("sums_spatial_kernel");
     }
 }

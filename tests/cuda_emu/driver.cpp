@@ -7,6 +7,7 @@
 
 #include "common/geometry.hpp"
 #include "cuda/activation.cuh"
+#include "cuda/batchnorm.cuh"
 #include "cuda/conv2d.cuh"
 #include "cuda/loss.cuh"
 #include "cuda/matmul.cuh"
@@ -120,6 +121,27 @@ int emu_cross_entropy(const float* logits, const void* labels, int is64, float* 
 int emu_cross_entropy_backward(const float* logits, const void* labels, int is64, float* gl, int N, int C,
                                float grad) {
     return guarded([&] { k::cross_entropy_backward(logits, labels, is64, gl, N, C, grad, nullptr); });
+}
+
+long long emu_batch_norm_workspace(long long N, long long C, long long S) { return k::batch_norm_workspace(N, C, S); }
+
+int emu_batch_norm(const float* x, const float* w, const float* b, float* rm, float* rv, float* y, float* mean,
+                   float* invstd, double* ws, long long N, long long C, long long S, int training, float momentum,
+                   float eps, int unbiased) {
+    return guarded([&] {
+        if (training)
+            k::batch_norm_forward_train(x, w, b, rm, rv, y, mean, invstd, ws, N, C, S, momentum, eps, unbiased, nullptr);
+        else
+            k::batch_norm_forward_eval(x, w, b, rm, rv, y, mean, invstd, N, C, S, eps, nullptr);
+    });
+}
+
+int emu_batch_norm_backward(const float* g, const float* x, const float* w, const float* mean, const float* invstd,
+                            float* gx, float* gw, float* gb, double* ws, long long N, long long C, long long S,
+                            int training) {
+    return guarded([&] {
+        k::batch_norm_backward(g, x, w, mean, invstd, gx, gw, gb, ws, N, C, S, training, nullptr);
+    });
 }
 
 int emu_sgd(float* p, const float* g, float* v, long long n, float lr, float momentum, float wd, int nesterov) {

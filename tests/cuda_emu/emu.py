@@ -36,6 +36,8 @@ _SIGS = {
     "emu_softmax_backward": [_P, _P, _P, _L, _L, _L, _I],
     "emu_cross_entropy": [_P, _P, _I, _P, _P, _I, _I],
     "emu_cross_entropy_backward": [_P, _P, _I, _P, _I, _I, _F],
+    "emu_batch_norm": [_P] * 9 + [_L, _L, _L, _I, _F, _F, _I],
+    "emu_batch_norm_backward": [_P] * 9 + [_L, _L, _L, _I],
     "emu_sgd": [_P, _P, _P, _L, _F, _F, _F, _I],
     "emu_adam": [_P, _P, _P, _P, _L, _L, _F, _F, _F, _F, _F],
     "emu_rmsprop": [_P, _P, _P, _L, _F, _F, _F, _F],
@@ -53,6 +55,8 @@ def lib() -> ctypes.CDLL:
             fn.argtypes = argtypes
             fn.restype = ctypes.c_int
         handle.emu_message.restype = ctypes.c_char_p
+        handle.emu_batch_norm_workspace.argtypes = [_L, _L, _L]
+        handle.emu_batch_norm_workspace.restype = _L
         handle.emu_set_device.argtypes = [_I, _I]
         handle.emu_keep_blocks.argtypes = [_L, _L]
         handle.emu_blocks_run.restype = _L
@@ -220,6 +224,33 @@ def cross_entropy_backward(logits, labels, grad: float):
     gl = np.full(logits.shape, np.nan, np.float32)
     _call("emu_cross_entropy_backward", _ptr(logits), _ptr(labels), labels.dtype == np.int64, _ptr(gl), n, c, grad)
     return gl
+
+
+def _bn_workspace(shape) -> Tuple[Tuple[int, int, int], np.ndarray]:
+    n, c = shape[0], shape[1]
+    s = int(np.prod(shape[2:], dtype=np.int64))
+    return (n, c, s), np.full((lib().emu_batch_norm_workspace(n, c, s),), np.nan)
+
+
+def batch_norm(x, w, b, rm, rv, training: bool, momentum: float, eps: float, unbiased: bool):
+    """(y, mean, invstd); rm/rv (running statistics) are updated in place when training."""
+    dims, ws = _bn_workspace(x.shape)
+    y = np.full(x.shape, np.nan, np.float32)
+    mean = np.full((x.shape[1],), np.nan, np.float32)
+    invstd = np.full((x.shape[1],), np.nan, np.float32)
+    _call("emu_batch_norm", _ptr(x), _ptr(w), _ptr(b), _ptr(rm), _ptr(rv), _ptr(y), _ptr(mean), _ptr(invstd),
+          _ptr(ws), *dims, training, momentum, eps, unbiased)
+    return y, mean, invstd
+
+
+def batch_norm_backward(g, x, w, mean, invstd, training: bool, want_affine: bool):
+    dims, ws = _bn_workspace(x.shape)
+    gx = np.full(x.shape, np.nan, np.float32)
+    gw = np.full((x.shape[1],), np.nan, np.float32) if want_affine else None
+    gb = np.full((x.shape[1],), np.nan, np.float32) if want_affine else None
+    _call("emu_batch_norm_backward", _ptr(g), _ptr(x), _ptr(w), _ptr(mean), _ptr(invstd), _ptr(gx), _ptr(gw),
+          _ptr(gb), _ptr(ws), *dims, training)
+    return gx, gw, gb
 
 
 def sgd_update(p, g, v, lr, momentum, wd, nesterov):
