@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== CUDA kernels on the CPU emulator (+ ThreadSanitizer subset)"
-python -m pytest -q -k emul tests/test_cuda_emu.py tests/test_cuda_emu_bugs.py "$@"
+python -m pytest -q -k emul tests/test_cuda_emu.py tests/test_cuda_emu_bugs.py tests/test_batchnorm_emu.py "$@"
