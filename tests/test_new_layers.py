@@ -149,7 +149,9 @@ class _Shifted(dk.nn.Linear):
         return super().forward(x, activation) + 1.0
 
 
-def test_sequential_fuses_linear_relu_for_subclasses_that_keep_forward(monkeypatch):
+@pytest.fixture
+def matmul_activations(monkeypatch):
+    """The activation argument of every ops.matmul call made during the test, in order."""
     calls = []
     matmul = ops.matmul
 
@@ -157,6 +159,11 @@ def test_sequential_fuses_linear_relu_for_subclasses_that_keep_forward(monkeypat
         calls.append(activation)
         return matmul(a, b, bias, activation, **kwargs)
     monkeypatch.setattr(ops, "matmul", recording)
+    return calls
+
+
+def test_sequential_fuses_linear_relu_for_subclasses_that_keep_forward(matmul_activations):
+    calls = matmul_activations
     x = dk.Tensor(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
     dk.manual_seed(0)
     fused = dk.nn.Sequential(_Dense(3, 5), dk.nn.ReLU())
@@ -170,15 +177,9 @@ def test_sequential_fuses_linear_relu_for_subclasses_that_keep_forward(monkeypat
     np.testing.assert_allclose(out.numpy(), np.maximum(x.numpy() @ shifted[0].weight.numpy().T + 1, 0), rtol=1e-5)
 
 
-def test_torch_facade_has_batch_norm_and_fuses_its_linear_relu(monkeypatch):
+def test_torch_facade_has_batch_norm_and_fuses_its_linear_relu(matmul_activations):
     from deepkern import torch as dkt
-    calls = []
-    matmul = ops.matmul
-
-    def recording(a, b, bias=None, activation=None, **kwargs):
-        calls.append(activation)
-        return matmul(a, b, bias, activation, **kwargs)
-    monkeypatch.setattr(ops, "matmul", recording)
+    calls = matmul_activations
     dk.manual_seed(0)
     net = dkt.nn.Sequential(dkt.nn.Linear(3, 4), dkt.nn.ReLU(), dkt.nn.BatchNorm1d(4))
     x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
