@@ -36,6 +36,32 @@ def avg_pool2d_backward(
     ...
 
 
+def batch_norm(
+    x: object,
+    weight: object | None,
+    bias: object | None,
+    running_mean: object | None,
+    running_var: object | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    unbiased: bool,
+) -> tuple:
+    ...
+
+
+def batch_norm_backward(
+    grad_out: object,
+    x: object,
+    weight: object | None,
+    mean: object,
+    invstd: object,
+    training: bool,
+    want_affine: bool,
+) -> tuple:
+    ...
+
+
 def bf16_available() -> bool:
     """bf16 GEMM usable: the CPU has avx512_bf16 and it is not switched off"""
 
@@ -189,7 +215,7 @@ def set_num_threads(n: int) -> None:
 
 
 def set_simd_variant(name: str) -> None:
-    """Force the relu/softmax/optimizer kernels: 'avx512', 'avx2', 'generic' or 'auto'"""
+    """Force the relu/softmax/batch-norm/optimizer kernels: 'avx512', 'avx2', 'generic' or 'auto'"""
 
 
 def sgd_update(
@@ -205,7 +231,7 @@ def sgd_update(
 
 
 def simd_variant() -> str:
-    """ISA variant of the relu/softmax/optimizer kernels"""
+    """ISA variant of the relu/softmax/batch-norm/optimizer kernels"""
 
 
 def softmax(x: object, axis: int) -> numpy.ndarray:
