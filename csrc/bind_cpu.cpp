@@ -52,7 +52,9 @@ FloatArray new_output(const Shape& shape) {
     return FloatArray(shape, static_cast<float*>(data), owner);
 }
 
-// A float32 C-contiguous array of the given rank (-1: any rank); no conversion, no copy.
+// A float32 C-contiguous, float-aligned array of the given rank (-1: any rank); no conversion,
+// no copy. Zero-size arrays pass (every entry below handles them); a dimension past 2**31 - 1
+// does not (the kernels index one dimension with a 32-bit int, offsets in 64 bits).
 py::array checked(const py::handle& obj, const char* name, int ndim = -1) {
     if (!py::isinstance<py::array>(obj))
         throw py::type_error(std::string(name) + ": expected a numpy.ndarray");
@@ -66,9 +68,14 @@ py::array checked(const py::handle& obj, const char* name, int ndim = -1) {
                          std::to_string(arr.ndim()) + "-D");
     if (!(arr.flags() & py::array::c_style))
         throw ShapeError(std::string(name) + ": expected a C-contiguous array");
+    // the kernels load floats (and vectors of them) through float pointers: a buffer at an odd
+    // address would be undefined behaviour, so it is refused rather than read
+    if (arr.size() > 0 && reinterpret_cast<std::uintptr_t>(arr.data()) % alignof(float) != 0)
+        throw ShapeError(std::string(name) + ": expected a float-aligned buffer (copy the array)");
     for (py::ssize_t i = 0; i < arr.ndim(); ++i)
         if (arr.shape(i) > std::numeric_limits<int>::max())
-            throw ShapeError(std::string(name) + ": dimension too large for 32-bit indices");
+            throw ShapeError(std::string(name) + ": dimension " + std::to_string(arr.shape(i)) +
+                             " exceeds the kernels' 32-bit index limit");
     return arr;
 }
 
@@ -76,6 +83,16 @@ py::array checked_writable(const py::handle& obj, const char* name) {
     py::array arr = checked(obj, name);
     if (!arr.writeable()) throw ShapeError(std::string(name) + ": array is read-only");
     return arr;
+}
+
+// In-place updates read and write these arrays element by element; overlapping ones would make
+// the result depend on the order of the loop (and break the kernels' no-alias promise).
+void no_overlap(const py::array& a, const char* an, const py::array& b, const char* bn) {
+    const auto* a0 = static_cast<const char*>(a.data());
+    const auto* b0 = static_cast<const char*>(b.data());
+    if (a.nbytes() == 0 || b.nbytes() == 0) return;
+    if (a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes())
+        throw ShapeError(std::string(bn) + ": shares memory with " + an + " (pass separate arrays)");
 }
 
 void same_shape(const py::array& a, const char* an, const py::array& b, const char* bn) {
@@ -144,7 +161,7 @@ py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
 }
 
 // ------------------------------------------------------------------------ conv2d
-using Pair = std::pair<int, int>;
+using Pair = deepkern::IntPair;  // 64-bit: geometry.hpp checks the range
 
 k::Conv2dShape conv_shape(const py::array& x, const py::array& w, Pair stride, Pair padding) {
     return deepkern::make_conv2d_shape(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), dim(w, 0), dim(w, 1), dim(w, 2),
@@ -300,7 +317,7 @@ py::array softmax_like(py::handle x_obj, int axis) {
     FloatArray y = new_output(shape_of(x));
     const float* px = cptr(x);
     float* py_ = y.mutable_data();
-    {
+    if (y.size() > 0) {
         py::gil_scoped_release nogil;
         Forward(px, py_, outer, d, inner);
     }
@@ -316,7 +333,7 @@ py::array softmax_like_backward(py::handle g_obj, py::handle y_obj, int axis) {
     FloatArray gx = new_output(shape_of(y));
     const float *pg = cptr(g), *py_ = cptr(y);
     float* pgx = gx.mutable_data();
-    {
+    if (gx.size() > 0) {
         py::gil_scoped_release nogil;
         Backward(pg, py_, pgx, outer, d, inner);
     }
@@ -344,8 +361,9 @@ py::array cross_entropy(py::handle logits_obj, py::handle labels_obj) {
     py::array labels = checked_labels(labels_obj, N, C);
     const float* pl = cptr(logits);
     const int64_t* py_ = static_cast<const int64_t*>(labels.data());
-    float loss;
-    {
+    // the mean over an empty batch is NaN, as in NumPy and PyTorch
+    float loss = std::numeric_limits<float>::quiet_NaN();
+    if (N > 0) {
         py::gil_scoped_release nogil;
         loss = k::cross_entropy_forward(pl, py_, N, C);
     }
@@ -362,7 +380,7 @@ py::array cross_entropy_backward(py::handle logits_obj, py::handle labels_obj, f
     const float* pl = cptr(logits);
     const int64_t* py_ = static_cast<const int64_t*>(labels.data());
     float* pg = gl.mutable_data();
-    {
+    if (gl.size() > 0) {
         py::gil_scoped_release nogil;
         k::cross_entropy_backward(pl, py_, pg, N, C, grad);
     }
@@ -459,9 +477,13 @@ void sgd_update(py::handle p_obj, py::handle g_obj, std::optional<py::handle> v_
     if (v_obj && !v_obj->is_none()) {
         v = checked_writable(*v_obj, "velocity");
         same_shape(p, "param", v, "velocity");
+        no_overlap(p, "param", v, "velocity");
+        no_overlap(g, "grad", v, "velocity");
         pv = mptr(v);
     }
+    no_overlap(p, "param", g, "grad");
     if (momentum != 0.0f && pv == nullptr) throw ShapeError("velocity: required when momentum > 0");
+    if (momentum == 0.0f) pv = nullptr;  // plain SGD leaves a given velocity untouched (as the reference)
     float* pp = mptr(p);
     const float* pg = cptr(g);
     int64_t n = p.size();
@@ -476,6 +498,12 @@ void adam_update(py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handl
     same_shape(p, "param", g, "grad");
     same_shape(p, "param", m, "m");
     same_shape(p, "param", v, "v");
+    no_overlap(p, "param", g, "grad");
+    no_overlap(p, "param", m, "m");
+    no_overlap(p, "param", v, "v");
+    no_overlap(g, "grad", m, "m");
+    no_overlap(g, "grad", v, "v");
+    no_overlap(m, "m", v, "v");
     if (step < 1) throw ShapeError("step: expected >= 1");
     float *pp = mptr(p), *pm = mptr(m), *pv = mptr(v);
     const float* pg = cptr(g);
@@ -490,6 +518,9 @@ void rmsprop_update(py::handle p_obj, py::handle g_obj, py::handle s_obj, float 
     py::array s = checked_writable(s_obj, "square_avg");
     same_shape(p, "param", g, "grad");
     same_shape(p, "param", s, "square_avg");
+    no_overlap(p, "param", g, "grad");
+    no_overlap(p, "param", s, "square_avg");
+    no_overlap(g, "grad", s, "square_avg");
     float *pp = mptr(p), *ps = mptr(s);
     const float* pg = cptr(g);
     int64_t n = p.size();
@@ -559,11 +590,12 @@ PYBIND11_MODULE(_cpu, m) {
               auto& cache = deepkern::HostCache::instance();
               py::dict d;
               d["cached_bytes"] = cache.cached_bytes();
+              d["cached_buffers"] = cache.cached_buffers();
               d["limit_bytes"] = cache.limit();
               d["hits"] = cache.hits();
               d["misses"] = cache.misses();
               return d;
-          }, "Bytes held by the cache of large output buffers, its limit, and hit/miss counts");
+          }, "Bytes and buffers held by the cache of large output buffers, its limit, and hit/miss counts");
     m.def("set_host_cache_limit", [](size_t bytes) { deepkern::HostCache::instance().set_limit(bytes); },
           py::arg("bytes"), "Most bytes of freed output buffers kept for reuse (0 turns the cache off)");
     m.def("empty_host_cache", []() { deepkern::HostCache::instance().clear(); },

@@ -82,6 +82,7 @@ void relu_backward(const float* gy, const float* x, float* gx, int64_t n) {
 // ------------------------------------------------------------------ softmax family
 // x, y are (outer, dim, inner); the softmax runs along dim
 void softmax_forward(const float* x, float* y, int64_t outer, int64_t dim, int64_t inner) {
+    if (outer == 0 || dim == 0 || inner == 0) return;  // nothing to write (the column kernels read row 0)
     const act::Kernels& k = K();
     if (inner == 1) {
         parallel_ranges(outer, outer * dim, 1, [&](int64_t b, int64_t e) {
@@ -93,6 +94,7 @@ void softmax_forward(const float* x, float* y, int64_t outer, int64_t dim, int64
 }
 
 void log_softmax_forward(const float* x, float* y, int64_t outer, int64_t dim, int64_t inner) {
+    if (outer == 0 || dim == 0 || inner == 0) return;  // nothing to write (the column kernels read row 0)
     const act::Kernels& k = K();
     if (inner == 1) {
         parallel_ranges(outer, outer * dim, 1, [&](int64_t b, int64_t e) {
@@ -105,6 +107,7 @@ void log_softmax_forward(const float* x, float* y, int64_t outer, int64_t dim, i
 
 // gx = y * (gy - sum(gy * y)), all (outer, dim, inner)
 void softmax_backward(const float* gy, const float* y, float* gx, int64_t outer, int64_t dim, int64_t inner) {
+    if (outer == 0 || dim == 0 || inner == 0) return;  // nothing to write (the column kernels read row 0)
     const act::Kernels& k = K();
     if (inner == 1) {
         parallel_ranges(outer, outer * dim, 1, [&](int64_t b, int64_t e) {
@@ -117,6 +120,7 @@ void softmax_backward(const float* gy, const float* y, float* gx, int64_t outer,
 
 // gx = gy - exp(y) * sum(gy), all (outer, dim, inner)
 void log_softmax_backward(const float* gy, const float* y, float* gx, int64_t outer, int64_t dim, int64_t inner) {
+    if (outer == 0 || dim == 0 || inner == 0) return;  // nothing to write (the column kernels read row 0)
     const act::Kernels& k = K();
     if (inner == 1) {
         parallel_ranges(outer, outer * dim, 1, [&](int64_t b, int64_t e) {

@@ -33,11 +33,12 @@ namespace deepkern::cpu {
 namespace {
 
 // Output columns [lo, hi) of kernel offset j whose input column ow*SW - PW + j lies inside [0, W).
+// In 64 bits: pad + stride can pass 2**31 (geometry.hpp bounds each, not their sum).
 void valid_range(int j, int pad, int stride, int in, int out, int& lo, int& hi) {
     // ow*stride - pad + j >= 0  and  ow*stride - pad + j <= in - 1
-    const int first = pad - j, last = in - 1 + pad - j;  // ow*stride must lie in [first, last]
-    lo = first <= 0 ? 0 : (first + stride - 1) / stride;
-    hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+    const int64_t first = int64_t{pad} - j, last = int64_t{in} - 1 + pad - j;  // ow*stride in [first, last]
+    lo = first <= 0 ? 0 : static_cast<int>(std::min<int64_t>(out, (first + stride - 1) / stride));
+    hi = last < 0 ? 0 : static_cast<int>(std::min<int64_t>(out, last / stride + 1));
     if (hi < lo) hi = lo;
 }
 
@@ -240,7 +241,7 @@ void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, c
 int images_per_gemm(const Conv2dShape& s, int ckk) {
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t by_width = 512 / ohw;
-    const int64_t by_cache = (int64_t{1} << 18) / std::max<int64_t>(1, ckk * ohw);  // 1 MiB of floats
+    const int64_t by_cache = (int64_t{1} << 18) / std::max<int64_t>(1, int64_t{ckk} * ohw);  // 1 MiB of floats
     return static_cast<int>(std::clamp<int64_t>(std::min(by_width, by_cache), 1, 8));
 }
 
@@ -250,7 +251,7 @@ int images_per_gemm(const Conv2dShape& s, int ckk) {
 int forward_images_per_gemm(const Conv2dShape& s, int ckk) {
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t by_width = 512 / ohw;
-    const int64_t by_cache = (int64_t{1} << 17) / std::max<int64_t>(1, ckk * ohw);  // 512 KiB of floats
+    const int64_t by_cache = (int64_t{1} << 17) / std::max<int64_t>(1, int64_t{ckk} * ohw);  // 512 KiB of floats
     return static_cast<int>(std::clamp<int64_t>(std::min(by_width, by_cache), 1, 8));
 }
 
@@ -321,6 +322,10 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     // (CKK x G*P). The transposed form wins unless OC is both wide and above CKK.
     // With very few taps (the seed CNN's first layer: CKK = 9, OC = 32, P = 676) the transposed
     // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
+    if (s.OC == 0) {  // no output channel: x had no effect; gw and gb are empty
+        if (gx) std::fill(gx, gx + s.N * x_img, 0.0f);
+        return;
+    }
     const bool gw_transposed = (s.OC <= 64 || s.OC <= ckk) && ckk >= 16;
     const int group = direct ? 1 : images_per_gemm(s, ckk);
     const bool rows512 = avx512_rows(s);

@@ -14,33 +14,35 @@
 namespace deepkern::cpu {
 namespace {
 
-inline float as_float(int32_t i) {
+inline float as_float(uint32_t i) {
     float f;
     std::memcpy(&f, &i, sizeof f);
     return f;
 }
 
-inline int32_t as_int(float f) {
-    int32_t i;
+inline uint32_t as_bits(float f) {
+    uint32_t i;
     std::memcpy(&i, &f, sizeof i);
     return i;
 }
 
 // exp(x) within 1 ulp (Cephes expf polynomial; max relative error 8.3e-8 measured over
-// [-87, 88] against double exp) for x in [-87, 88]; x is clamped to that
-// range (so exp(-1000) gives ~1.6e-38, not 0: no subnormals, no overflow); NaN stays NaN.
-// n = round(x / ln2) with the 1.5*2^23 trick, r = x - n*ln2 in two parts, exp(r) by a
-// degree-7 polynomial, 2^n put straight into the exponent bits.
+// [-87, 88] against double exp) for x in [-87, 88]. Below -87 the result is exactly 0 (flushed:
+// no subnormals; exp(-inf) is 0, so -inf logits get exact zeros); above 88 it is exp(88) (no
+// overflow); NaN stays NaN. n = round(x / ln2) with the 1.5*2^23 trick, r = x - n*ln2 in two
+// parts, exp(r) by a degree-7 polynomial, 2^n put straight into the exponent bits. The integer
+// steps are unsigned, so a NaN's arbitrary bits wrap (defined) instead of overflowing.
 inline float fast_exp(float x) {
     constexpr float kLo = -87.0f, kHi = 88.0f;
     constexpr float kLog2e = 1.44269504088896341f;
     constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
     constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-    x = x < kLo ? kLo : x;
+    const bool underflow = x < kLo;
+    x = underflow ? kLo : x;
     x = x > kHi ? kHi : x;
     const float t = x * kLog2e + kRound;
     const float n = t - kRound;                        // round(x * log2(e)) as a float
-    const int32_t ni = as_int(t) - as_int(kRound);     // ... and as an int
+    const uint32_t ni = as_bits(t) - as_bits(kRound);  // ... and as an int (two's complement)
     float r = x - n * kLn2Hi;
     r = r - n * kLn2Lo;
     float p = 1.9875691500e-4f;
@@ -50,7 +52,8 @@ inline float fast_exp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    return p * as_float((ni + 127) << 23);
+    const float e = p * as_float((ni + 127u) << 23);
+    return underflow ? 0.0f : e;
 }
 
 }  // namespace

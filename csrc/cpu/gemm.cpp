@@ -243,13 +243,17 @@ void scale_only(const Problem& p) {
             float x = p.beta != 0.0f ? p.beta * c[j] : 0.0f;
             if (p.bias_col) x += p.bias_col[j];
             if (p.bias_row) x += p.bias_row[i];
-            if (p.relu) x = std::max(x, 0.0f);
+            if (p.relu) x = x < 0.0f ? 0.0f : x;  // NaN propagates, like relu()
             c[j] = x;
         }
     }
 }
 
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
+// ceil(a / b) for a >= 0, b >= 1; in 64 bits, as a + b - 1 overflows an int for a near 2**31
+int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+// M * N * K multiply-adds; in double, as the product of three dimensions can overflow 64 bits
+double macs_of(int64_t M, int64_t N, int64_t K) { return static_cast<double>(M) * N * K; }
 
 // From this many multiply-adds the threads share packed B blocks (gemm_shared_b).
 constexpr int64_t kSharedBMacs = int64_t{32} << 20;
@@ -260,7 +264,7 @@ struct Layout {
 };
 
 Layout choose_layout(const KernelSet& ks, const Problem& p) {
-    const bool small = static_cast<int64_t>(p.M) * p.N * p.K <= kSmallMacs;
+    const bool small = macs_of(p.M, p.N, p.K) <= kSmallMacs;
     Layout l{};
     // A transposed A is read in place when small (each k holds the sliver's rows contiguously).
     // A row-major A is read by rows when K is tiny (its MR x K sliver is a few cache lines) or
@@ -276,7 +280,7 @@ Layout choose_layout(const KernelSet& ks, const Problem& p) {
     // offsets are always read in place: the kernel follows the offsets.
     l.b_in_place = p.b_offsets != nullptr ||
                    (!p.tb && (small || p.K <= 16 ||
-                              static_cast<int64_t>(p.K) * p.ldb * sizeof(float) <= kInPlaceBBytes));
+                              static_cast<double>(p.K) * p.ldb * sizeof(float) <= kInPlaceBBytes));
     return l;
 }
 
@@ -300,19 +304,20 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
     // block repacks all of B, so a thin last block would pay that for little work.
     const int m_blocks = ceil_div(p.M, MC);
     const int mc_step = ceil_div(ceil_div(p.M, m_blocks), MR) * MR;
-    for (int ic = 0; ic < p.M; ic += mc_step) {
-        const int mc = std::min(mc_step, p.M - ic);
-        for (int pc = 0; pc < p.K; pc += KC) {
-            const int kc = std::min(KC, p.K - pc);
+    // 64-bit block counters: with 32-bit ones, pc += KC past 2**31 - KC wraps and never ends
+    for (int64_t ic = 0; ic < p.M; ic += mc_step) {
+        const int mc = static_cast<int>(std::min<int64_t>(mc_step, p.M - ic));
+        for (int64_t pc = 0; pc < p.K; pc += KC) {
+            const int kc = static_cast<int>(std::min<int64_t>(KC, p.K - pc));
             const bool first = pc == 0, last = pc + kc == p.K;
             if (!a_in_place) pack_a(p, MR, ic, mc, pc, kc, pa);
-            for (int jc = 0; jc < p.N; jc += NC) {
-                const int nc = std::min(NC, p.N - jc);
+            for (int64_t jc = 0; jc < p.N; jc += NC) {
+                const int nc = static_cast<int>(std::min<int64_t>(NC, p.N - jc));
                 if (!b_in_place) pack_b(p, NR, pc, kc, jc, nc, pb);
                 const Slivers sl(mc, MR);
                 for (int sv = 0; sv < sl.count; ++sv) {
                     const int m = sl.rows(sv);
-                    const int i = ic + sl.start(sv);
+                    const int i = static_cast<int>(ic) + sl.start(sv);
                     Operands op{};
                     if (a_in_place) {
                         op.A = p.ta ? p.A + static_cast<int64_t>(pc) * p.lda + i : p.A + i * p.lda + pc;
@@ -329,7 +334,7 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
                     ep.relu = last && p.relu;
                     for (int jr = 0; jr < nc; jr += NR) {
                         const int n = std::min(NR, nc - jr);
-                        const int j = jc + jr;
+                        const int j = static_cast<int>(jc) + jr;
                         if (p.b_offsets) {
                             op.B = p.B + j;
                             op.b_offsets = p.b_offsets + pc;
@@ -364,11 +369,11 @@ void gemm_shared_b(const KernelSet& ks, const Problem& p) {
     float* pb = pb_owner.get();
     if (pb == nullptr) throw std::bad_alloc();
     const Slivers sl(p.M, MR);
-    for (int jc = 0; jc < p.N; jc += NC) {
-        const int nc = std::min(NC, p.N - jc);
+    for (int64_t jc = 0; jc < p.N; jc += NC) {  // 64-bit block counters (see gemm_serial)
+        const int nc = static_cast<int>(std::min<int64_t>(NC, p.N - jc));
         const int b_slivers = ceil_div(nc, NR);
-        for (int pc = 0; pc < p.K; pc += KC) {
-            const int kc = std::min(KC, p.K - pc);
+        for (int64_t pc = 0; pc < p.K; pc += KC) {
+            const int kc = static_cast<int>(std::min<int64_t>(KC, p.K - pc));
             const bool first = pc == 0, last = pc + kc == p.K;
             parallel_for(0, b_slivers, 4, [&](int64_t js0, int64_t js1) {
                 for (int js = static_cast<int>(js0); js < js1; ++js)
@@ -425,7 +430,7 @@ constexpr int64_t kParallelMacs = 1 << 20;
 
 void gemm_run(const KernelSet& ks, const Problem& p) {
     if (p.M <= 0 || p.N <= 0) return;
-    const int64_t macs = static_cast<int64_t>(p.M) * p.N * std::max(p.K, 1);
+    const double macs = macs_of(p.M, p.N, std::max(p.K, 1));
     int nt = can_parallel() ? max_threads() : 1;
     if (macs < kParallelMacs) nt = 1;
     nt = std::min(nt, ceil_div(p.M, ks.MR) * ceil_div(p.N, ks.NR));
@@ -474,9 +479,10 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
     const int rows_per = ceil_div(ceil_div(p.M, ks.MR), gm) * ks.MR;
     const int cols_per = ceil_div(ceil_div(p.N, ks.NR), gn) * ks.NR;
     parallel_chunks(gm * gn, [&](int64_t t) {
-        const int i0 = static_cast<int>(t / gn) * rows_per, j0 = static_cast<int>(t % gn) * cols_per;
+        const int64_t i0 = (t / gn) * rows_per, j0 = (t % gn) * cols_per;  // 64-bit: may pass 2**31
         if (i0 >= p.M || j0 >= p.N) return;
-        gemm_serial(ks, piece(p, i0, std::min(rows_per, p.M - i0), j0, std::min(cols_per, p.N - j0)));
+        gemm_serial(ks, piece(p, static_cast<int>(i0), static_cast<int>(std::min<int64_t>(rows_per, p.M - i0)),
+                              static_cast<int>(j0), static_cast<int>(std::min<int64_t>(cols_per, p.N - j0))));
     });
 }
 

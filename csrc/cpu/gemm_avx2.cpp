@@ -77,7 +77,8 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
                 x = _mm256_add_ps(x, partial ? _mm256_maskload_ps(bc, last) : _mm256_loadu_ps(bc));
             }
             if (ep.bias_row) x = _mm256_add_ps(x, _mm256_set1_ps(ep.bias_row[r]));
-            if (ep.relu) x = _mm256_max_ps(x, zero);
+            // max_ps returns its second operand when either is NaN: NaN propagates, like relu()
+            if (ep.relu) x = _mm256_max_ps(zero, x);
             if (partial)
                 _mm256_maskstore_ps(c + kVec * v, last, x);
             else

@@ -79,8 +79,9 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
             if (ep.beta != 0.0f) x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m, c + kVec * v), x);
             if (ep.bias_col) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, ep.bias_col + kVec * v));
             if (ep.bias_row) x = _mm512_add_ps(x, _mm512_set1_ps(ep.bias_row[r]));
-            // ReLU as a zero-masking move (GCC 12 warns spuriously on _mm512_max_ps)
-            if (ep.relu) x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ), x);
+            // ReLU as a zero-masking move (GCC 12 warns spuriously on _mm512_max_ps): lanes that
+            // are not less than 0 stay, NaN included (unordered compares true), like relu()
+            if (ep.relu) x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero, _CMP_NLT_UQ), x);
             _mm512_mask_storeu_ps(c + kVec * v, m, x);
         }
     }

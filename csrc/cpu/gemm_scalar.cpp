@@ -43,7 +43,7 @@ void tile(int K, const Operands& op, float* C, int64_t ldc, int n, const Epilogu
             if (ep.beta != 0.0f) x += ep.beta * c[j];
             if (ep.bias_col) x += ep.bias_col[j];
             if (ep.bias_row) x += ep.bias_row[r];
-            if (ep.relu) x = x > 0.0f ? x : 0.0f;
+            if (ep.relu) x = x < 0.0f ? 0.0f : x;  // NaN propagates, like relu()
             c[j] = x;
         }
     }

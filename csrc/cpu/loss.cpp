@@ -22,7 +22,7 @@ namespace {
 
 constexpr int64_t kBlockFloats = 4096;  // scratch per block: 16 KB, L1-resident
 
-int64_t block_rows(int C) { return C >= kBlockFloats ? 1 : kBlockFloats / C; }
+int64_t block_rows(int C) { return C >= kBlockFloats ? 1 : kBlockFloats / C; }  // C >= 1
 
 // e (rows, C) = exp(x - rowmax(x)); returns nothing, fills rowmax (rows,)
 void shifted_exp(const float* __restrict x, float* __restrict e, float* __restrict rowmax, int64_t rows, int C) {
@@ -46,7 +46,9 @@ inline float row_sum(const float* e, int C) {
     return s;
 }
 
-// Sum over rows [begin, end) of logsumexp(row) - row[label], in double
+// Sum over rows [begin, end) of logsumexp(row) - row[label], in double. Written as
+// (rowmax - row[label]) + log(sum): rowmax + log(sum) first would round away log(sum) for
+// large logits (1e8 + 0.69 is 1e8 in float32).
 double loss_sum(const float* logits, const int64_t* labels, int64_t begin, int64_t end, int C) {
     const int64_t B = block_rows(C);
     std::vector<float> scratch(static_cast<size_t>(B * C)), rowmax(static_cast<size_t>(B));
@@ -56,8 +58,8 @@ double loss_sum(const float* logits, const int64_t* labels, int64_t begin, int64
         const float* x = logits + r0 * C;
         shifted_exp(x, scratch.data(), rowmax.data(), rows, C);
         for (int64_t r = 0; r < rows; ++r) {
-            const float lse = rowmax[r] + logf(row_sum(scratch.data() + r * C, C));
-            total += static_cast<double>(lse) - x[r * C + labels[r0 + r]];
+            const double gap = static_cast<double>(rowmax[r]) - x[r * C + labels[r0 + r]];
+            total += gap + log(static_cast<double>(row_sum(scratch.data() + r * C, C)));
         }
     }
     return total;
@@ -87,6 +89,7 @@ void grad_rows(const float* logits, const int64_t* labels, float* g, int64_t beg
 // the chunks' sums added in chunk order: chunks of a fixed size (half the parallel grain), so
 // the result is the same whatever the thread count.
 float cross_entropy_forward(const float* logits, const int64_t* labels, int N, int C) {
+    if (N <= 0 || C <= 0) return NAN;  // the mean over nothing (the binding refuses C == 0 with labels)
     const int64_t rows = std::max<int64_t>(1, (kParallelGrain / 2) / std::max(C, 1));
     const int64_t chunks = (N + rows - 1) / rows;
     std::vector<double> part(static_cast<size_t>(chunks));
@@ -100,6 +103,7 @@ float cross_entropy_forward(const float* logits, const int64_t* labels, int N, i
 
 // glogits (N, C) = grad * (softmax - onehot) / N
 void cross_entropy_backward(const float* logits, const int64_t* labels, float* glogits, int N, int C, float grad) {
+    if (N <= 0 || C <= 0) return;  // glogits is empty
     const float scale = static_cast<float>(static_cast<double>(grad) / N);
     parallel_ranges(N, static_cast<int64_t>(N) * C, 1, [=](int64_t begin, int64_t end) {
         grad_rows(logits, labels, glogits, begin, end, C, scale);

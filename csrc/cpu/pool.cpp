@@ -15,8 +15,18 @@
 namespace deepkern::cpu {
 namespace {
 
+// The comparisons below may be evaluated speculatively once vectorised (see fast_exp.hpp). The
+// region starts before beats(): GCC inlines only between functions with the same options.
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+
+// NaN rule (as NumPy and PyTorch): NaN propagates, so a NaN counts as larger than any number;
+// ties, between equal numbers or between NaNs, go to the first in row-major window order.
+// True when v takes the place of best (the window's maximum so far).
+inline bool beats(float v, float best) { return v > best || (v != v && best == best); }
+
 // Index (h * W + w) of the first maximum of the window at (oh, ow) in plane x (H, W), or -1
-// when the window lies entirely in padding (impossible when padding <= kernel / 2).
+// when the window lies entirely in padding (only when the plane is empty: H or W is 0).
 inline int64_t window_argmax(const Pool2dShape& s, const float* x, int oh, int ow) {
     const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
     const int hs = std::max(h0, 0), he = std::min(h0 + s.KH, s.H);
@@ -26,7 +36,7 @@ inline int64_t window_argmax(const Pool2dShape& s, const float* x, int oh, int o
     for (int h = hs; h < he; ++h)
         for (int w = ws; w < we; ++w) {
             const float v = x[static_cast<int64_t>(h) * s.W + w];
-            if (v > best_value || best < 0) {
+            if (best < 0 || beats(v, best_value)) {
                 best_value = v;
                 best = static_cast<int64_t>(h) * s.W + w;
             }
@@ -35,9 +45,6 @@ inline int64_t window_argmax(const Pool2dShape& s, const float* x, int oh, int o
 }
 
 // ------------------------------------------------------------------ 2x2, stride 2, padding 0
-// Both of the comparisons below may be evaluated speculatively once vectorised (see fast_exp.hpp).
-#pragma GCC push_options
-#pragma GCC optimize("no-trapping-math")
 
 bool is_2x2_s2(const Pool2dShape& s) {
     return s.KH == 2 && s.KW == 2 && s.SH == 2 && s.SW == 2 && s.PH == 0 && s.PW == 0;
@@ -53,13 +60,16 @@ void max2x2_plane(const float* x, float* y, int W, int OH, int OW) {
         for (int ow = 0; ow < OW; ++ow) {
             const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
             const float top = b > a ? b : a, bottom = d > c ? d : c;
-            yr[ow] = bottom > top ? bottom : top;
+            // the selects above drop a NaN; the NaN rule as one more select (two unordered
+            // compares; the sum of a window holding a NaN is NaN), branch-free so it vectorises
+            const bool nan = __builtin_isunordered(a, b) | __builtin_isunordered(c, d);
+            yr[ow] = nan ? (a + b) + (c + d) : bottom > top ? bottom : top;
         }
     }
 }
 
 // gy plane (OH, OW), x plane (H, W) -> gx plane (H, W): each gradient goes to the first maximum
-// of its window in row-major order (a, b / c, d), the other three get 0 (NaN-free input).
+// of its window in row-major order (a, b / c, d), the other three get 0; a NaN is the maximum.
 void max2x2_backward_plane(const float* gy, const float* x, float* gx, int H, int W, int OH, int OW) {
     for (int oh = 0; oh < OH; ++oh) {
         const float* r0 = x + static_cast<int64_t>(2 * oh) * W;
@@ -71,15 +81,19 @@ void max2x2_backward_plane(const float* gy, const float* x, float* gx, int H, in
         for (int ow = 0; ow < OW; ++ow) {
             const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
             const float top = b > a ? b : a, bottom = d > c ? d : c;
-            const float m = bottom > top ? bottom : top;
-            // the first of a, b, c, d equal to the maximum takes g: selects, no branches
+            const float m = bottom > top ? bottom : top;  // the maximum of the numbers
+            // the first of a, b, c, d that is the maximum takes g: selects, no branches. In a
+            // window holding a NaN the NaNs are the maxima, in one without, those equal to m.
+            const bool nan = __builtin_isunordered(a, b) | __builtin_isunordered(c, d);
+            const bool ha = ((a == m) & !nan) | (a != a), hb = ((b == m) & !nan) | (b != b);
+            const bool hc = ((c == m) & !nan) | (c != c);
             float rest = gr[ow];
-            const float ga = a == m ? rest : 0.0f;
-            rest = a == m ? 0.0f : rest;
-            const float gb = b == m ? rest : 0.0f;
-            rest = b == m ? 0.0f : rest;
-            const float gc = c == m ? rest : 0.0f;
-            rest = c == m ? 0.0f : rest;
+            const float ga = ha ? rest : 0.0f;
+            rest = ha ? 0.0f : rest;
+            const float gb = hb ? rest : 0.0f;
+            rest = hb ? 0.0f : rest;
+            const float gc = hc ? rest : 0.0f;
+            rest = hc ? 0.0f : rest;
             g0[2 * ow] = ga;
             g0[2 * ow + 1] = gb;
             g1[2 * ow] = gc;
@@ -127,6 +141,10 @@ void avg2x2_backward_plane(const float* gy, float* gx, int H, int W, int OH, int
 
 #pragma GCC pop_options
 
+// 1 / (KH * KW), the average's divisor (padded zeros count); the product in double, as an int
+// it overflows for windows past 46341 x 46341
+float window_scale(const Pool2dShape& s) { return static_cast<float>(1.0 / (static_cast<double>(s.KH) * s.KW)); }
+
 }  // namespace
 
 // x is (N, C, H, W), y is (N, C, OH, OW)
@@ -144,7 +162,11 @@ void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
             const float* xp = x + p * hw;
             float* yp = y + p * ohw;
             for (int oh = 0; oh < s.OH; ++oh)
-                for (int ow = 0; ow < s.OW; ++ow) yp[oh * s.OW + ow] = xp[window_argmax(s, xp, oh, ow)];
+                for (int ow = 0; ow < s.OW; ++ow) {
+                        const int64_t at = window_argmax(s, xp, oh, ow);  // -1: all padding, which is -inf
+                        yp[static_cast<int64_t>(oh) * s.OW + ow] =
+                            at < 0 ? -std::numeric_limits<float>::infinity() : xp[at];
+                    }
         }
     });
 }
@@ -168,7 +190,10 @@ void max_pool2d_backward(const Pool2dShape& s, const float* gy, const float* x, 
             float* gxp = gx + p * hw;
             std::fill(gxp, gxp + hw, 0.0f);
             for (int oh = 0; oh < s.OH; ++oh)
-                for (int ow = 0; ow < s.OW; ++ow) gxp[window_argmax(s, xp, oh, ow)] += gp[oh * s.OW + ow];
+                for (int ow = 0; ow < s.OW; ++ow) {
+                        const int64_t at = window_argmax(s, xp, oh, ow);  // -1: all padding, credits nothing
+                        if (at >= 0) gxp[at] += gp[static_cast<int64_t>(oh) * s.OW + ow];
+                    }
         }
     });
 }
@@ -176,7 +201,7 @@ void max_pool2d_backward(const Pool2dShape& s, const float* gy, const float* x, 
 void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
-    const float inv = 1.0f / static_cast<float>(s.KH * s.KW);  // padded zeros count
+    const float inv = window_scale(s);
     if (is_2x2_s2(s)) {
         parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
             for (int64_t p = p0; p < p1; ++p) avg2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
@@ -194,7 +219,7 @@ void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
                     for (int h = std::max(h0, 0); h < std::min(h0 + s.KH, s.H); ++h)
                         for (int w = std::max(w0, 0); w < std::min(w0 + s.KW, s.W); ++w)
                             acc += xp[static_cast<int64_t>(h) * s.W + w];
-                    yp[oh * s.OW + ow] = acc * inv;
+                    yp[static_cast<int64_t>(oh) * s.OW + ow] = acc * inv;
                 }
         }
     });
@@ -203,7 +228,7 @@ void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
 void avg_pool2d_backward(const Pool2dShape& s, const float* gy, float* gx) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
-    const float inv = 1.0f / static_cast<float>(s.KH * s.KW);
+    const float inv = window_scale(s);
     if (is_2x2_s2(s)) {
         parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
             for (int64_t p = p0; p < p1; ++p) avg2x2_backward_plane(gy + p * ohw, gx + p * hw, s.H, s.W, s.OH, s.OW);
@@ -218,7 +243,7 @@ void avg_pool2d_backward(const Pool2dShape& s, const float* gy, float* gx) {
             for (int oh = 0; oh < s.OH; ++oh)
                 for (int ow = 0; ow < s.OW; ++ow) {
                     const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;
-                    const float share = gp[oh * s.OW + ow] * inv;
+                    const float share = gp[static_cast<int64_t>(oh) * s.OW + ow] * inv;
                     for (int h = std::max(h0, 0); h < std::min(h0 + s.KH, s.H); ++h)
                         for (int w = std::max(w0, 0); w < std::min(w0 + s.KW, s.W); ++w)
                             gxp[static_cast<int64_t>(h) * s.W + w] += share;

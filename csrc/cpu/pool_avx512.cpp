@@ -14,7 +14,8 @@
 namespace deepkern::cpu::pool_isa {
 
 // gy plane (OH, OW), x plane (H, W) -> gx plane (H, W), OH = H / 2, OW = W / 2. Each gradient
-// goes to the first maximum of its window in row-major order (a b / c d); NaN-free input.
+// goes to the first maximum of its window in row-major order (a b / c d); a NaN is the maximum
+// (pool.cpp's rule), so in a window holding NaNs the first NaN takes the gradient.
 void max2x2_backward_plane_avx512(const float* gy, const float* x, float* gx, int H, int W, int OH, int OW) {
     const int cols = 2 * OW;                              // input columns covered by windows
     const __mmask16 even = 0x5555;                        // lanes of columns a and c
@@ -34,10 +35,22 @@ void max2x2_backward_plane_avx512(const float* gy, const float* x, float* gx, in
             const __m512 s0 = _mm512_permute_ps(v0, 0xB1);   // partner column in the same row
             const __m512 s1 = _mm512_permute_ps(v1, 0xB1);
             const __m512 mx = _mm512_max_ps(_mm512_max_ps(v0, s0), _mm512_max_ps(v1, s1));
-            const __mmask16 eq0 = _mm512_cmp_ps_mask(v0, mx, _CMP_EQ_OQ);
-            const __mmask16 eqs0 = _mm512_cmp_ps_mask(s0, mx, _CMP_EQ_OQ);
-            const __mmask16 eq1 = _mm512_cmp_ps_mask(v1, mx, _CMP_EQ_OQ);
-            const __mmask16 eqs1 = _mm512_cmp_ps_mask(s1, mx, _CMP_EQ_OQ);
+            __mmask16 eq0 = _mm512_cmp_ps_mask(v0, mx, _CMP_EQ_OQ);
+            __mmask16 eqs0 = _mm512_cmp_ps_mask(s0, mx, _CMP_EQ_OQ);
+            __mmask16 eq1 = _mm512_cmp_ps_mask(v1, mx, _CMP_EQ_OQ);
+            __mmask16 eqs1 = _mm512_cmp_ps_mask(s1, mx, _CMP_EQ_OQ);
+            // windows holding a NaN: their NaN lanes are the maxima (max_ps would drop them)
+            const __mmask16 nan0 = _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q);
+            const __mmask16 nans0 = _mm512_cmp_ps_mask(s0, s0, _CMP_UNORD_Q);
+            const __mmask16 nan1 = _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+            const __mmask16 nans1 = _mm512_cmp_ps_mask(s1, s1, _CMP_UNORD_Q);
+            const __mmask16 has_nan = nan0 | nans0 | nan1 | nans1;  // per lane: its window has a NaN
+            if (has_nan) {
+                eq0 = (eq0 & ~has_nan) | nan0;
+                eqs0 = (eqs0 & ~has_nan) | nans0;
+                eq1 = (eq1 & ~has_nan) | nan1;
+                eqs1 = (eqs1 & ~has_nan) | nans1;
+            }
             // a: equal; b: equal and a is not; c: equal, a and b not; d: equal, a, b, c not
             const __mmask16 hit0 = eq0 & (even | static_cast<__mmask16>(~eqs0));
             const __mmask16 hit1 = eq1 & static_cast<__mmask16>(~(eq0 | eqs0)) &

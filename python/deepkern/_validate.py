@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
 # The C++ and CUDA kernels index dimensions with 32-bit ints (offsets are 64-bit):
 # any single dimension, and the rows/columns of any matrix a GEMM sees, must fit.
 INDEX_LIMIT = 2**31 - 1
+# Integer arguments the kernels take as int64 (the optimizer step)
+INT64_MAX = 2**63 - 1
 
 
 def is_gpu_array(x: Any) -> bool:
@@ -42,6 +44,29 @@ def check_array(x: Any, name: str, ndim: int | Tuple[int, ...] | None = None,
     if not x.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array (use numpy.ascontiguousarray); "
                          f"got strides {tuple(x.strides)} for shape {tuple(x.shape)}")
+    if isinstance(x, np.ndarray) and not x.flags.aligned:
+        raise ValueError(f"{name}: expected a buffer aligned for {x.dtype} (this one starts at an odd "
+                         f"address, e.g. numpy.frombuffer with an offset); pass a copy (x.copy())")
+
+
+def check_no_overlap(arrays: Dict[str, Any]) -> None:
+    """In-place updates: no two of the named arrays may share memory (the result would depend on
+    the order the kernel visits elements)."""
+    items = list(arrays.items())
+    for i, (name_a, a) in enumerate(items):
+        for name_b, b in items[i + 1:]:
+            if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.may_share_memory(a, b):
+                raise ValueError(f"{name_b}: shares memory with {name_a}; in-place updates need separate arrays")
+            if is_gpu_array(a) and is_gpu_array(b) and a.data.ptr < b.data.ptr + b.nbytes \
+                    and b.data.ptr < a.data.ptr + a.nbytes:
+                raise ValueError(f"{name_b}: shares memory with {name_a}; in-place updates need separate arrays")
+
+
+def real(value: Any, name: str) -> float:
+    """A real number (see is_real: not bool, str or None) as a float; TypeError naming it otherwise."""
+    if not is_real(value):
+        raise TypeError(f"{name}: expected a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
 
 
 def check_labels(labels: Any, name: str, n: int, classes: int) -> None:
@@ -123,6 +148,8 @@ def pair(value: Any, name: str, minimum: int) -> Tuple[int, int]:
     for v in items:
         if v < minimum:
             raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+        if v > INDEX_LIMIT:
+            raise ValueError(f"{name}: {v} exceeds the kernels' 32-bit index limit ({INDEX_LIMIT})")
     return items
 
 
@@ -145,6 +172,9 @@ def window_shape(h: int, w: int, kernel: Tuple[int, int], stride: Tuple[int, int
 def window_output(size: int, kernel: int, stride: int, padding: int, what: str) -> int:
     """Output length of a sliding window; refuses windows larger than the padded input."""
     padded = size + 2 * padding
+    if padded > INDEX_LIMIT:
+        raise ValueError(f"{what}: the padded input ({size} + 2*{padding} = {padded}) exceeds the kernels' "
+                         f"32-bit index limit ({INDEX_LIMIT})")
     if kernel > padded:
         raise ValueError(f"{what}: kernel size {kernel} is larger than the padded input "
                          f"({size} + 2*{padding} = {padded})")

@@ -12,8 +12,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from . import backends
-from ._validate import (check_array, check_axis, check_labels, pair, same_device,
-                        window_output)
+from ._validate import (INT64_MAX, check_array, check_axis, check_labels, check_no_overlap, pair, real,
+                        same_device, window_output)
 
 IntPair = Union[int, Tuple[int, int]]
 Array = np.ndarray  # or cupy.ndarray
@@ -242,7 +242,7 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
 def cross_entropy_backward(logits: Array, labels: Array, grad: float = 1.0) -> Array:
     """d(loss)/d(logits) = grad * (softmax(logits) - onehot(labels)) / N."""
     _check_ce(logits, labels)
-    return backends.for_array(logits).cross_entropy_backward(logits, labels, float(grad))
+    return backends.for_array(logits).cross_entropy_backward(logits, labels, real(grad, "grad"))
 
 
 # ---------------------------------------------------------------------------- batch norm
@@ -323,10 +323,12 @@ def _check_state(param: Array, grad: Array, **state: Array) -> None:
             raise ValueError(f"{name}: expected shape {tuple(param.shape)} like param, got {tuple(arr.shape)}")
     if not param.flags.writeable:
         raise ValueError("param: array is read-only")
+    check_no_overlap({"param": param, "grad": grad, **state})
 
 
 def _check_hyper(**values: float) -> None:
     for name, v in values.items():
+        v = real(v, name)
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name}: expected a finite value >= 0, got {v!r}")
 
@@ -351,10 +353,10 @@ def adam_update(param: Array, grad: Array, m: Array, v: Array, step: int, lr: fl
                 weight_decay: float = 0.0) -> None:
     """In place, Adam with bias correction at ``step`` (1-based); weight decay is L2 added to the gradient."""
     _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
-    if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+    if not (0 <= real(beta1, "beta1") < 1 and 0 <= real(beta2, "beta2") < 1):
         raise ValueError(f"beta1/beta2: expected values in [0, 1), got {beta1}, {beta2}")
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step: expected an int >= 1, got {step!r}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step <= INT64_MAX:
+        raise ValueError(f"step: expected an int in [1, 2**63 - 1], got {step!r}")
     _check_state(param, grad, m=m, v=v)
     backends.for_array(param).adam_update(param, grad, m, v, int(step), float(lr), float(beta1),
                                           float(beta2), float(eps), float(weight_decay))
@@ -364,7 +366,7 @@ def rmsprop_update(param: Array, grad: Array, square_avg: Array, lr: float = 1e-
                    eps: float = 1e-8, weight_decay: float = 0.0) -> None:
     """In place, RMSprop (PyTorch's form): s = alpha*s + (1-alpha)*g^2; param -= lr*g/(sqrt(s)+eps)."""
     _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
-    if not 0 <= alpha < 1:
+    if not 0 <= real(alpha, "alpha") < 1:
         raise ValueError(f"alpha: expected a value in [0, 1), got {alpha}")
     _check_state(param, grad, square_avg=square_avg)
     backends.for_array(param).rmsprop_update(param, grad, square_avg, float(lr), float(alpha),

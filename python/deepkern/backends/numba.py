@@ -169,9 +169,15 @@ if numba is not None:
             out[o] = acc
 
     # ------------------------------------------------------------------------ pooling
+    @njit(cache=True, inline="always")
+    def _beats(v, best):
+        # v replaces the window maximum so far: larger, or the first NaN (NaN propagates)
+        return v > best or (v != v and best == best)
+
     @_parallel
     def _max_pool_kernel(x, KH, KW, SH, SW, PH, PW, y):
-        # x is (P, H, W) planes, y is (P, OH, OW); padding is -inf, ties keep the first maximum
+        # x is (P, H, W) planes, y is (P, OH, OW); padding is -inf, ties keep the first maximum,
+        # a NaN is the maximum (the first NaN of the window wins), as in the reference
         planes, H, W = x.shape
         OH, OW = y.shape[1], y.shape[2]
         for q in prange(planes):
@@ -185,7 +191,7 @@ if numba is not None:
                             continue
                         for j in range(KW):
                             w = ow * SW - PW + j
-                            if 0 <= w < W and (not found or x[q, h, w] > best):
+                            if 0 <= w < W and (not found or _beats(x[q, h, w], best)):
                                 best = x[q, h, w]
                                 found = True
                     y[q, oh, ow] = best
@@ -207,11 +213,12 @@ if numba is not None:
                             continue
                         for j in range(KW):
                             w = ow * SW - PW + j
-                            if 0 <= w < W and (bh < 0 or x[q, h, w] > best):
+                            if 0 <= w < W and (bh < 0 or _beats(x[q, h, w], best)):
                                 best = x[q, h, w]
                                 bh = h
                                 bw = w
-                    gx[q, bh, bw] += gy[q, oh, ow]
+                    if bh >= 0:  # a window entirely in padding (empty plane) credits nothing
+                        gx[q, bh, bw] += gy[q, oh, ow]
 
     @_parallel
     def _avg_pool_kernel(x, KH, KW, SH, SW, PH, PW, y):
@@ -307,7 +314,8 @@ if numba is not None:
             for c in range(C):
                 s += np.exp(logits[r, c] - m)
             label = labels[r]
-            row_loss[r] = m + np.log(s) - logits[r, label]
+            # (m - logit) + log(s): m + log(s) first rounds log(s) away for large logits
+            row_loss[r] = (m - logits[r, label]) + np.log(s)
             if want_grad:
                 for c in range(C):
                     p = np.exp(logits[r, c] - m) / s

@@ -117,13 +117,20 @@ def max_pool2d_backward(grad_out, x, kernel: Pair, stride: Pair, padding: Pair):
     oh, ow = _out_size(h, w, kh, kw, stride, padding)
     xp = _pad(_f64(x), padding, -np.inf)
     win = _windows(xp, kh, kw, stride, oh, ow).reshape(n, c, oh, ow, kh * kw)
-    first_max = win.argmax(axis=4)  # argmax returns the first maximum, row-major in the window
+    real = _windows(_pad(np.ones(x.shape, dtype=bool), padding, False), kh, kw, stride, oh, ow)
+    real = real.reshape(n, c, oh, ow, kh * kw)
+    # the gradient goes to the first input (never padding, even when every input is -inf) that
+    # is the window's maximum; a NaN is the maximum (the first NaN takes it)
+    m = np.where(real, win, -np.inf).max(axis=4, keepdims=True)   # max propagates NaN
+    best = real & ((win == m) | (np.isnan(win) & np.isnan(m)))
+    first_max = best.argmax(axis=4)
     di, dj = np.divmod(first_max, kw)
     rows = np.arange(oh)[None, None, :, None] * stride[0] + di
     cols = np.arange(ow)[None, None, None, :] * stride[1] + dj
     dxp = np.zeros_like(xp)
     nn_, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
-    np.add.at(dxp, (nn_[:, :, None, None], cc[:, :, None, None], rows, cols), _f64(grad_out))
+    g = np.where(best.any(axis=4), _f64(grad_out), 0.0)  # a window of padding only credits nothing
+    np.add.at(dxp, (nn_[:, :, None, None], cc[:, :, None, None], rows, cols), g)
     ph, pw = padding
     return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w], dtype=out_dtype)
 
