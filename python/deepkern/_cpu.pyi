@@ -124,7 +124,7 @@ def gemm_variant() -> str:
 
 
 def host_cache_info() -> dict:
-    """Bytes held by the cache of large output buffers, its limit, and hit/miss counts"""
+    """Bytes and buffers held by the cache of large output buffers, its limit, and hit/miss counts"""
 
 
 def log_softmax(x: object, axis: int) -> numpy.ndarray:
