@@ -68,11 +68,11 @@ def load(train_samples: Optional[int] = None):
 
 
 def train(epochs: int = 15, batch_size: int = 128, train_samples: Optional[int] = None, augment: bool = True,
-          dense: int = 128, test_curve: bool = False, verbose: int = 2) -> Dict[str, Any]:
+          dense: int = 128, dropout: float = 0.25, test_curve: bool = False, verbose: int = 2) -> Dict[str, Any]:
     """Train and evaluate; returns test accuracy/loss, wall time, samples/s and the curves."""
     dk.manual_seed(0)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = load(train_samples)
-    model = build_model(dense)
+    model = build_model(dense, dropout)
     test_acc: List[float] = []
 
     def after_epoch(epoch: int, logs: Dict[str, float]) -> None:
@@ -111,13 +111,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train-samples", type=int, default=None,
                         help="train on only the first N images (default: all 55,000 outside the validation set)")
     parser.add_argument("--dense", type=int, default=128, help="width of the dense layer (the seed's is 64)")
+    parser.add_argument("--dropout", type=float, default=0.25, help="dropout rate before the dense layer")
     parser.add_argument("--no-augment", action="store_true", help="train without the horizontal flips")
     parser.add_argument("--test-curve", action="store_true", help="also print the test accuracy after each epoch")
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.quick else 15)
     samples = args.train_samples or (QUICK_SAMPLES if args.quick else None)
     result = train(epochs, args.batch_size, samples, not args.no_augment, args.dense,
-                   args.test_curve)
+                   args.dropout, args.test_curve)
     print(f"trained {result['epochs']} epochs in {result['seconds']:.1f} s "
           f"({result['samples_per_s']:.0f} samples/s, load average {os.getloadavg()[0]:.1f})")
     print(f"Test accuracy: {result['test_accuracy']:.4f}")
