@@ -14,7 +14,8 @@ reach 0.918 (24 epochs: 0.922; see benchmarks/RESULTS.md).
     python examples/fashion_mnist_cnn.py [--quick] [--epochs N] [--batch-size B] [--train-samples N]
                                          [--no-augment] [--test-curve]
 
-On a machine shared with other work, ``OMP_NUM_THREADS=1`` is often faster than the default.
+On a machine shared with other work, ``DEEPKERN_NUM_THREADS=1`` (or ``dk.set_num_threads(1)``) may be
+faster than the default.
 """
 from __future__ import annotations
 
