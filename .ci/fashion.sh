@@ -13,4 +13,4 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
 
-DEEPKERN_REQUIRE_FASHION=1 python -m pytest -q tests/test_data_full.py -k "fashion"
+DEEPKERN_REQUIRE_FASHION=1 python -m pytest -q tests/test_data_full.py tests/test_examples.py -k "fashion"

@@ -335,6 +335,25 @@ def test_early_stopping_and_keras_stop_idiom(digits):
     assert len(history.history["loss"]) == 1
 
 
+def test_learning_rate_scheduler_sets_the_rate_each_epoch(digits):
+    x, y = digits[0][:200], digits[1][:200]
+    model = digits_mlp()
+    model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy")
+    seen, weights = [], []
+
+    def schedule(epoch, lr):
+        seen.append(lr)
+        return 0.01 / (epoch + 1) if epoch < 2 else 0.0   # rate 0: the last epoch must not move anything
+
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[
+        callbacks.LearningRateScheduler(schedule),
+        callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()[0].copy()))])
+    np.testing.assert_allclose(seen, [0.01, 0.01, 0.005])        # each call gets the rate set before it
+    assert not np.array_equal(weights[0], weights[1])
+    np.testing.assert_array_equal(weights[1], weights[2])
+    with pytest.raises(TypeError, match="schedule"):
+        callbacks.LearningRateScheduler(0.01)
+
 def test_fit_on_augmented_flow(rng):
     (x_train, y_train), _ = datasets.mnist.load_data()
     x = x_train[:96].reshape(-1, 28, 28, 1).astype("float32") / 255

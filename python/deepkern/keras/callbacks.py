@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Union
 from .. import train
 from ..train.callbacks import _monitored
 
-__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LambdaCallback"]
+__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LambdaCallback",
+           "LearningRateScheduler"]
 
 Callback = train.Callback
 History = train.History
@@ -123,3 +124,21 @@ class LambdaCallback(train.Callback):
                 if not callable(fn):
                     raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
                 setattr(self, name, fn)
+
+
+class LearningRateScheduler(train.Callback):
+    """Set the learning rate before each epoch: ``schedule(epoch, lr) -> new lr`` (Keras's
+    signature; ``epoch`` counts from 0, ``lr`` is the current rate)."""
+
+    def __init__(self, schedule: Any, verbose: int = 0) -> None:
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"schedule: expected a callable (epoch, lr) -> lr, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+        lr = float(self.schedule(epoch, float(self.optimizer.lr)))
+        self.optimizer.lr = lr  # the optimizer validates it (a finite, non-negative number)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
