@@ -24,6 +24,7 @@ __all__ = ["DistributedTimeoutError", "init", "is_initialized", "launched_under_
 DEFAULT_TIMEOUT = 300.0
 # how long wait() polls without sleeping
 _SPIN_S = 0.005
+ABORT_GRACE_S = 0.5  # seconds a failing rank waits, after printing its report, before MPI_Abort
 # the world size each launcher exports to its processes (MPICH/Hydra, Open MPI, MVAPICH)
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -112,6 +113,10 @@ def abort(message: str, code: int = 1) -> None:
                      f"aborting all ranks\n")
     sys.stderr.flush()
     sys.stdout.flush()
+    # The launcher forwards each rank's output through a pipe and kills every rank on Abort: on a
+    # busy machine it can do so before forwarding what this rank just wrote (seen in CI: the
+    # traceback cut mid-way). A short pause lets the report through; the job ends either way.
+    time.sleep(ABORT_GRACE_S)
     _World.mpi.COMM_WORLD.Abort(code)
 
 
