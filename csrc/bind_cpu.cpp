@@ -20,6 +20,7 @@
 #include "cpu/loss.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/optim.hpp"
+#include "cpu/parallel_selftest.hpp"
 #include "cpu/pool.hpp"
 #include "cpu/simd_variant.hpp"
 
@@ -605,6 +606,9 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("set_num_threads", &deepkern::set_max_threads, py::arg("n"), "Set the threads the kernels use (>= 1)");
     m.def("parallel_runtime", []() { return std::string(deepkern::runtime_name()); },
           "Name of the thread pool the kernels run on");
+    m.def("_pool_selftest", &deepkern::cpu::pool_selftest, py::arg("jobs"), py::arg("seed") = 0,
+          py::call_guard<py::gil_scoped_release>(),
+          "Test hook: run short jobs back to back on the pool; returns chunks not run exactly once");
     m.def("gemm_variant", &k::gemm_variant);
     m.def("simd_variant", &k::simd_variant, "ISA variant of the relu/softmax/batch-norm/optimizer kernels");
     m.def("set_simd_variant", &k::set_simd_variant, py::arg("name"),

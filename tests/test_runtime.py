@@ -135,6 +135,23 @@ def test_many_python_threads_call_kernels_at_once(restore_threads):
     assert not failures
 
 
+@pytest.mark.parametrize("threads", [2, 16])
+def test_pool_runs_each_chunk_once_across_back_to_back_jobs(threads):
+    # A worker preempted between reading a finished job's claim word and the next job's chunk
+    # count used to claim a chunk of the new job under the old epoch: run twice, counted twice,
+    # the caller returning while it still ran (a rare SIGSEGV in CI). Many short jobs with more
+    # workers than cores give that preemption many chances; the stall back-off is off so that
+    # every job goes to the pool. A child process, so that a hang fails instead of blocking.
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR, DEEPKERN_NUM_THREADS=str(threads), DEEPKERN_STALL_BACKOFF="0")
+    code = "from deepkern import _cpu; print(_cpu._pool_selftest(100000, seed=%d))" % threads
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:   # a chunk counted twice: `done` passed the chunk count
+        pytest.fail("the pool hung: a job's caller never saw all its chunks done")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) == 0, "chunks run twice or unfinished when their job returned"
+
+
 def test_kernel_exception_in_a_chunk_propagates(restore_threads):
     dk.set_num_threads(2)
     x = np.ones((64, 3, 8, 8), np.float32)

@@ -11,7 +11,8 @@
 // A job: the caller publishes (fn, ctx, chunk count) under a new epoch, wakes sleeping workers,
 // then claims chunks itself. The claim word packs (epoch << 32 | next chunk), so a worker that
 // wakes late, after its job has ended, fails its compare-exchange and touches nothing (it never
-// runs a chunk of a job whose context is gone). The caller waits only until `done` counts every
+// runs a chunk of a job whose context is gone); the word is closed before the next job's fields
+// are written, so such a worker cannot mix the old claim word with the new fields either. The caller waits only until `done` counts every
 // chunk: chunks nobody claimed it has run itself, so it waits only for chunks that running
 // workers hold.
 #include <linux/futex.h>
@@ -98,6 +99,13 @@ class Pool {
         start_workers(threads - 1);
         const int limit = static_cast<int>(std::min<int64_t>(std::min(threads, workers_ + 1), chunks));
         const uint32_t e = epoch_.load(std::memory_order_relaxed) + 1;
+        // Close the last job's claim word before its fields change. Otherwise a worker that read
+        // it (every chunk taken) and then, after a preemption, the new job's larger chunk count
+        // would win its compare-exchange on the unchanged word: it would run a chunk of the new
+        // job that someone runs again, and count it in the new job's `done`, so the caller could
+        // return while a chunk still runs on its stack frame (the flaky crash this fixed).
+        claim_.store(static_cast<uint64_t>(e) << 32 | kClosed, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_release);
         fn_.store(fn, std::memory_order_relaxed);
         ctx_.store(ctx, std::memory_order_relaxed);
         n_.store(chunks, std::memory_order_relaxed);
@@ -124,6 +132,9 @@ class Pool {
     }
 
    private:
+    // Claim index of a job being published: no chunk has this index (chunks < 2**31).
+    static constexpr uint64_t kClosed = 0xffffffffu;
+
     // Claims and runs chunks of job `e` until none is left (or the job is another one).
     void participate(uint32_t e, int index) {
         for (;;) {
@@ -136,6 +147,9 @@ class Pool {
             const detail::ChunkFn fn = fn_.load(std::memory_order_relaxed);
             void* ctx = ctx_.load(std::memory_order_relaxed);
             if (i >= n || index >= limit) return;
+            // pairs with the release fence in try_run: if any field above came from a newer job,
+            // that job's closing store is visible to the compare-exchange, which then fails
+            std::atomic_thread_fence(std::memory_order_acquire);
             if (!claim_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire))
                 continue;
             if (!failed_.load(std::memory_order_relaxed)) {
