@@ -29,6 +29,12 @@ class _FakeGPUArray:
     def get(self) -> np.ndarray:
         return self.host.copy()
 
+    def __setitem__(self, key, value) -> None:
+        # an in-place copy from another GPU would be a peer copy (or an error) on a real one
+        if isinstance(value, _FakeGPUArray) and value.device.id != self.device.id:
+            raise AssertionError(f"copy from GPU {value.device.id} into an array on GPU {self.device.id}")
+        self.host[key] = value.host if isinstance(value, _FakeGPUArray) else value
+
 
 class _FakeCupy:
     current = 0
@@ -84,3 +90,33 @@ def test_device_spellings():
 def test_a_missing_gpu_index_is_an_error(two_gpus):
     with pytest.raises(ValueError, match="does not exist"):
         dk.Tensor(np.ones(3, np.float32)).to("cuda:2")
+
+
+def test_load_state_dict_writes_on_the_parameters_own_gpu(two_gpus):
+    model = dk.nn.Linear(3, 2)
+    state = {k: v + 1 for k, v in model.state_dict().items()}
+    model.to("cuda:1")
+    model.load_state_dict(state)   # the current GPU is 0: the values must still go to GPU 1
+    for (name, p), want in zip(model.named_parameters(), state.values()):
+        assert p.data.device.id == 1
+        np.testing.assert_array_equal(p.data.host, want, err_msg=name)
+
+
+def test_keras_same_average_map_is_placed_once_on_the_inputs_gpu(two_gpus, monkeypatch):
+    from deepkern.keras import layers as klayers
+    scale = klayers._Scale(np.full((2, 2), 2.0))
+    placed = []
+    real_move = klayers.move
+    monkeypatch.setattr(klayers, "move", lambda a, where: placed.append(where) or real_move(a, where))
+    seen = []
+
+    class _Input:   # just what _Scale.forward touches: .data and multiplication
+        data = _FakeGPUArray(np.ones((1, 1, 2, 2), np.float32), 1)
+
+        def __mul__(self, factor):
+            seen.append(factor.device.id)
+            return self
+
+    for _ in range(3):
+        scale(_Input())
+    assert placed == ["cuda:1"] and seen == [1, 1, 1]

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import nn
+from .._device import device_name, move
 from .._validate import pair, window_shape
 from ..autograd import Tensor, xp_of
 from ..nn import functional as F
@@ -106,10 +107,14 @@ class _Scale(nn.Module):
     def __init__(self, factor: np.ndarray) -> None:
         super().__init__()
         self.factor = factor.astype(np.float32)
+        self._placed: Dict[str, Any] = {"cpu": self.factor}   # the map on each device it was used on
 
     def forward(self, x: Tensor) -> Tensor:
-        factor = self.factor if xp_of(x.data) is np else xp_of(x.data).asarray(self.factor)
-        return x * factor
+        # on the input's own GPU ("cuda:N"), copied there once rather than at every call
+        where = device_name(x.data)
+        if where not in self._placed:
+            self._placed[where] = move(self.factor, where)
+        return x * self._placed[where]
 
 
 def _activation_module(activation: Optional[str], image: bool) -> Optional[nn.Module]:
@@ -210,7 +215,7 @@ class Layer(nn.Module):
                                  f"(Keras layout, as get_weights() returns it)")
         arrays = self._from_keras(given)
         for p, a in zip(params, arrays):
-            p.data[...] = a if isinstance(p.data, np.ndarray) else xp_of(p.data).asarray(a)
+            p.data[...] = a if isinstance(p.data, np.ndarray) else move(a, device_name(p.data))
 
     def _to_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
         return arrays

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .._device import device_name
 from ..autograd import Tensor, _move, _normalise_device, as_array
 
 __all__ = ["Parameter", "Module"]
@@ -250,7 +251,9 @@ class Module:
         for name, value in arrays.items():
             p = own[name]
             # in place: optimizers and other holders keep referring to the same buffer
-            p.data[...] = value if isinstance(p.data, np.ndarray) else _move(value.astype(p.data.dtype), "cuda")
+            # onto the GPU the parameter lives on ("cuda:N"), not the current device
+            p.data[...] = value if isinstance(p.data, np.ndarray) else _move(value.astype(p.data.dtype),
+                                                                              device_name(p.data))
 
     def to(self, device: str) -> "Module":
         """Move every parameter (and its gradient) and every buffer to ``device`` ("cpu" or
