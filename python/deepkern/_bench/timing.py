@@ -82,6 +82,19 @@ class Settings:
         return cls(profile)
 
 
+# How long OpenBLAS's workers (about 0.1 s, measured on NumPy 2.4's OpenBLAS 0.3.31) and
+# PyTorch's OpenMP team keep busy-waiting after a call. Timed while they spin, the next library
+# finds one core of two taken: deepkern's pool then runs at one thread's speed (its caller does
+# not wait for a worker that has no core), an OpenMP library waits at its barrier.
+SETTLE_S = 0.3
+
+
+def settle(settings: Settings) -> None:
+    """Pause until the previous library's thread pool has gone idle (not in the smoke profile)."""
+    if settings.profile != "smoke":
+        time.sleep(SETTLE_S)
+
+
 def run_kernel_table(cases: Sequence[Case], device: Device, torch: Any, settings: Settings,
                      progress: Optional[Callable[[str], None]] = None) -> List[Row]:
     """Check then time every case; raises MismatchError on the first disagreement."""
@@ -97,6 +110,7 @@ def run_kernel_table(cases: Sequence[Case], device: Device, torch: Any, settings
         row = Row(case, stat=settings.stat)
         for name, fn in impls.items():
             sync = (lambda: device.torch_sync(torch)) if name == "torch" else device.sync
+            settle(settings)   # the library timed or checked before may still be spinning
             row.times[name] = time_call(fn, sync, settings.target_s, settings.min_repeats, settings.max_repeats,
                                         min_sample_s=0.0 if settings.profile == "smoke" else 2e-3)
         rows.append(row)

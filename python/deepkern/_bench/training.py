@@ -1,7 +1,6 @@
 """Training samples/s of the seed MLP and CNN: deepkern, NumPy and PyTorch."""
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -9,7 +8,7 @@ import numpy as np
 from .cases import BenchError, MismatchError
 from . import numpy_peer as npk
 from .results import TrainResult
-from .timing import Settings, time_call
+from .timing import Settings, settle, time_call
 
 
 # ---------------------------------------------------------------------------- training
@@ -95,9 +94,7 @@ def run_training(torch: Any, settings: Settings, progress: Optional[Callable[[st
                 loss = step(x, y)
                 if not np.isfinite(loss):
                     raise MismatchError(f"training {kind}: {name} produced a non-finite loss")
-            # Let the previous framework's spinning worker pool (OpenBLAS, PyTorch's OpenMP) go idle
-            # first: on two cores its busy-waiting threads otherwise slow whoever runs next.
-            time.sleep(0.0 if settings.profile == "smoke" else 0.5)
+            settle(settings)   # the previous framework's spinning pool goes idle first
             t = time_call(one, lambda: None, budget, settings.min_repeats, 200, min_sample_s=0.0)
             rates[name] = batch / t.value(settings.stat)
         results.append(TrainResult(kind, batch, rates))
