@@ -4,6 +4,7 @@ contention" table of RESULTS.md).
 
     PYTHONPATH=python python benchmarks/measure_contention.py [--busy 0 1 3] [--seconds 3] [--rounds 3]
         [--builds new=python old=/tmp/old-tree]    # deepkern from each tree, interleaved
+        [--impls deepkern deepkern-bf16 torch torch-bf16] [--models mlp cnn cnn150]
 
 Each (framework, model, threads) cell runs in a fresh process (the thread count is set from the
 environment before import, as a user would) while this script keeps ``busy`` processes spinning
@@ -27,12 +28,20 @@ import itertools, json, os, statistics, sys, time
 import numpy as np
 from deepkern import bench
 impl, kind, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-batch = 100 if kind == "mlp" else 128
-if impl == "torch":
+batch = {"mlp": 100, "cnn": 128, "cnn150": 32}[kind]
+if impl.startswith("torch"):
     import torch
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     step = bench.torch_train_step(torch, kind)
+    if impl == "torch-bf16":   # PyTorch's CPU mixed precision: autocast(bfloat16)
+        fp32_step = step
+        def step(x, y):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fp32_step(x, y)
 else:
+    if impl == "deepkern-bf16":
+        import deepkern as dk
+        dk.set_precision("bf16")
     step = bench.deepkern_train_step(kind)
 data = itertools.cycle(bench.train_data(kind, batch))
 for _ in range(3):
@@ -73,15 +82,22 @@ def main() -> int:
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 3])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--impls", nargs="+", default=["deepkern", "torch"])
-    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    parser.add_argument("--impls", nargs="+", default=["deepkern", "torch"],
+                        choices=["deepkern", "deepkern-bf16", "torch", "torch-bf16"],
+                        help="-bf16: dk.set_precision('bf16') / torch.autocast('cpu', bfloat16)")
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn", "cnn150"],
+                        help="cnn150: seed 000's 150x150x3 network, batch 32")
     parser.add_argument("--builds", nargs="+", default=[],
                         help="label=PYTHONPATH: time deepkern from each tree (torch once)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     builds = dict(b.split("=", 1) for b in args.builds) or {"deepkern": os.environ.get("PYTHONPATH", "")}
-    paths = {**builds, "torch": next(iter(builds.values()))}
-    impls = [b if i == "deepkern" else i for i in args.impls for b in (builds if i == "deepkern" else [i])]
+    # deepkern and deepkern-bf16 run from each build (label, label-bf16); PyTorch from the first
+    impls: List[str] = []
+    for i in args.impls:
+        impls += [b + i[len("deepkern"):] for b in builds] if i.startswith("deepkern") else [i]
+    paths = {**builds, **{b + "-bf16": p for b, p in builds.items()}}
+    first = next(iter(builds.values()))
     cells: List[Tuple[str, str, int]] = [(i, m, t) for m in args.models for i in impls for t in (1, cores)]
     for busy in args.busy:
         rates: Dict[Tuple[str, str, int], List[float]] = {c: [] for c in cells}
@@ -90,8 +106,9 @@ def main() -> int:
             time.sleep(0.5)
             for _ in range(args.rounds):
                 for c in cells:
-                    impl = "torch" if c[0] == "torch" else "deepkern"
-                    rates[c].append(cell(impl, c[1], c[2], args.seconds, paths[c[0]]))
+                    impl = c[0] if c[0].startswith("torch") else (
+                        "deepkern-bf16" if c[0].endswith("-bf16") else "deepkern")
+                    rates[c].append(cell(impl, c[1], c[2], args.seconds, paths.get(c[0], first)))
         finally:
             stop(procs)
         load = os.getloadavg()[0]   # 1-minute average at the end of this level

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from typing import Any, List
 
+# The networks of deepkern._bench.training.SEED_NETS ("cnn", "cnn150"), written out here so that the
+# PyTorch child never imports deepkern (its peak would include deepkern's modules).
 NETS = {"seed CNN": ((1, 28, 28), 128, 10), "150x150 CNN": ((3, 150, 150), 32, 2)}
 
 

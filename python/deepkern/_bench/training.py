@@ -12,19 +12,32 @@ from .timing import Settings, settle, time_call
 
 
 # ---------------------------------------------------------------------------- training
+# The benchmarked networks: the seed MLP and CNN (MNIST), and seed 000's first model (150x150
+# RGB images, 4 convolutions, 2 classes); input shape (no batch axis), classes, usual batch.
+SEED_NETS: Dict[str, Tuple[Tuple[int, ...], int, int]] = {
+    "mlp": ((784,), 10, 100), "cnn": ((1, 28, 28), 10, 128), "cnn150": ((3, 150, 150), 2, 32)}
+
+
 def _seed_layers(nn: Any, kind: str) -> List[Any]:
-    """The seed network as a layer list, for any framework with PyTorch-style nn."""
+    """The network ``kind`` (a SEED_NETS key) as a layer list, for any framework with PyTorch-style nn."""
     if kind == "mlp":
         return [nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)]
-    return [nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10)]
+    if kind == "cnn":
+        return [nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10)]
+    if kind != "cnn150":
+        raise ValueError(f"network: expected one of {', '.join(SEED_NETS)}, got {kind!r}")
+    layers: List[Any] = []
+    for c_in, c_out in ((3, 32), (32, 64), (64, 64), (64, 64)):   # 150 -> 74 -> 36 -> 17 -> 7
+        layers += [nn.Conv2d(c_in, c_out, 3), nn.ReLU(), nn.MaxPool2d(2)]
+    return layers + [nn.Flatten(), nn.Linear(64 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 2)]
 
 
 def train_data(kind: str, batch: int, n_batches: int = 4) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """A few fixed MNIST-shaped batches (uniform pixels, int64 labels) for "mlp" or "cnn"."""
+    """A few fixed batches of network ``kind``'s input shape (uniform pixels, int64 labels)."""
     rng = np.random.default_rng(1)
-    shape = (batch, 784) if kind == "mlp" else (batch, 1, 28, 28)
-    return [(rng.random(shape, dtype=np.float32), rng.integers(0, 10, batch).astype(np.int64))
+    shape, classes, _ = SEED_NETS[kind]
+    return [(rng.random((batch,) + shape, dtype=np.float32), rng.integers(0, classes, batch).astype(np.int64))
             for _ in range(n_batches)]
 
 
