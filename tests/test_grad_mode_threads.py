@@ -82,3 +82,60 @@ def test_predict_threads_under_no_grad_never_break_training(rng):
     assert failures == 0
     assert not errors
     assert dk.is_grad_enabled()
+
+
+def test_eval_mode_stays_in_its_thread():
+    model = dk.nn.Sequential(dk.nn.Linear(4, 4), dk.nn.Dropout(0.5))
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def evaluator() -> None:
+        with dk.nn.eval_mode():
+            seen["worker"] = (model.training, model[1].training)
+            inside.set()
+            release.wait(30)
+        seen["worker after"] = model.training
+
+    t = threading.Thread(target=evaluator)
+    t.start()
+    assert inside.wait(30)
+    seen["main"] = (model.training, model[1].training)   # while the other thread is inside
+    release.set()
+    t.join(30)
+    assert seen == {"worker": (False, False), "main": (True, True), "worker after": True}
+
+
+def test_predict_beside_training_leaves_dropout_on_in_the_training_thread():
+    """predict used to call model.eval(), which is process-wide: while another thread predicted,
+    the training thread's Dropout stopped dropping. Here the predicting thread is held inside its
+    forward while the main thread runs a training forward."""
+    entered, release = threading.Event(), threading.Event()
+    main = threading.current_thread()
+
+    class _Hold(dk.nn.Module):
+        def forward(self, x):
+            if threading.current_thread() is not main:
+                entered.set()
+                release.wait(30)
+            return x
+
+    model = dk.nn.Sequential(dk.nn.Dropout(0.5), _Hold())
+    x = np.ones((8, 256), np.float32)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(out=dk.train.predict(model, x)))
+    t.start()
+    try:
+        assert entered.wait(30)
+        dropped = float(np.mean(np.asarray(model(dk.Tensor(x)).data) == 0))
+    finally:
+        release.set()
+        t.join(30)
+    assert dropped > 0.3, "the training forward ran with Dropout switched off by the other thread"
+    assert np.array_equal(result["out"], x)   # and the predicting thread saw eval behaviour
+
+
+def test_predict_keeps_each_submodules_own_mode(rng):
+    model = dk.nn.Sequential(dk.nn.Linear(4, 4), dk.nn.Dropout(0.5), dk.nn.BatchNorm1d(4))
+    model[2].eval()   # frozen statistics, chosen by the user
+    dk.train.predict(model, rng.standard_normal((3, 4)).astype(np.float32))
+    dk.train.evaluate(model, rng.standard_normal((3, 4)).astype(np.float32), np.array([0, 1, 2]))
+    assert [m.training for m in model] == [True, True, False]

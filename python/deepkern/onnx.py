@@ -196,13 +196,8 @@ for _name in ("BatchNorm1d", "BatchNorm2d"):  # running statistics; layers added
 
 # ------------------------------------------------------------------------------ export
 def _reference_output(model: nn.Module, sample: np.ndarray) -> np.ndarray:
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with no_grad():
-            return _host(model(Tensor(sample)))
-    finally:
-        model.train(was_training)
+    with no_grad(), nn.eval_mode():
+        return _host(model(Tensor(sample)))
 
 
 def export(model: nn.Module, path: PathLike, sample_input: Any, input_name: str = "input",

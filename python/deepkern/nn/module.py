@@ -9,6 +9,8 @@ reading ``self.weight`` in ``forward`` costs a plain attribute lookup.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -47,11 +49,35 @@ def _buffer_value(name: str, value: Any) -> Optional[Tensor]:
                         f"{type(value).__name__}") from exc
 
 
+class _ThreadEval(threading.local):
+    # threading.local runs __init__ once per thread on first access: no thread starts overridden
+    def __init__(self) -> None:
+        self.depth = 0
+
+
+_thread_eval = _ThreadEval()
+
+
+@contextlib.contextmanager
+def eval_mode() -> Iterator[None]:
+    """Inside the block every module reports ``training == False`` in the calling thread only.
+
+    ``predict`` and ``evaluate`` run under it, so a thread predicting with a model that another
+    thread is training never switches that thread's Dropout or BatchNorm to inference behaviour
+    (``model.eval()`` is process-wide), and no submodule's own mode is rewritten afterwards.
+    """
+    _thread_eval.depth += 1
+    try:
+        yield
+    finally:
+        _thread_eval.depth -= 1
+
+
 class Module:
     """Base class of layers and models. Subclasses define ``forward``; calling the module runs it.
 
     ``training`` is True after construction; ``eval()`` switches layers such as Dropout to
-    inference behaviour and ``train()`` back.
+    inference behaviour and ``train()`` back; :func:`eval_mode` does it for one thread and block.
     """
 
     def __init__(self) -> None:
@@ -185,6 +211,15 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     # -- modes and gradients ---------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        """The mode set by ``train()``/``eval()``; False in a thread inside :func:`eval_mode`."""
+        return self.__dict__.get("_training", True) and _thread_eval.depth == 0
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        object.__setattr__(self, "_training", bool(mode))
+
     def train(self, mode: bool = True) -> "Module":
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))

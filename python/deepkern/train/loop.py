@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import distributed as _distributed
+from .. import nn
 from .. import ops
 from .._device import canonical_device, device_name, to_device, to_host
 from .._precision import precision as precision_block
@@ -46,8 +47,6 @@ _LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 def _resolve_loss(loss: Union[str, LossFn]) -> Tuple[str, LossFn]:
     """(kind, function); kind "cross_entropy", "mse", "binary_cross_entropy" or "custom" decides
     how targets are prepared."""
-    from .. import nn
-
     if isinstance(loss, str):
         if loss == "cross_entropy":
             return loss, nn.CrossEntropyLoss()
@@ -161,24 +160,36 @@ def _penalty_grads(params: Sequence[Any], l1: float, l2: float) -> float:
 def _evaluate_arrays(model: Any, x: Any, y: Any, loss_fn: LossFn, loss_kind: str,
                      batch_size: int, with_accuracy: bool) -> Tuple[float, float]:
     """Mean loss and accuracy over (x, y) in inference mode, without recording the graph."""
-    was_training = getattr(model, "training", True)
-    if hasattr(model, "eval"):
-        model.eval()
     total_loss = 0.0
     correct = 0
     n = len(x)
+    with _inference(model):
+        for start in range(0, n, batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out = model(Tensor(xb))
+            total_loss += float(loss_fn(out, yb).item()) * len(xb)
+            if with_accuracy:
+                correct += _correct(out.data, yb, loss_kind)
+    return total_loss / n, (correct / n if with_accuracy else math.nan)
+
+
+@contextlib.contextmanager
+def _inference(model: Any) -> Iterator[None]:
+    """No graph, and the model in eval mode for this thread only (nn.eval_mode: another thread
+    may be training it); a model that is not a dk.nn.Module is switched with eval()/train()."""
+    if isinstance(model, nn.Module):
+        with no_grad(), nn.eval_mode():
+            yield
+        return
+    was_training = getattr(model, "training", True)
+    if hasattr(model, "eval"):
+        model.eval()
     try:
         with no_grad():
-            for start in range(0, n, batch_size):
-                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-                out = model(Tensor(xb))
-                total_loss += float(loss_fn(out, yb).item()) * len(xb)
-                if with_accuracy:
-                    correct += _correct(out.data, yb, loss_kind)
+            yield
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
-    return total_loss / n, (correct / n if with_accuracy else math.nan)
 
 
 def _check_fit_options(epochs: Any, batch_size: Any, validation_split: Any, l1: Any, l2: Any, lr: Any,
@@ -435,20 +446,13 @@ def predict(model: Any, X: Any, batch_size: int = 256, proba: bool = False) -> n
     _check_model(model)
     batch_size = _positive_int(batch_size, "batch_size")
     x = _to_model_device(model, _as_features(X, "X"))
-    was_training = getattr(model, "training", True)
-    if hasattr(model, "eval"):
-        model.eval()
     chunks: List[np.ndarray] = []
-    try:
-        with no_grad():
-            for start in range(0, len(x), batch_size):
-                out = model(Tensor(x[start:start + batch_size])).data
-                if proba:
-                    out = ops.softmax(out, axis=-1)
-                chunks.append(to_host(out))
-    finally:
-        if hasattr(model, "train"):
-            model.train(was_training)
+    with _inference(model):
+        for start in range(0, len(x), batch_size):
+            out = model(Tensor(x[start:start + batch_size])).data
+            if proba:
+                out = ops.softmax(out, axis=-1)
+            chunks.append(to_host(out))
     return np.concatenate(chunks, axis=0)
 
 
