@@ -29,12 +29,28 @@ void relu_stream_avx512(const float* x, float* y, int64_t n) {
     _mm_sfence();  // the streamed lines are visible to other threads before the caller returns
 }
 
+// gy, x, gx are (n,): relu_backward_span with streaming stores, as relu_stream_avx512
+void relu_backward_stream_avx512(const float* gy, const float* x, float* gx, int64_t n) {
+    const int64_t to_line = static_cast<int64_t>(((64 - (reinterpret_cast<uintptr_t>(gx) & 63)) & 63) / 4);
+    const int64_t head = to_line < n ? to_line : n;
+    relu_backward_span(gy, x, gx, head);
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t i = head;
+    for (; i + 16 <= n; i += 16) {
+        const __mmask16 pass = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), zero, _CMP_GT_OQ);  // NaN: blocked
+        _mm512_stream_ps(gx + i, _mm512_maskz_mov_ps(pass, _mm512_loadu_ps(gy + i)));
+    }
+    relu_backward_span(gy + i, x + i, gx + i, n - i);
+    _mm_sfence();
+}
+
 }  // namespace
 
 const Kernels& avx512_kernels() {
     static const Kernels k = [] {
         Kernels t = make_kernels();
         t.relu_stream = relu_stream_avx512;
+        t.relu_backward_stream = relu_backward_stream_avx512;
         return t;
     }();
     return k;

@@ -7,7 +7,6 @@
 #include "cpu/pool.hpp"
 
 #include <algorithm>
-#include <cstdlib>  // TEMP
 #include <cstdint>
 #include <limits>
 
@@ -240,8 +239,7 @@ void max_pool2d_backward(const Pool2dShape& s, const float* gy, const float* x, 
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     if (is_2x2_s2(s)) {
-        auto plane_fn = avx512() ? pool_isa::max2x2_backward_plane_avx512 : max2x2_backward_plane;
-        if (std::getenv("DK_POOL_OLD")) plane_fn = pool_isa::max2x2_backward_plane_avx512_pairs;  // TEMP
+        const auto plane_fn = avx512() ? pool_isa::max2x2_backward_plane_avx512 : max2x2_backward_plane;
         parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
             for (int64_t p = p0; p < p1; ++p) plane_fn(gy + p * ohw, x + p * hw, gx + p * hw, s.H, s.W, s.OH, s.OW);
         });

@@ -33,7 +33,6 @@ namespace pool_isa {
 // pool_avx512.cpp: call only when the AVX-512 SIMD variant is active (simd_variant.hpp).
 // One (H, W) plane of the 2x2 / stride-2 max-pool backward.
 void max2x2_backward_plane_avx512(const float* gy, const float* x, float* gx, int H, int W, int OH, int OW);
-void max2x2_backward_plane_avx512_pairs(const float* gy, const float* x, float* gx, int H, int W, int OH, int OW);  // TEMP
 // One plane of the 2x2 / stride-2 max-pool forward: x (H, W) -> y (OH, OW)
 void max2x2_plane_avx512(const float* x, float* y, int W, int OH, int OW);
 // The fused kernels above (same arguments)
