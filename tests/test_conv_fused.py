@@ -236,6 +236,33 @@ def test_reference_composition_against_finite_differences():
         np.testing.assert_allclose(analytic.reshape(-1), numeric, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["cupy", "numba"])
+def test_the_composed_backends_match_the_reference(rng, name):
+    # backends/_fused.py composes the layer from each backend's ops; the CuPy backend's code runs
+    # on NumPy arrays too (array API), so its routing is checked here without a GPU
+    if name == "numba" and not backends.available("numba"):
+        pytest.skip("numba is not installed")
+    import importlib
+    module = importlib.import_module(f"deepkern.backends.{name}")
+    x, w, b, stride, padding = _inputs(rng, CASES[0])
+    x[1, 2, 4, 4] = np.nan
+    for pool in (True, False):
+        out, route = module.conv2d_relu(x, w, b, stride, padding, pool)
+        want_out, want_route = ref.conv2d_relu(x, w, b, stride, padding, pool)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(want_out))
+        assert_close(np.nan_to_num(out), np.nan_to_num(want_out), what=f"{name} output")
+        if pool:
+            decided = ~(np.abs(want_out) <= 1e-4)  # NaN windows included; near-zero ones are rounding's call
+            np.testing.assert_array_equal(route[decided], want_route[decided])
+        g = randn(rng, *out.shape)
+        x_ok = np.nan_to_num(x)   # finite gradients to compare
+        out, route = module.conv2d_relu(x_ok, w, b, stride, padding, pool)
+        got = module.conv2d_relu_backward(g, x_ok, w, out, route, stride, padding, True, True)
+        want = ref.conv2d_relu_backward(g, x_ok, w, out, route, stride, padding, True, True)
+        for a, e, what in zip(got, want, ("gx", "gw", "gb")):
+            assert_close(a, e, rtol=1e-4, atol=1e-4, what=f"{name} {what}")
+
+
 @needs_cpu
 def test_autograd_gradients_against_finite_differences(cpu):
     # the float32 kernel through autograd, against central differences of its own forward
