@@ -409,9 +409,8 @@ class Conv2D(Layer):
         return self.conv(pad(x) if pad is not None else x)
 
     def forward(self, x: Tensor, activation: bool = True, pool: bool = False) -> Tensor:
-        """With ``activation="relu"`` the conv, bias and ReLU run as one fused kernel, and with
-        ``pool=True`` (the model passes it when a 2x2 ``MaxPooling2D`` follows, see
-        :func:`pools_into`) the max-pool too."""
+        """With ``activation="relu"``: conv, bias and ReLU as one fused kernel, and with ``pool=True``
+        (a 2x2 ``MaxPooling2D`` follows: :func:`pools_into`) the max-pool too."""
         if not (activation and self.activation == "relu"):
             return super().forward(x, activation)
         pad = self.__dict__.get("pad")
@@ -494,8 +493,7 @@ class MaxPooling2D(_Pooling2D):
 
 
 def pools_into(layer: Layer, following: Optional[Layer]) -> bool:
-    """``Conv2D(activation="relu")`` then ``MaxPooling2D((2, 2))`` with 'valid' padding (or a 'same'
-    one that pads nothing): the model runs the pair as one fused kernel (``Conv2D.forward(pool=True)``)."""
+    """``Conv2D(activation="relu")`` then an unpadded ``MaxPooling2D((2, 2))``: one fused kernel for the model."""
     return (type(layer) is Conv2D and layer.activation == "relu" and type(following) is MaxPooling2D
             and following.pool_size == (2, 2) and following.strides == (2, 2)
             and following.__dict__.get("pad") is None)
