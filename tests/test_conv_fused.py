@@ -236,6 +236,22 @@ def test_reference_composition_against_finite_differences():
         np.testing.assert_allclose(analytic.reshape(-1), numeric, rtol=1e-5, atol=1e-7)
 
 
+@needs_cpu
+def test_bf16_precision_composes_the_layer_from_the_backends_ops(cpu, rng):
+    # in bf16 the C++ backend runs the layer as its own conv2d/relu (whatever precision those use)
+    # then the routing of backends/_fused.py: the same values and routes as the ops in turn
+    from deepkern._precision import bf16_supported, precision
+    if not bf16_supported():
+        pytest.skip("this CPU has no AVX512-BF16")
+    x, w, b, stride, padding = _inputs(rng, CASES[0])
+    with precision("bf16"):
+        out, route = ops.conv2d_relu(x, w, b, stride, padding, True)
+        np.testing.assert_array_equal(out, _unfused_forward(x, w, b, stride, padding, True))
+        g = randn(rng, *out.shape)
+        got = ops.conv2d_relu_backward(g, x, w, out, route, stride, padding, bias=True)
+        _same(got, _unfused_backward(g, x, w, b, stride, padding, True), "gradients")
+
+
 @pytest.mark.parametrize("name", ["cupy", "numba"])
 def test_the_composed_backends_match_the_reference(rng, name):
     # backends/_fused.py composes the layer from each backend's ops; the CuPy backend's code runs
