@@ -254,13 +254,8 @@ py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::hand
     const float* bias = conv_bias(bias_obj, s, bias_arr);
     const Shape shape = fused_shape(s, pool);
     FloatArray y = new_output(shape);
-    py::object route_obj = py::none();
-    uint8_t* route = nullptr;
-    if (pool) {
-        RouteArray r(shape);
-        route = r.mutable_data();
-        route_obj = std::move(r);
-    }
+    py::object route_obj = pool ? py::object(RouteArray(shape)) : py::none();
+    uint8_t* route = pool ? static_cast<uint8_t*>(py::cast<py::array>(route_obj).mutable_data()) : nullptr;
     const float *px = cptr(x), *pw = cptr(w);
     float* py_ = y.mutable_data();
     {
