@@ -11,7 +11,7 @@ output is > 0, else ``NO_ROUTE``: the same rule as ``max_pool2d_backward`` then 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from .._validate import window_shape
 
@@ -19,31 +19,30 @@ from .._validate import window_shape
 NO_ROUTE = 4
 
 
-def _windows(y: Any, ph: int, pw: int) -> Any:
-    """(N, C, 2*PH, 2*PW) -> (N, C, PH, PW, 4) window taps in row-major order."""
-    n, c = y.shape[:2]
-    return y.reshape(n, c, ph, 2, pw, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, ph, pw, 4)
+def _taps(y: Any, ph: int, pw: int) -> List[Any]:
+    """The windows' taps a, b, c, d (row-major) of y (N, C, H, W): strided (N, C, PH, PW) views."""
+    return [y[:, :, i:2 * ph:2, j:2 * pw:2] for i in (0, 1) for j in (0, 1)]
 
 
 def pool_with_routes(xp: ModuleType, y: Any) -> Tuple[Any, Any]:
     """2x2 / stride-2 max-pool of the rectified y (N, C, H, W) and the routes (uint8)."""
     ph, pw = y.shape[2] // 2, y.shape[3] // 2
-    win = _windows(y[:, :, :2 * ph, :2 * pw], ph, pw)
-    best = win.max(axis=4)  # max propagates a NaN
-    is_max = (win == best[..., None]) | (xp.isnan(win) & xp.isnan(best)[..., None])
-    at = is_max.argmax(axis=4)  # the first True: the first maximum, or the first NaN
-    route = xp.where(best > 0, at, NO_ROUTE).astype(xp.uint8)
-    return xp.ascontiguousarray(best), route
+    taps = _taps(y, ph, pw)
+    best = xp.maximum(xp.maximum(taps[0], taps[1]), xp.maximum(taps[2], taps[3]))  # NaN propagates
+    nan = xp.isnan(best)
+    at = xp.full(best.shape, 3, dtype=xp.uint8)
+    for k in (2, 1, 0):  # the first tap that is the maximum (a NaN one where the window has a NaN)
+        at = xp.where((taps[k] == best) | (xp.isnan(taps[k]) & nan), xp.uint8(k), at)
+    route = xp.where(best > 0, at, xp.uint8(NO_ROUTE))
+    return xp.ascontiguousarray(best), xp.ascontiguousarray(route)
 
 
 def unpool_routes(xp: ModuleType, grad_out: Any, route: Any, shape: Tuple[int, ...]) -> Any:
     """The conv output's gradient (shape) from the pooled one: each at its route, 0 elsewhere."""
-    n, c, ph, pw = route.shape
-    taps = xp.arange(4, dtype=route.dtype)
-    win = xp.where(route[..., None] == taps, grad_out[..., None], xp.zeros((), dtype=grad_out.dtype))
     g = xp.zeros(shape, dtype=grad_out.dtype)
-    g[:, :, :2 * ph, :2 * pw] = win.reshape(n, c, ph, pw, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(
-        n, c, 2 * ph, 2 * pw)
+    zero = xp.zeros((), dtype=grad_out.dtype)
+    for k, tap in enumerate(_taps(g, route.shape[2], route.shape[3])):
+        tap[...] = xp.where(route == k, grad_out, zero)
     return g
 
 
