@@ -248,7 +248,7 @@ class Sequential(nn.Module):
         i = 0
         while i <= last:
             layer = self._stack[i]
-            if i < last and not (self._fused and i + 1 == last) and _layers.pools_into(layer, self._stack[i + 1]):
+            if i < last and _layers.pools_into(layer, self._stack[i + 1]):  # (a pool has no activation to fuse)
                 x = layer(x, pool=True)  # Conv2D(relu) + MaxPooling2D(2) as one kernel
                 i += 2
                 continue
