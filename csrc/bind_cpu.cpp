@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "cpu/activation.hpp"
 #include "cpu/batchnorm.hpp"
 #include "cpu/conv2d.hpp"
+#include "cpu/conv2d_fused.hpp"
 #include "cpu/loss.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/optim.hpp"
@@ -169,17 +171,20 @@ k::Conv2dShape conv_shape(const py::array& x, const py::array& w, Pair stride, P
                                        dim(w, 3), stride, padding);
 }
 
+// The conv bias (OC,) or null; bias_arr keeps it alive
+const float* conv_bias(const std::optional<py::handle>& bias_obj, const k::Conv2dShape& s, py::array& bias_arr) {
+    if (!bias_obj || bias_obj->is_none()) return nullptr;
+    bias_arr = checked(*bias_obj, "bias", 1);
+    if (dim(bias_arr, 0) != s.OC) throw ShapeError("bias: expected one value per output channel");
+    return cptr(bias_arr);
+}
+
 py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj,
                  Pair stride, Pair padding) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
-    const float* bias = nullptr;
     py::array bias_arr;
-    if (bias_obj && !bias_obj->is_none()) {
-        bias_arr = checked(*bias_obj, "bias", 1);
-        if (dim(bias_arr, 0) != s.OC) throw ShapeError("bias: expected one value per output channel");
-        bias = cptr(bias_arr);
-    }
+    const float* bias = conv_bias(bias_obj, s, bias_arr);
     FloatArray y = new_output(Shape{s.N, s.OC, s.OH, s.OW});
     const float *px = cptr(x), *pw = cptr(w);
     float* py_ = y.mutable_data();
@@ -190,6 +195,28 @@ py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> b
     return std::move(y);
 }
 
+// The conv gradients' outputs: gw always, gx and gb when wanted (else None and a null pointer)
+struct ConvGrads {
+    FloatArray gw;
+    py::object gx = py::none(), gb = py::none();
+    float *pgx = nullptr, *pgw = nullptr, *pgb = nullptr;
+
+    ConvGrads(const k::Conv2dShape& s, bool want_bias, bool want_input)
+        : gw(new_output(Shape{s.OC, s.C, s.KH, s.KW})), pgw(gw.mutable_data()) {
+        if (want_input) {
+            FloatArray arr = new_output(Shape{s.N, s.C, s.H, s.W});
+            pgx = arr.mutable_data();
+            gx = std::move(arr);
+        }
+        if (want_bias) {
+            FloatArray arr = new_output(Shape{s.OC});
+            pgb = arr.mutable_data();
+            gb = std::move(arr);
+        }
+    }
+    py::tuple result() { return py::make_tuple(gx, gw, gb); }
+};
+
 // want_input false: no input gradient (None; the kernel skips the dX GEMM and col2im)
 py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, Pair stride, Pair padding,
                           bool want_bias, bool want_input) {
@@ -197,27 +224,75 @@ py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, 
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     if (dim(g, 0) != s.N || dim(g, 1) != s.OC || dim(g, 2) != s.OH || dim(g, 3) != s.OW)
         throw ShapeError("grad_out: expected shape (N, OC, OH, OW)");
-    FloatArray gw = new_output(Shape{s.OC, s.C, s.KH, s.KW});
-    py::object gx = py::none(), gb = py::none();
-    float* pgx = nullptr;
-    if (want_input) {
-        FloatArray arr = new_output(Shape{s.N, s.C, s.H, s.W});
-        pgx = arr.mutable_data();
-        gx = std::move(arr);
-    }
-    float* pgb = nullptr;
-    if (want_bias) {
-        FloatArray arr = new_output(Shape{s.OC});
-        pgb = arr.mutable_data();
-        gb = std::move(arr);
-    }
+    ConvGrads d(s, want_bias, want_input);
     const float *pg = cptr(g), *px = cptr(x), *pw = cptr(w);
-    float* pgw = gw.mutable_data();
     {
         py::gil_scoped_release nogil;
-        k::conv2d_backward(s, pg, px, pw, pgx, pgw, pgb);
+        k::conv2d_backward(s, pg, px, pw, d.pgx, d.pgw, d.pgb);
     }
-    return py::make_tuple(gx, gw, gb);
+    return d.result();
+}
+
+// ------------------------------------------------------------------------ fused conv + relu (+ pool)
+using RouteArray = py::array_t<uint8_t, py::array::c_style>;
+
+// y's shape: (N, OC, OH, OW), or (N, OC, OH / 2, OW / 2) with the 2x2 pool
+Shape fused_shape(const k::Conv2dShape& s, bool pool) {
+    return pool ? Shape{s.N, s.OC, s.OH / 2, s.OW / 2} : Shape{s.N, s.OC, s.OH, s.OW};
+}
+
+bool has_shape(const py::array& a, const Shape& shape) {
+    return a.ndim() == static_cast<py::ssize_t>(shape.size()) && std::equal(shape.begin(), shape.end(), a.shape());
+}
+
+// (y, route): route is None without the pool
+py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj, Pair stride,
+                      Pair padding, bool pool) {
+    py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4);
+    k::Conv2dShape s = conv_shape(x, w, stride, padding);
+    py::array bias_arr;
+    const float* bias = conv_bias(bias_obj, s, bias_arr);
+    const Shape shape = fused_shape(s, pool);
+    FloatArray y = new_output(shape);
+    py::object route_obj = pool ? py::object(RouteArray(shape)) : py::none();
+    uint8_t* route = pool ? static_cast<uint8_t*>(py::cast<py::array>(route_obj).mutable_data()) : nullptr;
+    const float *px = cptr(x), *pw = cptr(w);
+    float* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        k::conv2d_relu_forward(s, pool, px, pw, bias, py_, route);
+    }
+    return py::make_tuple(std::move(y), route_obj);
+}
+
+// out: the forward's y (used without the pool); route: the forward's route (with the pool, which it selects)
+py::tuple conv2d_relu_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, std::optional<py::handle> out_obj,
+                               std::optional<py::handle> route_obj, Pair stride, Pair padding, bool want_bias,
+                               bool want_input) {
+    py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4), g = checked(g_obj, "grad_out", 4);
+    k::Conv2dShape s = conv_shape(x, w, stride, padding);
+    const bool pool = route_obj && !route_obj->is_none();
+    const Shape shape = fused_shape(s, pool);
+    if (!has_shape(g, shape)) throw ShapeError("grad_out: expected the shape of the forward's output");
+    py::array out, route;
+    if (pool) {
+        if (!py::isinstance<RouteArray>(*route_obj)) throw py::type_error("route: expected a uint8 numpy.ndarray");
+        route = py::reinterpret_borrow<py::array>(*route_obj);
+        if (!(route.flags() & py::array::c_style) || !has_shape(route, shape))
+            throw ShapeError("route: expected a C-contiguous array of the forward's output shape");
+    } else {
+        if (!out_obj || out_obj->is_none()) throw ShapeError("out: the forward's output is needed without a route");
+        out = checked(*out_obj, "out", 4);
+        if (!has_shape(out, shape)) throw ShapeError("out: expected the shape of grad_out");
+    }
+    ConvGrads d(s, want_bias, want_input);
+    const float *pg = cptr(g), *px = cptr(x), *pw = cptr(w), *pout = pool ? nullptr : cptr(out);
+    const auto* proute = pool ? static_cast<const uint8_t*>(route.data()) : nullptr;
+    {
+        py::gil_scoped_release nogil;
+        k::conv2d_relu_backward(s, pool, pg, pout, proute, px, pw, d.pgx, d.pgw, d.pgb);
+    }
+    return d.result();
 }
 
 // ------------------------------------------------------------------------ pooling
@@ -555,6 +630,12 @@ PYBIND11_MODULE(_cpu, m) {
           py::arg("padding"));
     m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
           py::arg("stride"), py::arg("padding"), py::arg("want_bias"), py::arg("want_input") = true);
+    m.def("conv2d_relu", &conv2d_relu, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
+          py::arg("padding"), py::arg("pool"),
+          "(relu(conv2d(x, w, bias)) [max-pooled 2x2], route or None): one pass over the conv output");
+    m.def("conv2d_relu_backward", &conv2d_relu_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
+          py::arg("out").none(true), py::arg("route").none(true), py::arg("stride"), py::arg("padding"),
+          py::arg("want_bias"), py::arg("want_input") = true);
     m.def("max_pool2d", &pool_forward<k::max_pool2d_forward>, py::arg("x"), py::arg("kernel"),
           py::arg("stride"), py::arg("padding"));
     m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("kernel"),

@@ -67,15 +67,21 @@ void strided_backward(ColsBwdFn fn, const float* gy, const float* y, float* gx, 
 }  // namespace
 
 // ------------------------------------------------------------------ relu
+// Outputs from this many floats (8 MiB) are written with streaming stores (Kernels::relu_stream,
+// relu_backward_stream):
+// with the input they pass the caches' share of the two cores, and the output's read-for-ownership
+// would be a third stream of memory traffic.
+constexpr int64_t kStreamFloats = int64_t{1} << 21;
+
 // x, y are (n,)
 void relu_forward(const float* x, float* y, int64_t n) {
-    const auto fn = K().relu;
+    const auto fn = n >= kStreamFloats ? K().relu_stream : K().relu;
     parallel_ranges(n, n, 16, [&](int64_t b, int64_t e) { fn(x + b, y + b, e - b); });
 }
 
 // gy, x, gx are (n,)
 void relu_backward(const float* gy, const float* x, float* gx, int64_t n) {
-    const auto fn = K().relu_backward;
+    const auto fn = n >= kStreamFloats ? K().relu_backward_stream : K().relu_backward;
     parallel_ranges(n, n, 16, [&](int64_t b, int64_t e) { fn(gy + b, x + b, gx + b, e - b); });
 }
 

@@ -24,7 +24,10 @@ constexpr int64_t kColBlock = 256;
 // slab of a (d, inner) matrix, cols <= kColBlock.
 struct Kernels {
     void (*relu)(const float* x, float* y, int64_t n);
+    // relu for outputs too large to stay in cache: streaming stores where the ISA file has them
+    void (*relu_stream)(const float* x, float* y, int64_t n);
     void (*relu_backward)(const float* gy, const float* x, float* gx, int64_t n);
+    void (*relu_backward_stream)(const float* gy, const float* x, float* gx, int64_t n);  // as relu_stream
     void (*softmax_rows)(const float* x, float* y, int64_t rows, int64_t d);
     void (*log_softmax_rows)(const float* x, float* y, int64_t rows, int64_t d);
     void (*softmax_backward_rows)(const float* gy, const float* y, float* gx, int64_t rows, int64_t d);

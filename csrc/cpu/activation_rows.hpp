@@ -153,7 +153,9 @@ void softmax_backward_cols(const float* gy, const float* y, float* gx, int64_t d
 inline Kernels make_kernels() {
     Kernels k;
     k.relu = relu_span;
+    k.relu_stream = relu_span;
     k.relu_backward = relu_backward_span;
+    k.relu_backward_stream = relu_backward_span;
     k.softmax_rows = softmax_rows<false>;
     k.log_softmax_rows = softmax_rows<true>;
     k.softmax_backward_rows = softmax_backward_rows<false>;

@@ -180,7 +180,9 @@ bool use_wide_forward(const Conv2dShape& s) {
     return !avx512_rows(s) || cols_bytes > kAvx512ColsMaxBytes;
 }
 
-void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+// y (or sink, when given: each image's wide block, row stride Wp) as conv2d_forward
+void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu,
+                         float* y, const ConvOutputSink* sink) {
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
     const int Hp = s.H + 2 * s.PH, Wp = s.W + 2 * s.PW;
     const int Q = (s.OH - 1) * Wp + s.OW;
@@ -214,7 +216,12 @@ void conv2d_forward_wide(const Conv2dShape& s, const float* x, const float* w, c
         g.C = wide.data();
         g.ldc = Q;
         g.bias_row = bias;
+        g.relu = relu;
         sgemm(g);
+        if (sink) {
+            sink->image(n, wide.data(), Q, Wp);
+            return;
+        }
         float* yn = y + n * y_img;
         for (int o = 0; o < s.OC; ++o)
             for (int oh = 0; oh < s.OH; ++oh)
@@ -255,12 +262,12 @@ int forward_images_per_gemm(const Conv2dShape& s, int ckk) {
     return static_cast<int>(std::clamp<int64_t>(std::min(by_width, by_cache), 1, 8));
 }
 
-}  // namespace
-
-void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+// conv2d_forward into y, or (y null) handing each image's block to sink; relu: max(., 0) in the store
+void forward_impl(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                  const ConvOutputSink* sink) {
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
     if (use_wide_forward(s)) {
-        conv2d_forward_wide(s, x, w, bias, y);
+        conv2d_forward_wide(s, x, w, bias, relu, y, sink);
         return;
     }
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
@@ -269,7 +276,8 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     const bool rows512 = avx512_rows(s);
     const int group = direct ? 1 : forward_images_per_gemm(s, ckk);
     // A group's columns side by side: y_g (OC, G*P) = W (OC, CKK) @ cols_g (CKK, G*P) + bias,
-    // then each image's (OC, P) block copied out (one image writes y_n directly)
+    // then each image's (OC, P) block copied out or handed to the sink (without a sink, one image
+    // writes y_n directly)
     auto run_group = [&](int n0, float* cols, float* y_group) {
         const int G = std::min(group, s.N - n0);
         const int ld = G * ohw;
@@ -286,18 +294,21 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
         a.lda = ckk;
         a.B = cb;
         a.ldb = ld;
-        a.C = G > 1 ? y_group : y + n0 * y_img;
+        a.C = G > 1 || sink ? y_group : y + n0 * y_img;
         a.ldc = ld;
         a.bias_row = bias;
+        a.relu = relu;
         sgemm(a);
-        if (G > 1)
+        if (sink)
+            for (int g = 0; g < G; ++g) sink->image(n0 + g, y_group + g * ohw, ld, s.OW);
+        else if (G > 1)
             for (int g = 0; g < G; ++g)
                 for (int o = 0; o < s.OC; ++o)
                     std::memcpy(y + (n0 + g) * y_img + static_cast<int64_t>(o) * ohw,
                                 y_group + static_cast<int64_t>(o) * ld + g * ohw, sizeof(float) * ohw);
     };
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
-    const size_t y_group_size = group > 1 ? static_cast<size_t>(s.OC) * group * ohw : 0;
+    const size_t y_group_size = group > 1 || sink ? static_cast<size_t>(s.OC) * group * ohw : 0;
     if (split_images(s)) {  // groups are independent: runs of them are claimed dynamically
         parallel_for(0, (s.N + group - 1) / group, 1, [&](int64_t g0, int64_t g1) {
             auto cols = scratch(cols_size), y_group = scratch(y_group_size);
@@ -309,8 +320,9 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
     }
 }
 
-void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, const float* w,
-                     float* gx, float* gw, float* gb) {
+// conv2d_backward with the output gradient read from gy, or (gy null) built by source
+void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
+                   const float* w, float* gx, float* gw, float* gb) {
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const size_t w_size = static_cast<size_t>(s.OC) * ckk;
@@ -369,8 +381,11 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
             const int ld = G * ohw;  // columns of this group's matrices
             const float beta = gi == g_lo ? 0.0f : 1.0f;
             // gyb (OC, G*P)
-            const float* gyb = gy + n0 * y_img;
-            if (G > 1) {
+            const float* gyb = source ? nullptr : gy + n0 * y_img;
+            if (source) {
+                source->images(n0, G, sc.gy_group.get(), ld);
+                gyb = sc.gy_group.get();
+            } else if (G > 1) {
                 for (int o = 0; o < s.OC; ++o)
                     for (int g = 0; g < G; ++g)
                         std::memcpy(sc.gy_group.get() + static_cast<int64_t>(o) * ld + g * ohw,
@@ -432,7 +447,7 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
         }
     };
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
-    const size_t gy_size = group > 1 ? static_cast<size_t>(s.OC) * group * ohw : 0;
+    const size_t gy_size = group > 1 || source ? static_cast<size_t>(s.OC) * group * ohw : 0;
     parallel_chunks(chunks, [&](int64_t k) {  // each chunk's GEMMs run serially on its thread
         Scratch sc{scratch(cols_size), scratch(gy_size)};
         chunk(static_cast<int>(k), sc);
@@ -443,6 +458,31 @@ void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, cons
     parallel_ranges(s.OC, static_cast<int64_t>(w_size), 1, [&](int64_t o0, int64_t o1) {
         store(static_cast<int>(o0), static_cast<int>(o1));
     });
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+    forward_impl(s, x, w, bias, false, y, nullptr);
+}
+
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias,
+                    const ConvOutputSink& sink) {
+    forward_impl(s, x, w, bias, false, nullptr, &sink);
+}
+
+void conv2d_forward_relu(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+    forward_impl(s, x, w, bias, true, y, nullptr);
+}
+
+void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, const float* w,
+                     float* gx, float* gw, float* gb) {
+    backward_impl(s, gy, nullptr, x, w, gx, gw, gb);
+}
+
+void conv2d_backward(const Conv2dShape& s, const ConvGradSource& gy_source, const float* x, const float* w,
+                     float* gx, float* gw, float* gb) {
+    backward_impl(s, nullptr, &gy_source, x, w, gx, gw, gb);
 }
 
 }  // namespace deepkern::cpu

@@ -16,6 +16,32 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
 void conv2d_backward(const Conv2dShape& s, const float* gy, const float* x, const float* w,
                      float* gx, float* gw, float* gb);
 
+// Hooks for the fused layers (conv2d_fused.cpp): the forward hands each image's output to a sink
+// while it is in cache instead of writing y, and the backward builds each group's output gradient
+// from a source instead of reading gy. Both are called from the kernels' threads concurrently,
+// for different images.
+struct ConvOutputSink {
+    // image n's output (OC, OH, OW): channel o, row oh starts at block + o * channel_stride +
+    // oh * row_stride (OW floats)
+    virtual void image(int n, const float* block, int64_t channel_stride, int64_t row_stride) const = 0;
+    virtual ~ConvOutputSink() = default;
+};
+struct ConvGradSource {
+    // the output gradient of images [n0, n0 + G) as dst (OC, G*OH*OW), row stride ld: image
+    // n0 + g's (OH, OW) plane of channel o at dst + o * ld + g * OH*OW
+    virtual void images(int n0, int G, float* dst, int64_t ld) const = 0;
+    virtual ~ConvGradSource() = default;
+};
+
+// conv2d_forward with the output handed to sink (bias added, no ReLU)
+void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias,
+                    const ConvOutputSink& sink);
+// conv2d_forward with max(., 0) fused in the GEMM's store (NaN kept)
+void conv2d_forward_relu(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y);
+// conv2d_backward with the output gradient taken from gy_source
+void conv2d_backward(const Conv2dShape& s, const ConvGradSource& gy_source, const float* x, const float* w,
+                     float* gx, float* gw, float* gb);
+
 namespace conv2d_isa {
 // conv2d_avx512.cpp, stride-1 geometry only; call only when the AVX-512 SIMD variant is active
 // (simd_variant.hpp). cols is (C*KH*KW, OH*OW) with row stride ld, x one image (C, H, W).

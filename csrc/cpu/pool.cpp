@@ -2,7 +2,8 @@
 // The CNN's case, 2x2 windows with stride 2 and no padding, has its own kernels: one pass
 // over the input rows in pairs, vectorised over the output width, every output (and, in
 // backward, every input gradient) written exactly once; with the AVX-512 SIMD variant the
-// max backward runs pool_avx512.cpp's kernel. Other geometries take the general window loops.
+// max forward/backward run pool_avx512.cpp's kernels. Other geometries take the general window
+// loops. The fused ReLU + max-pool planes of the conv layers (conv2d_fused.cpp) live here too.
 #include "cpu/pool.hpp"
 
 #include <algorithm>
@@ -139,21 +140,83 @@ void avg2x2_backward_plane(const float* gy, float* gx, int H, int W, int OH, int
     for (int64_t i = static_cast<int64_t>(2 * OH) * W; i < static_cast<int64_t>(H) * W; ++i) gx[i] = 0.0f;
 }
 
+// The fused ReLU + max-pool (pool.hpp): x plane with row stride ld -> y (PH, PW), route (PH, PW)
+void max2x2_relu_plane_generic(const float* x, int64_t ld, float* y, uint8_t* route, int PH, int PW) {
+    for (int ph = 0; ph < PH; ++ph) {
+        const float* r0 = x + 2 * ph * ld;
+        const float* r1 = r0 + ld;
+        float* yr = y + static_cast<int64_t>(ph) * PW;
+        uint8_t* rr = route + static_cast<int64_t>(ph) * PW;
+        for (int pw = 0; pw < PW; ++pw) {
+            const float v[4] = {r0[2 * pw], r0[2 * pw + 1], r1[2 * pw], r1[2 * pw + 1]};
+            float best = v[0];
+            uint8_t at = 0;
+            for (uint8_t k = 1; k < 4; ++k)
+                if (beats(v[k], best)) {
+                    best = v[k];
+                    at = k;
+                }
+            yr[pw] = best < 0.0f ? 0.0f : best;  // relu keeps a NaN
+            rr[pw] = best > 0.0f ? at : kNoRoute;
+        }
+    }
+}
+
+// gy (PH, PW) and route -> g plane (H, W), row stride ld
+void max2x2_route_backward_plane_generic(const float* gy, const uint8_t* route, float* g, int64_t ld, int H, int W,
+                                         int PH, int PW) {
+    for (int ph = 0; ph < PH; ++ph) {
+        float* g0 = g + 2 * ph * ld;
+        float* g1 = g0 + ld;
+        const float* gr = gy + static_cast<int64_t>(ph) * PW;
+        const uint8_t* rr = route + static_cast<int64_t>(ph) * PW;
+#pragma omp simd
+        for (int pw = 0; pw < PW; ++pw) {
+            const float v = gr[pw];
+            const int r = rr[pw];
+            g0[2 * pw] = r == 0 ? v : 0.0f;
+            g0[2 * pw + 1] = r == 1 ? v : 0.0f;
+            g1[2 * pw] = r == 2 ? v : 0.0f;
+            g1[2 * pw + 1] = r == 3 ? v : 0.0f;
+        }
+        for (int w = 2 * PW; w < W; ++w) g0[w] = g1[w] = 0.0f;  // odd width: the last column
+    }
+    for (int h = 2 * PH; h < H; ++h) std::fill(g + h * ld, g + h * ld + W, 0.0f);  // odd height: the last row
+}
+
 #pragma GCC pop_options
 
 // 1 / (KH * KW), the average's divisor (padded zeros count); the product in double, as an int
 // it overflows for windows past 46341 x 46341
 float window_scale(const Pool2dShape& s) { return static_cast<float>(1.0 / (static_cast<double>(s.KH) * s.KW)); }
 
+bool avx512() { return simd_isa() == SimdIsa::avx512; }
+
 }  // namespace
+
+void max2x2_relu_plane(const float* x, int64_t ld, float* y, uint8_t* route, int PH, int PW) {
+    if (avx512())
+        pool_isa::max2x2_relu_plane_avx512(x, ld, y, route, PH, PW);
+    else
+        max2x2_relu_plane_generic(x, ld, y, route, PH, PW);
+}
+
+void max2x2_route_backward_plane(const float* gy, const uint8_t* route, float* g, int64_t ld, int H, int W,
+                                 int PH, int PW) {
+    if (avx512())
+        pool_isa::max2x2_route_backward_plane_avx512(gy, route, g, ld, H, W, PH, PW);
+    else
+        max2x2_route_backward_plane_generic(gy, route, g, ld, H, W, PH, PW);
+}
 
 // x is (N, C, H, W), y is (N, C, OH, OW)
 void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     if (is_2x2_s2(s)) {
+        const auto plane_fn = avx512() ? pool_isa::max2x2_plane_avx512 : max2x2_plane;
         parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
-            for (int64_t p = p0; p < p1; ++p) max2x2_plane(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
+            for (int64_t p = p0; p < p1; ++p) plane_fn(x + p * hw, y + p * ohw, s.W, s.OH, s.OW);
         });
         return;
     }
@@ -176,8 +239,7 @@ void max_pool2d_backward(const Pool2dShape& s, const float* gy, const float* x, 
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW;
     if (is_2x2_s2(s)) {
-        const auto plane_fn = simd_isa() == SimdIsa::avx512 ? pool_isa::max2x2_backward_plane_avx512
-                                                           : max2x2_backward_plane;
+        const auto plane_fn = avx512() ? pool_isa::max2x2_backward_plane_avx512 : max2x2_backward_plane;
         parallel_ranges(planes, planes * hw, 1, [&](int64_t p0, int64_t p1) {
             for (int64_t p = p0; p < p1; ++p) plane_fn(gy + p * ohw, x + p * hw, gx + p * hw, s.H, s.W, s.OH, s.OW);
         });

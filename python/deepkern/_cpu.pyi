@@ -92,6 +92,31 @@ def conv2d_backward(
     ...
 
 
+def conv2d_relu(
+    x: object,
+    w: object,
+    bias: object | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    pool: bool,
+) -> tuple:
+    """(relu(conv2d(x, w, bias)) [max-pooled 2x2], route or None): one pass over the conv output"""
+
+
+def conv2d_relu_backward(
+    grad_out: object,
+    x: object,
+    w: object,
+    out: object | None,
+    route: object | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    want_bias: bool,
+    want_input: bool = True,
+) -> tuple:
+    ...
+
+
 def cpu_features() -> dict:
     """CPU instruction sets seen at run time and the GEMM variant in use"""
 

@@ -19,7 +19,7 @@ IntPair = Union[int, Tuple[int, int]]
 Array = np.ndarray  # or cupy.ndarray
 
 __all__ = [
-    "matmul", "matmul_backward", "conv2d", "conv2d_backward",
+    "matmul", "matmul_backward", "conv2d", "conv2d_backward", "conv2d_relu", "conv2d_relu_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "relu", "relu_backward", "softmax", "softmax_backward",
     "log_softmax", "log_softmax_backward", "cross_entropy", "cross_entropy_backward",
@@ -113,11 +113,7 @@ def conv2d(x: Array, w: Array, bias: Optional[Array] = None, stride: IntPair = 1
     """2-D cross-correlation. x is (N, C, H, W), w is (OC, C, KH, KW), bias is (OC,);
     the result is (N, OC, OH, OW) with OH = (H + 2*ph - KH) // sh + 1."""
     st, pd, _ = _conv_geometry(x, w, stride, padding)
-    if bias is not None:
-        check_array(bias, "bias", 1)
-        same_device("x", x, "bias", bias)
-        if bias.shape[0] != w.shape[0]:
-            raise ValueError(f"bias: expected shape ({w.shape[0]},) (one per output channel), got {tuple(bias.shape)}")
+    _conv_bias(x, w, bias)
     return backends.for_array(x).conv2d(x, w, bias, st, pd)
 
 
@@ -134,6 +130,62 @@ def conv2d_backward(grad_out: Array, x: Array, w: Array, stride: IntPair = 1, pa
     if tuple(grad_out.shape) != out_shape:
         raise ValueError(f"grad_out: expected shape {out_shape}, got {tuple(grad_out.shape)}")
     return backends.for_array(x).conv2d_backward(grad_out, x, w, st, pd, bool(bias), bool(input_grad))
+
+
+def _conv_bias(x: Array, w: Array, bias: Optional[Array]) -> None:
+    if bias is not None:
+        check_array(bias, "bias", 1)
+        same_device("x", x, "bias", bias)
+        if bias.shape[0] != w.shape[0]:
+            raise ValueError(f"bias: expected shape ({w.shape[0]},) (one per output channel), got {tuple(bias.shape)}")
+
+
+def _fused_shape(out_shape: Tuple[int, int, int, int], pool: bool) -> Tuple[int, int, int, int]:
+    n, oc, oh, ow = out_shape
+    return (n, oc, oh // 2, ow // 2) if pool else out_shape
+
+
+def conv2d_relu(x: Array, w: Array, bias: Optional[Array] = None, stride: IntPair = 1, padding: IntPair = 0,
+                pool: bool = False) -> Tuple[Array, Optional[Array]]:
+    """``relu(conv2d(x, w, bias, stride, padding))``, with ``pool=True`` then max-pooled over 2x2
+    windows with stride 2 (an odd last row/column is dropped), as one pass over the conv output.
+
+    Returns ``(out, route)``. ``route`` (uint8, out's shape; None without the pool) is what the
+    backward needs instead of the un-pooled activation, which is never stored: the window
+    position (0-3, row-major) of each output's first maximum (a NaN is the maximum), or 4 where
+    the ReLU blocks the gradient (output <= 0 or NaN). Equal to the three ops in turn."""
+    st, pd, _ = _conv_geometry(x, w, stride, padding)
+    _conv_bias(x, w, bias)
+    return backends.for_array(x).conv2d_relu(x, w, bias, st, pd, bool(pool))
+
+
+def conv2d_relu_backward(grad_out: Array, x: Array, w: Array, out: Optional[Array] = None,
+                         route: Optional[Array] = None, stride: IntPair = 1, padding: IntPair = 0,
+                         bias: bool = False, input_grad: bool = True) -> Tuple[Optional[Array], Array, Optional[Array]]:
+    """Gradients of ``conv2d_relu`` for (x, w, bias): ``(gx, gw, gb)`` as ``conv2d_backward``.
+
+    With the pool, pass the forward's ``route`` (it selects the pooled form); without it, the
+    forward's ``out`` (the gradient passes where out > 0)."""
+    st, pd, out_shape = _conv_geometry(x, w, stride, padding)
+    shape = _fused_shape(out_shape, route is not None)
+    check_array(grad_out, "grad_out", 4)
+    same_device("x", x, "grad_out", grad_out)
+    if tuple(grad_out.shape) != shape:
+        raise ValueError(f"grad_out: expected shape {shape}, got {tuple(grad_out.shape)}")
+    if route is not None:
+        if route.dtype != np.uint8 or tuple(route.shape) != shape or not route.flags.c_contiguous:
+            raise ValueError(f"route: expected the forward's C-contiguous uint8 route of shape {shape}")
+        same_device("x", x, "route", route)
+        out = None
+    else:
+        if out is None:
+            raise ValueError("out: the forward output is required without a route")
+        check_array(out, "out", 4)
+        same_device("x", x, "out", out)
+        if tuple(out.shape) != shape:
+            raise ValueError(f"out: expected shape {shape}, got {tuple(out.shape)}")
+    return backends.for_array(x).conv2d_relu_backward(grad_out, x, w, out, route, st, pd, bool(bias),
+                                                      bool(input_grad))
 
 
 # ---------------------------------------------------------------------------- pooling

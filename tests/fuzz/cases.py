@@ -151,6 +151,34 @@ def conv_case(draw, backward: bool = False) -> Case:
     return Case([g, x, wt, stride, padding, draw(st.booleans()), draw(st.booleans())], ok_x and ok_w and ok_g)
 
 
+@st.composite
+def conv_relu_case(draw, backward: bool = False) -> Case:
+    """conv2d_relu(x, w, bias, stride, padding, pool) and its backward(g, x, w, out, route, ...): the
+    forward is not compared (a route may differ from the float64 reference's where rounding decides
+    a tie or a sign); the backward is, with the same (random, out-of-range included) routes."""
+    case = draw(conv_case(backward=False))
+    x, wt, bias, stride, padding = case.args
+    pool = draw(st.booleans())
+    if not backward:
+        return Case([x, wt, bias, stride, padding, pool], False)
+    shapes = [getattr(a, "shape", ()) for a in (x, wt)]
+    n, oc = (shapes[0][0] if len(shapes[0]) == 4 else 1), (shapes[1][0] if len(shapes[1]) == 4 else 1)
+    oh = _out(shapes[0][2], shapes[1][2], stride[0], padding[0]) if len(shapes[0]) == 4 == len(shapes[1]) else 1
+    ow = _out(shapes[0][3], shapes[1][3], stride[1], padding[1]) if len(shapes[0]) == 4 == len(shapes[1]) else 1
+    gshape = (n, oc, oh // 2, ow // 2) if pool else (n, oc, oh, ow)
+    assume(all(0 <= d < 2**20 for d in gshape) and np.prod(gshape, dtype=object) < 10**6)
+    g, ok_g = draw(array(gshape))
+    out, ok_o = draw(array(gshape)) if not pool or draw(st.integers(0, 5)) == 0 else (None, True)
+    route = None
+    if pool:
+        seed_value = draw(st.integers(0, 2**32 - 1))
+        route = np.random.default_rng(seed_value).integers(0, 6, gshape).astype(np.uint8)
+        if draw(st.integers(0, 7)) == 0:  # a wrong dtype or shape
+            route = draw(st.sampled_from([route.astype(np.int64), route[..., :-1] if route.ndim else route]))
+    ok = case.comparable and ok_g and ok_o and (route is None or route.dtype == np.uint8)
+    return Case([g, x, wt, out, route, stride, padding, draw(st.booleans()), draw(st.booleans())], ok)
+
+
 def _out(size: int, k: int, s: int, p: int) -> int:
     if s < 1 or p < 0 or size + 2 * p < k:
         return 0
@@ -261,6 +289,8 @@ FUNCTIONS: Dict[str, Callable[[], Any]] = {
     "matmul_backward": lambda: matmul_case(backward=True),
     "conv2d": lambda: conv_case(),
     "conv2d_backward": lambda: conv_case(backward=True),
+    "conv2d_relu": lambda: conv_relu_case(),
+    "conv2d_relu_backward": lambda: conv_relu_case(backward=True),
     "max_pool2d": lambda: pool_case(),
     "max_pool2d_backward": lambda: pool_case(backward=True),
     "avg_pool2d": lambda: pool_case(),

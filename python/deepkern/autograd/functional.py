@@ -16,7 +16,7 @@ from .._device import device_name, is_gpu_array, move
 from .rng import get_generator
 from .tensor import Array, Tensor, as_array, xp_of
 
-__all__ = ["linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax",
+__all__ = ["linear", "conv2d", "conv2d_relu", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax",
            "log_softmax", "cross_entropy", "mse_loss", "dropout", "flatten", "binary_cross_entropy_with_logits",
            "batch_norm"]
 
@@ -100,6 +100,17 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
 
 # ---------------------------------------------------------------------------- conv / pool
+def _accumulate_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], gx: Optional[Array], gw: Array,
+                     gb: Optional[Array]) -> None:
+    """Hands a convolution's gradients to the inputs that want them (gx/gb are None when not computed)."""
+    if x.requires_grad:
+        x._accumulate(gx)
+    if weight.requires_grad:
+        weight._accumulate(gw)
+    if bias is not None and bias.requires_grad:
+        bias._accumulate(gb)
+
+
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntPair = 1,
            padding: IntPair = 0) -> Tensor:
     """2-D cross-correlation: x (N, C, H, W), weight (OC, C, KH, KW), bias (OC,) -> (N, OC, OH, OW)."""
@@ -114,12 +125,28 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: Int
         # an input that needs no gradient (the first layer's images) skips the dX work
         gx, gw, gb = ops.conv2d_backward(_c(g), xd, wd, stride, padding, bias=want_bias,
                                          input_grad=x.requires_grad)
-        if x.requires_grad:
-            x._accumulate(gx)
-        if weight.requires_grad:
-            weight._accumulate(gw)
-        if want_bias:
-            bias._accumulate(gb)
+        _accumulate_conv(x, weight, bias, gx, gw, gb)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._make(out, parents, backward)
+
+
+def conv2d_relu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntPair = 1,
+                padding: IntPair = 0, pool: bool = False) -> Tensor:
+    """``relu(conv2d(x, weight, bias))``, then with ``pool=True`` ``max_pool2d(., 2)``: one fused
+    kernel (``ops.conv2d_relu``) whose backward needs neither the conv output nor its gradient as
+    whole arrays. Same values and gradients as the three functions in turn."""
+    x = _tensor(x, "x")
+    xd = _f32(x, "x")
+    wd = _f32(weight, "weight")
+    bd = None if bias is None else _f32(bias, "bias")
+    out, route = ops.conv2d_relu(xd, wd, bd, stride, padding, pool)
+
+    def backward(g: Array) -> None:
+        want_bias = bias is not None and bias.requires_grad
+        gx, gw, gb = ops.conv2d_relu_backward(_c(g), xd, wd, out, route, stride, padding, bias=want_bias,
+                                              input_grad=x.requires_grad)
+        _accumulate_conv(x, weight, bias, gx, gw, gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._make(out, parents, backward)

@@ -45,6 +45,8 @@ OPS: Tuple[OpSpec, ...] = (
     _op("matmul_backward", "grad_out, a, b, out, trans_a, trans_b, want_bias"),
     _op("conv2d", "x, w, bias, stride, padding"),
     _op("conv2d_backward", "grad_out, x, w, stride, padding, want_bias, want_input"),
+    _op("conv2d_relu", "x, w, bias, stride, padding, pool"),
+    _op("conv2d_relu_backward", "grad_out, x, w, out, route, stride, padding, want_bias, want_input"),
     _op("max_pool2d", "x, kernel, stride, padding"),
     _op("max_pool2d_backward", "grad_out, x, kernel, stride, padding"),
     _op("avg_pool2d", "x, kernel, stride, padding"),

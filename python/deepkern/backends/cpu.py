@@ -10,6 +10,7 @@ import numpy as np
 from .. import _cpu  # ImportError when the C++ module was not built: the registry reports it
 from .._precision import get_precision
 from .._threads import register_threadpoolctl
+from . import _fused
 
 register_threadpoolctl()  # threadpool_limits(...) then reaches the kernels' pool
 
@@ -52,6 +53,21 @@ def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
     else:         # b (K, N): db = op(a)^T @ g
         db = _cpu.gemm_bf16(a, g, not trans_a, False)
     return da, db, (g.sum(axis=0) if want_bias else None)
+
+
+_composed = _fused.backend_ops(globals(), lambda x: np)   # this backend's ops in turn (bf16 precision)
+
+
+def conv2d_relu(x, w, bias, stride, padding, pool):
+    if get_precision() != "bf16":   # one kernel; in bf16 the layer is composed from this backend's ops
+        return _cpu.conv2d_relu(x, w, bias, stride, padding, pool)
+    return _composed[0](x, w, bias, stride, padding, pool)
+
+
+def conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias, want_input):
+    if get_precision() != "bf16":
+        return _cpu.conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias, want_input)
+    return _composed[1](grad_out, x, w, out, route, stride, padding, want_bias, want_input)
 
 
 def _labels64(labels: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ else:
     _CUDA_IMPORT_ERROR = None
 
 from .._validate import window_shape
+from . import _fused
 
 Pair = Tuple[int, int]
 
@@ -95,6 +96,20 @@ def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool
         grad_b = _empty((w.shape[0],)) if want_bias else None
         _cuda.conv2d_backward(grad_out, x, w, stride, padding, grad_x, grad_w, grad_b, _stream())
     return grad_x, grad_w, grad_b
+
+
+_composed = _fused.backend_ops(globals(), lambda x: cupy)   # this backend's ops, the routes in CuPy
+
+
+def conv2d_relu(x, w, bias, stride: Pair, padding: Pair, pool: bool):
+    with x.device:   # the routes' arrays on x's GPU
+        return _composed[0](x, w, bias, stride, padding, pool)
+
+
+def conv2d_relu_backward(grad_out, x, w, out, route, stride: Pair, padding: Pair, want_bias: bool,
+                         want_input: bool = True):
+    with x.device:
+        return _composed[1](grad_out, x, w, out, route, stride, padding, want_bias, want_input)
 
 
 # ---------------------------------------------------------------------------- pooling

@@ -21,6 +21,7 @@ except ImportError:  # reported by unavailable_reason(); the module stays import
     cupy = None
 
 from .._validate import window_shape
+from . import _fused
 
 Pair = Tuple[int, int]
 
@@ -128,6 +129,10 @@ def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool
             dxp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] += \
                 dcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
     return _unpad(xp, dxp, padding, h, wd), xp.ascontiguousarray(grad_w), grad_b
+
+
+# relu(conv2d) [2x2 max-pooled, with the routes] and its gradients from this backend's ops
+conv2d_relu, conv2d_relu_backward = _fused.backend_ops(globals(), _xp)
 
 
 # ---------------------------------------------------------------------------- pooling

@@ -20,6 +20,7 @@ except ImportError:  # reported by unavailable_reason(); the module stays import
     numba = None
 
 from .._validate import window_shape
+from . import _fused
 
 Pair = Tuple[int, int]
 
@@ -429,6 +430,10 @@ def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool
 
 
 # ---------------------------------------------------------------------------- pooling
+# relu(conv2d) [2x2 max-pooled, with the routes] and its gradients from this backend's ops
+conv2d_relu, conv2d_relu_backward = _fused.backend_ops(globals(), lambda x: np)
+
+
 def _planes(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[2], x.shape[3])
 

@@ -11,6 +11,7 @@ from typing import Tuple
 import numpy as np
 
 from .._validate import window_shape
+from . import _fused
 
 Pair = Tuple[int, int]
 
@@ -100,6 +101,10 @@ def conv2d_backward(grad_out, x, w, stride: Pair, padding: Pair, want_bias: bool
     ph, pw = padding
     grad_x = dxp[:, :, ph:ph + h, pw:pw + wd]
     return np.ascontiguousarray(grad_x, dtype=out_dtype), grad_w.astype(out_dtype), grad_b
+
+
+# relu(conv2d) [2x2 max-pooled, with the routes] and its gradients from this backend's ops
+conv2d_relu, conv2d_relu_backward = _fused.backend_ops(globals(), lambda x: np)
 
 
 # ---------------------------------------------------------------------------- pooling

@@ -408,6 +408,14 @@ class Conv2D(Layer):
         pad = self.__dict__.get("pad")
         return self.conv(pad(x) if pad is not None else x)
 
+    def forward(self, x: Tensor, activation: bool = True, pool: bool = False) -> Tensor:
+        """With ``activation="relu"``: conv, bias and ReLU as one fused kernel, and with ``pool=True``
+        (a 2x2 ``MaxPooling2D`` follows: :func:`pools_into`) the max-pool too."""
+        if not (activation and self.activation == "relu"):
+            return super().forward(x, activation)
+        pad = self.__dict__.get("pad")
+        return self.conv.forward_relu(pad(x) if pad is not None else x, pool)
+
     def _to_keras(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
         return [arrays[0].transpose(2, 3, 1, 0)] + arrays[1:]
 
@@ -482,6 +490,13 @@ class MaxPooling2D(_Pooling2D):
     def _build_same_padding(self, pads, size, out) -> None:
         # padded pixels must never win the max, as in TensorFlow
         self.pad = _Pad2d(pads, value=float(np.finfo(np.float32).min))
+
+
+def pools_into(layer: Layer, following: Optional[Layer]) -> bool:
+    """``Conv2D(activation="relu")`` then an unpadded ``MaxPooling2D((2, 2))``: one fused kernel for the model."""
+    return (type(layer) is Conv2D and layer.activation == "relu" and type(following) is MaxPooling2D
+            and following.pool_size == (2, 2) and following.strides == (2, 2)
+            and following.__dict__.get("pad") is None)
 
 
 class AveragePooling2D(_Pooling2D):

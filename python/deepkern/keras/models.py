@@ -245,8 +245,15 @@ class Sequential(nn.Module):
         if len(expected) == 3:
             x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
         last = len(self._stack) - 1
-        for i, layer in enumerate(self._stack):
+        i = 0
+        while i <= last:
+            layer = self._stack[i]
+            if i < last and _layers.pools_into(layer, self._stack[i + 1]):  # (a pool has no activation to fuse)
+                x = layer(x, pool=True)  # Conv2D(relu) + MaxPooling2D(2) as one kernel
+                i += 2
+                continue
             x = layer(x, activation=not (self._fused and i == last))
+            i += 1
         if len(self.output_shape) == 3:
             x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC
         return x

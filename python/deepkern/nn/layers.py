@@ -75,6 +75,11 @@ class Conv2d(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
+    def forward_relu(self, x: Tensor, pool: bool = False) -> Tensor:
+        """``relu(self(x))``, then with ``pool=True`` a 2x2 / stride-2 max-pool, as one fused kernel
+        (``F.conv2d_relu``): what ``Sequential`` runs for Conv2d, ReLU[, MaxPool2d(2)]."""
+        return F.conv2d_relu(x, self.weight, self.bias, self.stride, self.padding, pool)
+
     def output_size(self, height: int, width: int) -> Tuple[int, int]:
         """(OH, OW) for an input of (height, width); either may be < 1 for a too-small input."""
         return window_shape(height, width, self.kernel_size, self.stride, self.padding)
@@ -103,6 +108,10 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def is_2x2(self) -> bool:
+        """2x2 windows, stride 2, no padding: the pool the fused conv layer (``F.conv2d_relu``) does."""
+        return self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
 
 
 class AvgPool2d(_Pool2d):
@@ -253,10 +262,13 @@ def _plain(layer: Module, cls: type) -> bool:
 class Sequential(Module):
     """Modules applied in order; indexable, sliceable and sized like a list.
 
-    Two rewrites keep results (and gradients) identical while doing less work:
+    These rewrites keep results (and gradients) identical while doing less work (each applies to
+    subclasses too, unless they override ``forward``):
 
-    * ``Linear`` then ``ReLU`` runs as one fused matmul+bias+ReLU kernel call (subclasses too,
-      unless they override ``forward``);
+    * ``Linear`` then ``ReLU`` runs as one fused matmul+bias+ReLU kernel call;
+    * ``Conv2d``, ``ReLU`` and a 2x2 / stride-2 ``MaxPool2d`` run as one fused kernel that pools
+      each image's conv output while it is in cache (``F.conv2d_relu``; the un-pooled activation
+      is never stored), and ``Conv2d`` then ``ReLU`` alone as a conv with the ReLU in its store;
     * ``ReLU`` then ``MaxPool2d`` runs as pool then ReLU: ReLU is monotonic, so the max of the
       rectified window is the rectified max, and the ReLU touches a kernel_size-times smaller tensor.
     """
@@ -298,6 +310,11 @@ class Sequential(Module):
             if _plain(layer, Linear) and layer.activation is None and _plain(following, ReLU):
                 x = layer(x, activation="relu")
                 i += 2
+            elif _plain(layer, Conv2d) and _plain(following, ReLU):
+                third = layers[i + 2] if i + 2 < n else None
+                pool = _plain(third, MaxPool2d) and third.is_2x2()
+                x = layer.forward_relu(x, pool)
+                i += 3 if pool else 2
             elif _plain(layer, ReLU) and _plain(following, MaxPool2d):
                 x = layer(layers[i + 1](x))
                 i += 2
