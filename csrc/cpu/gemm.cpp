@@ -17,7 +17,6 @@
 // the result does not depend on the thread count.
 #include <algorithm>
 #include <atomic>
-#include <cstdio>  // TEMP-TUNE
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -210,15 +209,7 @@ void gemm_run(const KernelSet& ks, const Problem& p) {
 }  // namespace
 
 void sgemm(const GemmArgs& g) {
-    KernelSet ks = active_variant();  // TEMP-TUNE
-    static const int* tune = [] {
-        static int v[3] = {0, 0, 0};
-        if (const char* t = std::getenv("DEEPKERN_GEMM_KCNC")) std::sscanf(t, "%d,%d,%d", &v[0], &v[1], &v[2]);
-        return v;
-    }();
-    if (tune[0] > 0) ks.KC = tune[0];
-    if (tune[1] > 0) ks.NC = tune[1];
-    if (tune[2] > 0) ks.MC = tune[2];
+    const KernelSet& ks = active_variant();
     if (g.b_row_offsets != nullptr && g.trans_b)
         throw std::invalid_argument("sgemm: b_row_offsets needs a row-major (untransposed) B");
     Problem p{g.trans_a, g.trans_b, g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.b_row_offsets,

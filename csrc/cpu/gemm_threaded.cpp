@@ -15,13 +15,12 @@
 // group). A parallel call returns once every chunk is done, without waiting for a worker that
 // never started (common/parallel.hpp): on a busy machine the caller simply does more chunks.
 //
-// The calling thread keeps its buffers for its next GEMM (at most a band of 4 MiB and two
+// The calling thread keeps its buffers for its next GEMM (at most a band of 6 MiB and two
 // groups of 640 KiB; the pool's workers keep one (KC, MR) sliver each).
 //
 // Every element of C is summed over the K blocks of kc_step in order, by the same kernel as in
 // the serial driver: the result does not depend on the thread count.
 #include <algorithm>
-#include <cstdio>  // TEMP-TUNE
 #include <cstdlib>
 
 #include "common/parallel.hpp"
@@ -36,20 +35,12 @@ thread_local Scratch tl_band_a;    // (band slivers, K, MR)
 thread_local Scratch tl_groups_b;  // two B groups
 thread_local Scratch tl_sliver_a;  // one (kc, MR) sliver, for chunks that pack their own A
 
-// TEMP-TUNE: DEEPKERN_GEMM_TUNE="band_kib,group_kib,chunk_kmacs"
-int64_t tune_value(int index, int64_t fallback) {
-    const char* t = std::getenv("DEEPKERN_GEMM_TUNE");
-    if (t == nullptr) return fallback;
-    long v[3] = {0, 0, 0};
-    std::sscanf(t, "%ld,%ld,%ld", &v[0], &v[1], &v[2]);
-    return v[index] > 0 ? v[index] * 1024 : fallback;
-}
-// A band of packed A up to this size (then B is packed once per band).
-const int64_t kBandBytes = tune_value(0, int64_t{4} << 20);
+// A band of packed A up to this size (then B is packed once per band): a 1024 x 1024 A in one.
+constexpr int64_t kBandBytes = int64_t{6} << 20;
 // A B group up to this size: it streams from each core's L2 once per A sliver.
-const int64_t kGroupBytes = tune_value(1, int64_t{640} << 10);
+constexpr int64_t kGroupBytes = int64_t{640} << 10;
 // Chunks of at least this many multiply-adds (~10 us on one core): claiming one costs ~0.1 us.
-const int64_t kChunkMacs = tune_value(2, int64_t{1} << 18);
+constexpr int64_t kChunkMacs = int64_t{1} << 18;
 // Compute chunks per thread at least, where the shape allows, so that a thread that starts late
 // or loses its core delays a small share of the work.
 constexpr int kChunksPerThread = 4;
