@@ -16,6 +16,12 @@ On a busy shared machine, wall-clock times of multi-threaded calls mostly measur
 a descheduled thread; for kernel quality there, run one thread and time CPU seconds:
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=python python benchmarks/measure_gemm.py --cpu-time
+
+and for the work of several threads (what duplicated packing costs), the process's CPU time with
+deepkern's idle workers sleeping instead of polling (rates are then per core of CPU time; NumPy's
+OpenBLAS workers poll while idle, so its column is not comparable there):
+
+    DEEPKERN_SPIN_US=0 PYTHONPATH=python python benchmarks/measure_gemm.py --squares --work --base OLD.so
 """
 from __future__ import annotations
 
@@ -203,6 +209,12 @@ def bench_conv(repeats: int) -> None:
         print(f"{label + ' bwd':28s} {t_dk * 1e3:9.3f} {t_pt * 1e3:9.3f} {t_pt / t_dk:9.2f}")
 
 
+def clock_name(args: argparse.Namespace) -> str:
+    if args.work:
+        return "process CPU time (rates per core)"
+    return "thread CPU time" if args.cpu_time else "wall time"
+
+
 def rerun_without_blas_overrides() -> None:
     """Run this script again without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE when one is set (OpenBLAS
     reads them when NumPy is imported), and exit with the child's status."""
@@ -220,6 +232,8 @@ def main() -> None:
     parser.add_argument("--squares", action="store_true", help="the square GEMMs 256-2048 only")
     parser.add_argument("--threads", default="1,2", help="thread counts for --squares, e.g. 1,2")
     parser.add_argument("--base", default=None, help="another build's _cpu extension to time side by side")
+    parser.add_argument("--work", action="store_true",
+                        help="time the process's CPU time, all threads (set DEEPKERN_SPIN_US=0)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time CPU seconds of the calling thread (meaningful with one thread only)")
     args = parser.parse_args()
@@ -228,9 +242,11 @@ def main() -> None:
         if _cpu.num_threads() != 1:
             parser.error("--cpu-time needs OMP_NUM_THREADS=1 (other threads' work would not be counted)")
         CLOCK = time.thread_time
+    if args.work:
+        CLOCK = time.process_time
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"deepkern threads {_cpu.num_threads()}, gemm variant {_cpu.gemm_variant()}, "
-          f"load {os.getloadavg()[0]:.2f}, {'thread CPU time' if args.cpu_time else 'wall time'}, "
+          f"load {os.getloadavg()[0]:.2f}, {clock_name(args)}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print("; ".join(f"{k}: {v}" for k, v in blas_env.header_items().items()))
     base = load_base(args.base) if args.base else None

@@ -3,9 +3,9 @@ bit against the serial driver (one thread).
 
 With more than one thread, every product of about 1M multiply-adds or more runs on the threaded
 driver, whatever the pool then does (a busy pool runs the chunks on the caller). The shapes below
-reach each of its plans: A and B packed in several bands and groups, B or A read in place, A
-packed by the chunk that uses it, column segments for a C of few rows, K cut into several blocks,
-and the tile edges; with every micro-kernel variant.
+reach each of its plans: A and B packed in several bands and groups, B or A read in place, A or
+B packed by the chunk that uses it, column segments, K cut into several blocks, and the tile
+edges; with every micro-kernel variant.
 """
 from __future__ import annotations
 
@@ -30,18 +30,18 @@ THREADS = (2, 3, 4)
 # (m, k, n, trans_a, trans_b): what each reaches in the threaded driver (avx512: MR 14, NR 32,
 # KC 384, NC 384; B packed when transposed or above 512 KiB, row-major A read in place when n <= 64)
 SHAPES = [
-    (512, 512, 512, False, False),     # B packed: two column blocks, two K blocks, one A band
-    (100, 784, 256, False, True),      # the seed MLP's first layer: B^T packed in two groups
-    (100, 256, 256, False, True),      # its second layer: one group, A packed per chunk
+    (512, 512, 512, False, False),     # B packed in groups: two column blocks, two K blocks, one A band
+    (100, 784, 256, False, True),      # the seed MLP's first layer: few rows, B^T packed by column chunks
+    (100, 256, 256, False, True),      # its second layer: B^T in one group, A packed per chunk
     (256, 100, 784, True, False),      # its first weight gradient: B in place, A^T per chunk
     (100, 256, 256, False, False),     # its second input gradient: B in place, A per chunk
-    (1, 3000, 1000, False, False),     # one row: the threads split the columns in segments
+    (1, 3000, 1000, False, False),     # one row: column chunks, A read in place
     (3, 700, 1200, True, True),        # a few rows, both transposed
     (2017, 5, 300, False, False),      # tiny K: A read by rows in place
     (300, 1000, 50, False, False),     # narrow C: A read by rows, B in place, three K blocks
-    (97, 1031, 389, True, False),      # primes: edge tiles everywhere, B packed (1.6 MB)
-    (385, 385, 383, False, True),      # one past KC and NC / one under
-    (100, 20000, 100, False, False),   # deep K: A in two bands (of up to 6 MiB), B in many groups
+    (97, 1031, 389, True, False),      # primes: edge tiles everywhere, B packed (1.6 MB) by column chunks
+    (385, 385, 383, False, True),      # one past KC and NC / one under: B groups
+    (100, 20000, 100, False, False),   # deep K: A in two bands (of up to 6 MiB), column segments, B groups
 ]
 
 
@@ -59,7 +59,7 @@ def restore_threads():
 
 
 @pytest.mark.parametrize("m,k,n,trans_a,trans_b", SHAPES)
-def test_threaded_matches_reference_and_serial_bits(variant, restore_threads, rng, m, k, n, trans_a, trans_b):
+def test_threaded_matches_reference_and_serial_bits(variant, restore_threads, rng, m, k, n, trans_a, trans_b):  # noqa: F811
     if variant == "scalar" and m * n * k > 50_000_000:
         pytest.skip("too slow on the scalar kernel; the smaller shapes cover its tiles")
     a, b, bias = _inputs(rng, m, k, n, trans_a, trans_b)

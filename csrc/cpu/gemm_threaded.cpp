@@ -15,6 +15,11 @@
 // group). A parallel call returns once every chunk is done, without waiting for a worker that
 // never started (common/parallel.hpp): on a busy machine the caller simply does more chunks.
 //
+// Two shapes take a shortcut (one call, or one after packing A): when all of op(B) fits in one
+// group and no chunk shares an A sliver, each chunk packs its own slivers of A (a_per_chunk);
+// when C has few rows and B needs several groups, each chunk takes a segment of the columns over
+// all rows and packs its segment of B itself (b_per_chunk). Either way nothing is packed twice.
+//
 // The calling thread keeps its buffers for its next GEMM (at most a band of 6 MiB and two
 // groups of 640 KiB; the pool's workers keep one (KC, MR) sliver each).
 //
@@ -34,6 +39,7 @@ namespace {
 thread_local Scratch tl_band_a;    // (band slivers, K, MR)
 thread_local Scratch tl_groups_b;  // two B groups
 thread_local Scratch tl_sliver_a;  // one (kc, MR) sliver, for chunks that pack their own A
+thread_local Scratch tl_segment_b; // a (kc, segment) of B, for chunks that pack their own B
 
 // A band of packed A up to this size (then B is packed once per band): a 1024 x 1024 A in one.
 constexpr int64_t kBandBytes = int64_t{6} << 20;
@@ -58,6 +64,7 @@ struct Plan {
     int sp;                  // A slivers per compute chunk
     int seg_tiles, segs;     // column tiles per segment, segments per group
     bool a_per_chunk;        // each A sliver is used by one chunk only: that chunk packs it
+    bool b_per_chunk;        // few A rows: chunks are column segments over all rows, each packs its B
     int64_t group_floats;    // one half of the B double buffer
 };
 
@@ -85,8 +92,26 @@ Plan make_plan(const KernelSet& ks, const Problem& p, int nt) {
     pl.group_floats = int64_t{pl.kb_per_group} * pl.ncp * pl.kc;
 
     const Slivers sl(p.M, MR);
-    const int tiles = ceil_div(pl.nc, NR);
     const int want = kChunksPerThread * nt;
+    // Few A slivers (a C of at most a few hundred rows, all of A in one band) and B in several
+    // groups: one call per group would cost more than the product saves. Instead each chunk takes
+    // a segment of the columns over all rows and packs that segment of B itself (each B tile is
+    // still packed once), after one call that packs A.
+    const bool a_one_band = pl.lay.a_in_place || int64_t{MR} * p.K * kFloatBytes * sl.count <= kBandBytes;
+    if (!pl.lay.b_in_place && pl.groups > 1 && sl.count <= 2 * want && a_one_band) {
+        pl.b_per_chunk = true;
+        pl.nc = pl.ncp = p.N;
+        pl.j_blocks = pl.groups_per_jb = pl.groups = 1;
+        pl.kb_per_group = pl.k_blocks;
+        pl.group_floats = 0;
+        const int all_tiles = ceil_div(p.N, NR);
+        pl.seg_tiles = ceil_div(all_tiles, std::min(all_tiles, want));
+        pl.segs = ceil_div(all_tiles, pl.seg_tiles);
+        pl.band_slivers = pl.sp = sl.count;
+        pl.bands = 1;
+        return pl;
+    }
+    const int tiles = ceil_div(pl.nc, NR);
     // Column segments only where a band has too few slivers for `want` chunks.
     auto cut_columns = [&](int slivers) {
         pl.segs = std::clamp(ceil_div(want, slivers), 1, tiles);
@@ -135,7 +160,8 @@ public:
         : ks_(ks), p_(p), pl_(make_plan(ks, p, nt)), sl_(p.M, ks.MR) {
         if (!pl_.lay.a_in_place && !pl_.a_per_chunk)
             pa_ = tl_band_a.get(static_cast<size_t>(pl_.band_slivers) * ks.MR * p.K);
-        if (!pl_.lay.b_in_place) pb_ = tl_groups_b.get(static_cast<size_t>(2 * pl_.group_floats));
+        if (!pl_.lay.b_in_place && !pl_.b_per_chunk)
+            pb_ = tl_groups_b.get(static_cast<size_t>(2 * pl_.group_floats));
     }
 
     void run() {
@@ -157,7 +183,9 @@ public:
             const Step next = pack_next ? step_of(p_, pl_, t + 1) : st;
             const int nb = pack_next ? pack_b_chunks(next) : 0;
             parallel_chunks(nc + nb, [&](int64_t c) {
-                if (c < nc)
+                if (c < nc && pl_.b_per_chunk)
+                    compute_b_chunk(st, static_cast<int>(c));
+                else if (c < nc)
                     compute_chunk(st, t, static_cast<int>(c));
                 else
                     pack_b_chunk(next, t + 1, static_cast<int>(c) - nc);
@@ -195,8 +223,50 @@ private:
         pack_b(p_, ks_.NR, k0, kcq, st.jc + jt0 * ks_.NR, cols, dst);
     }
 
+    // A's operand for sliver s of the band (sv overall, rows from i) and the K block at k0.
+    void a_operand(int s, int i, int m, int64_t k0, int kcq, Operands& op) const {
+        if (pl_.lay.a_in_place) {
+            a_in_place_operand(p_, i, k0, op);
+        } else if (pa_) {
+            op.A = pa_ + static_cast<int64_t>(s) * ks_.MR * p_.K + k0 * ks_.MR;
+            op.a_stride = ks_.MR;
+        } else {  // a_per_chunk: this chunk is the sliver's only user
+            float* a = tl_sliver_a.get(static_cast<size_t>(ks_.MR) * pl_.kc);
+            pack_a(p_, ks_.MR, i, m, static_cast<int>(k0), kcq, a);
+            op.A = a;
+            op.a_stride = ks_.MR;
+        }
+    }
+
+    // b_per_chunk: column segment c over all rows; per K block its B segment packed here.
+    void compute_b_chunk(const Step& st, int c) const {
+        const int NR = ks_.NR;
+        const int jt_lo = c * pl_.seg_tiles, jt_hi = std::min(jt_lo + pl_.seg_tiles, tiles_of(st));
+        const int cols = std::min(p_.N, jt_hi * NR) - jt_lo * NR;
+        float* b = tl_segment_b.get(static_cast<size_t>(pl_.seg_tiles) * NR * pl_.kc);
+        for (int q = 0; q < pl_.k_blocks; ++q) {
+            const int64_t k0 = int64_t{q} * pl_.kc;
+            const int kcq = static_cast<int>(std::min<int64_t>(pl_.kc, p_.K - k0));
+            const bool last = k0 + kcq == p_.K;
+            pack_b(p_, NR, static_cast<int>(k0), kcq, jt_lo * NR, cols, b);
+            for (int s = 0; s < sl_.count; ++s) {
+                const int i = sl_.start(s), m = sl_.rows(s);
+                Operands op{};
+                a_operand(s, i, m, k0, kcq, op);
+                op.b_stride = NR;
+                Epilogue ep = block_epilogue(p_, i, k0, kcq);
+                for (int jt = jt_lo; jt < jt_hi; ++jt) {
+                    const int j = jt * NR;
+                    op.B = b + int64_t{jt - jt_lo} * NR * kcq;
+                    ep.bias_col = last && p_.bias_col ? p_.bias_col + j : nullptr;
+                    ks_.kernel(kcq, op, p_.C + i * p_.ldc + j, p_.ldc, m, std::min(NR, p_.N - j), ep);
+                }
+            }
+        }
+    }
+
     void compute_chunk(const Step& st, int t, int c) const {
-        const int MR = ks_.MR, NR = ks_.NR;
+        const int NR = ks_.NR;
         const int run = c / pl_.segs, seg = c % pl_.segs;
         const int s_lo = run * pl_.sp, s_hi = std::min(s_lo + pl_.sp, band_count(st.band));
         const int jt_lo = seg * pl_.seg_tiles, jt_hi = std::min(jt_lo + pl_.seg_tiles, tiles_of(st));
@@ -208,17 +278,7 @@ private:
                 const int kcq = static_cast<int>(std::min<int64_t>(pl_.kc, p_.K - k0));
                 const bool last = k0 + kcq == p_.K;
                 Operands op{};
-                if (pl_.lay.a_in_place) {
-                    a_in_place_operand(p_, i, k0, op);
-                } else if (pa_) {
-                    op.A = pa_ + static_cast<int64_t>(s) * MR * p_.K + k0 * MR;
-                    op.a_stride = MR;
-                } else {  // a_per_chunk: this chunk is the sliver's only user
-                    float* a = tl_sliver_a.get(static_cast<size_t>(MR) * pl_.kc);
-                    pack_a(p_, MR, i, m, static_cast<int>(k0), kcq, a);
-                    op.A = a;
-                    op.a_stride = MR;
-                }
+                a_operand(s, i, m, k0, kcq, op);
                 Epilogue ep = block_epilogue(p_, i, k0, kcq);
                 const float* bq = pb_ ? group_buffer(t) + int64_t{q - st.q0} * pl_.ncp * pl_.kc : nullptr;
                 for (int jt = jt_lo; jt < jt_hi; ++jt) {
