@@ -37,6 +37,7 @@ SHAPES = [
     (100, 256, 256, False, False),     # its second input gradient: B in place, A per chunk
     (1, 3000, 1000, False, False),     # one row: column chunks, A read in place
     (3, 700, 1200, True, True),        # a few rows, both transposed
+    (5, 400, 20000, False, False),     # very wide B: many column chunks of at most 640 KiB of B each
     (2017, 5, 300, False, False),      # tiny K: A read by rows in place
     (300, 1000, 50, False, False),     # narrow C: A read by rows, B in place, three K blocks
     (97, 1031, 389, True, False),      # primes: edge tiles everywhere, B packed (1.6 MB) by column chunks

@@ -21,7 +21,8 @@
 // all rows and packs its segment of B itself (b_per_chunk). Either way nothing is packed twice.
 //
 // The calling thread keeps its buffers for its next GEMM (at most a band of 6 MiB and two
-// groups of 640 KiB; the pool's workers keep one (KC, MR) sliver each).
+// groups of 640 KiB; each of the pool's workers keeps one (KC, MR) sliver of A and up to
+// 640 KiB of B).
 //
 // Every element of C is summed over the K blocks of kc_step in order, by the same kernel as in
 // the serial driver: the result does not depend on the thread count.
@@ -105,7 +106,9 @@ Plan make_plan(const KernelSet& ks, const Problem& p, int nt) {
         pl.kb_per_group = pl.k_blocks;
         pl.group_floats = 0;
         const int all_tiles = ceil_div(p.N, NR);
-        pl.seg_tiles = ceil_div(all_tiles, std::min(all_tiles, want));
+        // at least `want` segments, each at most a group's size per K block (L2, and the buffer)
+        const int most = static_cast<int>(std::max<int64_t>(1, kGroupBytes / (int64_t{NR} * pl.kc * kFloatBytes)));
+        pl.seg_tiles = std::min(ceil_div(all_tiles, std::min(all_tiles, want)), most);
         pl.segs = ceil_div(all_tiles, pl.seg_tiles);
         pl.band_slivers = pl.sp = sl.count;
         pl.bands = 1;
