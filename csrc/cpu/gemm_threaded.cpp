@@ -51,6 +51,9 @@ constexpr int64_t kChunkMacs = int64_t{1} << 18;
 // Compute chunks per thread at least, where the shape allows, so that a thread that starts late
 // or loses its core delays a small share of the work.
 constexpr int kChunksPerThread = 4;
+// At most this many A slivers (224 rows of the avx512 kernel) count as few (b_per_chunk): every
+// column chunk then reads all of A, which for more rows would cost more than a call per B group.
+constexpr int kFewSlivers = 16;
 // B tiles per packing chunk.
 constexpr int kPackTiles = 2;
 constexpr int64_t kFloatBytes = sizeof(float);
@@ -99,7 +102,7 @@ Plan make_plan(const KernelSet& ks, const Problem& p, int nt) {
     // a segment of the columns over all rows and packs that segment of B itself (each B tile is
     // still packed once), after one call that packs A.
     const bool a_one_band = pl.lay.a_in_place || int64_t{MR} * p.K * kFloatBytes * sl.count <= kBandBytes;
-    if (!pl.lay.b_in_place && pl.groups > 1 && sl.count <= 2 * want && a_one_band) {
+    if (!pl.lay.b_in_place && pl.groups > 1 && sl.count <= kFewSlivers && a_one_band) {
         pl.b_per_chunk = true;
         pl.nc = pl.ncp = p.N;
         pl.j_blocks = pl.groups_per_jb = pl.groups = 1;
