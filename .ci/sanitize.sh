@@ -35,7 +35,7 @@ echo "== reduced test selection (the variant-parametrised tests cover generic, a
 # test_robustness's huge-K matmul maps 16 GB of zero pages: too slow under ASan, run by plain CI
 python -m pytest -q -x -p no:cacheprovider \
   tests/test_robustness.py tests/test_nan_rule.py tests/test_memory_kernels.py tests/test_host_cache.py \
-  tests/test_gemm_variants.py tests/test_errors.py tests/test_conv_fused.py \
+  tests/test_gemm_variants.py tests/test_gemm_threaded.py tests/test_errors.py tests/test_conv_fused.py \
   -k "not k_near_the_index_limit and not numba and not numpy"
 
 echo "== binding fuzzer, fixed seed, every SIMD variant"

@@ -1,5 +1,6 @@
-// Interface between the GEMM driver (gemm.cpp: dispatch, threading, packing, cache blocking)
-// and the register-blocked micro-kernels, one file per instruction set:
+// Interface between the GEMM drivers (gemm.cpp, gemm_threaded.cpp, gemm_pack.cpp: dispatch,
+// threading, packing, cache blocking; see gemm_driver.hpp) and the register-blocked
+// micro-kernels, one file per instruction set:
 //   gemm_avx512.cpp (14x32 tile, zmm), gemm_avx2.cpp (6x16 tile, ymm), gemm_scalar.cpp (4x8 tile).
 // Only the *_avx512/_avx2 files are compiled with those ISA flags; the driver calls into them
 // only after __builtin_cpu_supports says the CPU has the instructions.
