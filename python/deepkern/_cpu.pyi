@@ -76,6 +76,7 @@ def conv2d(
     bias: object | None,
     stride: tuple[int, int],
     padding: tuple[int, int],
+    bf16: bool = False,
 ) -> numpy.ndarray:
     ...
 
@@ -88,6 +89,7 @@ def conv2d_backward(
     padding: tuple[int, int],
     want_bias: bool,
     want_input: bool = True,
+    bf16: bool = False,
 ) -> tuple:
     ...
 

@@ -14,8 +14,6 @@ from . import _fused
 
 register_threadpoolctl()  # threadpool_limits(...) then reaches the kernels' pool
 
-conv2d = _cpu.conv2d
-conv2d_backward = _cpu.conv2d_backward
 max_pool2d = _cpu.max_pool2d
 max_pool2d_backward = _cpu.max_pool2d_backward
 avg_pool2d = _cpu.avg_pool2d
@@ -53,6 +51,16 @@ def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
     else:         # b (K, N): db = op(a)^T @ g
         db = _cpu.gemm_bf16(a, g, not trans_a, False)
     return da, db, (g.sum(axis=0) if want_bias else None)
+
+
+def conv2d(x, w, bias, stride, padding):
+    # bf16: operands rounded to bfloat16 for the GEMMs, fp32 sums (deepkern._precision)
+    return _cpu.conv2d(x, w, bias, stride, padding, bf16=get_precision() == "bf16")
+
+
+def conv2d_backward(grad_out, x, w, stride, padding, want_bias, want_input=True):
+    return _cpu.conv2d_backward(grad_out, x, w, stride, padding, want_bias, want_input,
+                                bf16=get_precision() == "bf16")
 
 
 _composed = _fused.backend_ops(globals(), lambda x: np)   # this backend's ops in turn (bf16 precision)
