@@ -255,7 +255,7 @@ bool has_shape(const py::array& a, const Shape& shape) {
 
 // (y, route): route is None without the pool
 py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj, Pair stride,
-                      Pair padding, bool pool) {
+                      Pair padding, bool pool, bool bf16) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     py::array bias_arr;
@@ -268,7 +268,7 @@ py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::hand
     float* py_ = y.mutable_data();
     {
         py::gil_scoped_release nogil;
-        k::conv2d_relu_forward(s, pool, px, pw, bias, py_, route);
+        k::conv2d_relu_forward(s, pool, px, pw, bias, py_, route, bf16);
     }
     return py::make_tuple(std::move(y), route_obj);
 }
@@ -276,7 +276,7 @@ py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::hand
 // out: the forward's y (used without the pool); route: the forward's route (with the pool, which it selects)
 py::tuple conv2d_relu_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, std::optional<py::handle> out_obj,
                                std::optional<py::handle> route_obj, Pair stride, Pair padding, bool want_bias,
-                               bool want_input) {
+                               bool want_input, bool bf16) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4), g = checked(g_obj, "grad_out", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     const bool pool = route_obj && !route_obj->is_none();
@@ -298,7 +298,7 @@ py::tuple conv2d_relu_backward(py::handle g_obj, py::handle x_obj, py::handle w_
     const auto* proute = pool ? static_cast<const uint8_t*>(route.data()) : nullptr;
     {
         py::gil_scoped_release nogil;
-        k::conv2d_relu_backward(s, pool, pg, pout, proute, px, pw, d.pgx, d.pgw, d.pgb);
+        k::conv2d_relu_backward(s, pool, pg, pout, proute, px, pw, d.pgx, d.pgw, d.pgb, bf16);
     }
     return d.result();
 }
@@ -640,11 +640,11 @@ PYBIND11_MODULE(_cpu, m) {
           py::arg("stride"), py::arg("padding"), py::arg("want_bias"), py::arg("want_input") = true,
           py::arg("bf16") = false);
     m.def("conv2d_relu", &conv2d_relu, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
-          py::arg("padding"), py::arg("pool"),
+          py::arg("padding"), py::arg("pool"), py::arg("bf16") = false,
           "(relu(conv2d(x, w, bias)) [max-pooled 2x2], route or None): one pass over the conv output");
     m.def("conv2d_relu_backward", &conv2d_relu_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
           py::arg("out").none(true), py::arg("route").none(true), py::arg("stride"), py::arg("padding"),
-          py::arg("want_bias"), py::arg("want_input") = true);
+          py::arg("want_bias"), py::arg("want_input") = true, py::arg("bf16") = false);
     m.def("max_pool2d", &pool_forward<k::max_pool2d_forward>, py::arg("x"), py::arg("kernel"),
           py::arg("stride"), py::arg("padding"));
     m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("kernel"),

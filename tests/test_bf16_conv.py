@@ -19,6 +19,9 @@ from deepkern.backends import numpy as ref
 
 from .conftest import randn
 from .test_bf16 import bf16_switched_off, needs_bf16, round_bf16
+from .test_conv_fused import CASES as FUSED_CASES
+from .test_conv_fused import IDS as FUSED_IDS
+from .test_conv_fused import _inputs, _same, _unfused_backward, _unfused_forward
 
 _cpu = pytest.importorskip("deepkern._cpu") if backends.available("cpu") else None
 pytestmark = [pytest.mark.skipif(_cpu is None, reason="the C++ CPU backend is not built"), needs_bf16]
@@ -159,6 +162,34 @@ def test_backward_runs_in_the_forwards_precision(rng):
     for got, expected in zip((xt.grad, wt.grad, bt.grad), want):
         np.testing.assert_array_equal(got, expected)
     assert dk.get_precision() == "fp32"
+
+
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=FUSED_IDS)
+def test_fused_layer_in_bf16_equals_the_bf16_ops_in_turn(case, pool, rng):
+    """conv + bias + ReLU (+ 2x2 max-pool) fused (the conv output never stored): bit for bit the
+    bf16 conv2d, relu and pool in turn, forward and gradients, and not the fp32 layer."""
+    x, w, b, stride, padding = _inputs(rng, case)
+    x[0, 0, 1, 1] = np.nan   # NaN through the fused store and pool, as in the ops
+    with dk.precision("bf16"):
+        out, route = ops.conv2d_relu(x, w, b, stride, padding, pool)
+        np.testing.assert_array_equal(out, _unfused_forward(x, w, b, stride, padding, pool))
+        assert np.isnan(out).any()
+        x = np.nan_to_num(x)
+        out, route = ops.conv2d_relu(x, w, b, stride, padding, pool)
+        g = randn(rng, *out.shape)
+        got = ops.conv2d_relu_backward(g, x, w, None if pool else out, route, stride, padding, bias=True)
+        _same(got, _unfused_backward(g, x, w, b, stride, padding, pool), "bf16 gradients")
+    assert np.abs(got[1] - ops.conv2d_relu_backward(g, x, w, None if pool else out, route, stride, padding,
+                                                    bias=True)[1]).max() > 0
+
+
+def test_gemm_relu_keeps_nan():
+    """DESIGN's NaN rule in the bf16 GEMM's fused ReLU store (max(c, 0) would turn NaN into 0)."""
+    a = np.array([[np.nan, 1.0], [1.0, 1.0], [-3.0, 1.0]], np.float32)
+    got = _cpu.gemm_bf16(a, np.ones((2, 2), np.float32), relu=True)
+    assert np.isnan(got[0]).all()
+    np.testing.assert_array_equal(got[1:], [[2, 2], [0, 0]])
 
 
 def test_refused_when_bf16_is_unavailable():

@@ -44,14 +44,9 @@ int images_per_group(const Conv2dShape& s, int64_t ckk) {
     return static_cast<int>(std::clamp<int64_t>(std::min(by_width, by_cache), 1, 8));
 }
 
-}  // namespace
-
-void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
-    require_bf16();
-    if (no_products(s)) {
-        conv2d_forward(s, x, w, bias, y);
-        return;
-    }
+// conv2d_forward_bf16 into y, or (sink) handing each image's (OC, OH, OW) block to sink; relu: max(., 0) in the store
+void forward_impl(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                  const ConvOutputSink* sink) {
     const int64_t ckk = static_cast<int64_t>(s.C) * s.KH * s.KW, P = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = s.OC * P;
     auto wp = scratch<uint32_t>(bf16::packed_a_pairs(s.OC, ckk));  // W (OC, CKK) as A panels
@@ -61,22 +56,21 @@ void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, c
     parallel_for(0, s.N, 1, [&](int64_t n0, int64_t n1) {
         auto cols = scratch<float>(ckk * P);                                  // (CKK, P)
         auto colp = scratch<uint32_t>(bf16::packed_b_pairs(ckk, P));         // cols as B panels
+        auto block = scratch<float>(sink ? y_img : 0);                        // (OC, P) for the sink
         for (int64_t n = n0; n < n1; ++n) {
             conv2d_parts::to_columns(s, x + n * x_img, cols.get(), P);
             bf16::pack_b_all(ckk, P, cols.get(), P, 1, colp.get());
-            // y_n (OC, P) = W @ cols_n + bias (per row), written in place
-            bf16::gemm_packed(s.OC, P, ckk, wp.get(), colp.get(), y + n * y_img, P, false, nullptr, bias);
+            // y_n (OC, P) = [relu](W @ cols_n + bias (per row))
+            float* out = sink ? block.get() : y + n * y_img;
+            bf16::gemm_packed(s.OC, P, ckk, wp.get(), colp.get(), out, P, false, nullptr, bias, relu);
+            if (sink) sink->image(static_cast<int>(n), out, P, s.OW);
         }
     });
 }
 
-void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x, const float* w,
-                          float* gx, float* gw, float* gb) {
-    require_bf16();
-    if (no_products(s)) {
-        conv2d_backward(s, gy, x, w, gx, gw, gb);
-        return;
-    }
+// conv2d_backward_bf16 with the output gradient read from gy or (gy null) built by source
+void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
+                   const float* w, float* gx, float* gw, float* gb) {
     const int64_t ckk = static_cast<int64_t>(s.C) * s.KH * s.KW, P = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = s.OC * P, w_size = s.OC * ckk;
     const int group = images_per_group(s, ckk);
@@ -95,7 +89,7 @@ void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x,
 
     parallel_chunks(chunks, [&](int64_t k) {  // a chunk's products run serially on its thread
         auto cols = scratch<float>(ckk * widest);                              // (CKK, G*P), then dcols
-        auto gy_group = scratch<float>(group > 1 ? s.OC * widest : 0);         // (OC, G*P)
+        auto gy_group = scratch<float>(group > 1 || source ? s.OC * widest : 0);  // (OC, G*P)
         auto colp = scratch<uint32_t>(bf16::packed_a_pairs(ckk, widest));      // cols as A panels
         auto gyt = scratch<uint32_t>(bf16::packed_b_pairs(widest, s.OC));      // gy^T as B panels
         auto gyp = scratch<uint32_t>(gx ? bf16::packed_b_pairs(s.OC, widest) : 0);  // gy as B panels
@@ -103,8 +97,10 @@ void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x,
         const int64_t g_lo = groups * k / chunks, g_hi = groups * (k + 1) / chunks;
         for (int64_t gi = g_lo; gi < g_hi; ++gi) {
             const int64_t n0 = gi * group, G = std::min<int64_t>(group, s.N - n0), ld = G * P;
-            const float* gyb = gy + n0 * y_img;  // (OC, G*P), row stride ld
-            if (G > 1) {
+            const float* gyb = source ? gy_group.get() : gy + n0 * y_img;  // (OC, G*P), row stride ld
+            if (source) {
+                source->images(static_cast<int>(n0), static_cast<int>(G), gy_group.get(), ld);
+            } else if (G > 1) {
                 for (int64_t o = 0; o < s.OC; ++o)
                     for (int64_t g = 0; g < G; ++g)
                         std::memcpy(gy_group.get() + o * ld + g * P, gyb + g * y_img + o * P, sizeof(float) * P);
@@ -145,6 +141,51 @@ void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x,
             for (int64_t c = 1; c < chunks; ++c) gb[o] += partial_b[c * s.OC + o];
         }
     });
+}
+
+}  // namespace
+
+void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+    require_bf16();
+    if (no_products(s))
+        conv2d_forward(s, x, w, bias, y);
+    else
+        forward_impl(s, x, w, bias, false, y, nullptr);
+}
+
+void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias,
+                         const ConvOutputSink& sink) {
+    require_bf16();
+    if (no_products(s))
+        conv2d_forward(s, x, w, bias, sink);
+    else
+        forward_impl(s, x, w, bias, false, nullptr, &sink);
+}
+
+void conv2d_forward_relu_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+    require_bf16();
+    if (no_products(s))
+        conv2d_forward_relu(s, x, w, bias, y);
+    else
+        forward_impl(s, x, w, bias, true, y, nullptr);
+}
+
+void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x, const float* w,
+                          float* gx, float* gw, float* gb) {
+    require_bf16();
+    if (no_products(s))
+        conv2d_backward(s, gy, x, w, gx, gw, gb);
+    else
+        backward_impl(s, gy, nullptr, x, w, gx, gw, gb);
+}
+
+void conv2d_backward_bf16(const Conv2dShape& s, const ConvGradSource& gy_source, const float* x, const float* w,
+                          float* gx, float* gw, float* gb) {
+    require_bf16();
+    if (no_products(s))
+        conv2d_backward(s, gy_source, x, w, gx, gw, gb);
+    else
+        backward_impl(s, nullptr, &gy_source, x, w, gx, gw, gb);
 }
 
 }  // namespace deepkern::cpu

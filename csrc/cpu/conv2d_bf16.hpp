@@ -16,4 +16,12 @@ void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, c
 void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x, const float* w,
                           float* gx, float* gw, float* gb);
 
+// The fused layers' hooks (conv2d.hpp), in bf16: the output handed to a sink, max(., 0) in the
+// GEMM's store (NaN kept), the output gradient built by a source
+void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias,
+                         const ConvOutputSink& sink);
+void conv2d_forward_relu_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y);
+void conv2d_backward_bf16(const Conv2dShape& s, const ConvGradSource& gy_source, const float* x, const float* w,
+                          float* gx, float* gw, float* gb);
+
 }  // namespace deepkern::cpu

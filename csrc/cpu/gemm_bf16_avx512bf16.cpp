@@ -64,9 +64,9 @@ void tile_m(int64_t kp, const uint32_t* a, const uint32_t* b, float* C, int64_t 
                 c0[r] = _mm512_add_ps(c0[r], br);
                 c1[r] = _mm512_add_ps(c1[r], br);
             }
-            if (fin->relu) {
-                c0[r] = _mm512_max_ps(c0[r], zero);
-                c1[r] = _mm512_max_ps(c1[r], zero);
+            if (fin->relu) {   // max(0, c) returns its second operand when one is NaN: NaN stays
+                c0[r] = _mm512_max_ps(zero, c0[r]);
+                c1[r] = _mm512_max_ps(zero, c1[r]);
             }
         }
         _mm512_mask_storeu_ps(row, k0, c0[r]);
