@@ -19,6 +19,7 @@
 #include "cpu/batchnorm.hpp"
 #include "cpu/conv2d.hpp"
 #include "cpu/conv2d_fused.hpp"
+#include "cpu/conv2d_bf16.hpp"
 #include "cpu/loss.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/optim.hpp"
@@ -179,8 +180,9 @@ const float* conv_bias(const std::optional<py::handle>& bias_obj, const k::Conv2
     return cptr(bias_arr);
 }
 
+// bf16: products of bf16-rounded operands, fp32 sums (conv2d_bf16.hpp; refused without AVX512-BF16)
 py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj,
-                 Pair stride, Pair padding) {
+                 Pair stride, Pair padding, bool bf16) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     py::array bias_arr;
@@ -190,7 +192,10 @@ py::array conv2d(py::handle x_obj, py::handle w_obj, std::optional<py::handle> b
     float* py_ = y.mutable_data();
     {
         py::gil_scoped_release nogil;
-        k::conv2d_forward(s, px, pw, bias, py_);
+        if (bf16)
+            k::conv2d_forward_bf16(s, px, pw, bias, py_);
+        else
+            k::conv2d_forward(s, px, pw, bias, py_);
     }
     return std::move(y);
 }
@@ -219,7 +224,7 @@ struct ConvGrads {
 
 // want_input false: no input gradient (None; the kernel skips the dX GEMM and col2im)
 py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, Pair stride, Pair padding,
-                          bool want_bias, bool want_input) {
+                          bool want_bias, bool want_input, bool bf16) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4), g = checked(g_obj, "grad_out", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     if (dim(g, 0) != s.N || dim(g, 1) != s.OC || dim(g, 2) != s.OH || dim(g, 3) != s.OW)
@@ -228,7 +233,10 @@ py::tuple conv2d_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, 
     const float *pg = cptr(g), *px = cptr(x), *pw = cptr(w);
     {
         py::gil_scoped_release nogil;
-        k::conv2d_backward(s, pg, px, pw, d.pgx, d.pgw, d.pgb);
+        if (bf16)
+            k::conv2d_backward_bf16(s, pg, px, pw, d.pgx, d.pgw, d.pgb);
+        else
+            k::conv2d_backward(s, pg, px, pw, d.pgx, d.pgw, d.pgb);
     }
     return d.result();
 }
@@ -247,7 +255,7 @@ bool has_shape(const py::array& a, const Shape& shape) {
 
 // (y, route): route is None without the pool
 py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::handle> bias_obj, Pair stride,
-                      Pair padding, bool pool) {
+                      Pair padding, bool pool, bool bf16) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     py::array bias_arr;
@@ -260,7 +268,7 @@ py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::hand
     float* py_ = y.mutable_data();
     {
         py::gil_scoped_release nogil;
-        k::conv2d_relu_forward(s, pool, px, pw, bias, py_, route);
+        k::conv2d_relu_forward(s, pool, px, pw, bias, py_, route, bf16);
     }
     return py::make_tuple(std::move(y), route_obj);
 }
@@ -268,7 +276,7 @@ py::tuple conv2d_relu(py::handle x_obj, py::handle w_obj, std::optional<py::hand
 // out: the forward's y (used without the pool); route: the forward's route (with the pool, which it selects)
 py::tuple conv2d_relu_backward(py::handle g_obj, py::handle x_obj, py::handle w_obj, std::optional<py::handle> out_obj,
                                std::optional<py::handle> route_obj, Pair stride, Pair padding, bool want_bias,
-                               bool want_input) {
+                               bool want_input, bool bf16) {
     py::array x = checked(x_obj, "x", 4), w = checked(w_obj, "w", 4), g = checked(g_obj, "grad_out", 4);
     k::Conv2dShape s = conv_shape(x, w, stride, padding);
     const bool pool = route_obj && !route_obj->is_none();
@@ -290,7 +298,7 @@ py::tuple conv2d_relu_backward(py::handle g_obj, py::handle x_obj, py::handle w_
     const auto* proute = pool ? static_cast<const uint8_t*>(route.data()) : nullptr;
     {
         py::gil_scoped_release nogil;
-        k::conv2d_relu_backward(s, pool, pg, pout, proute, px, pw, d.pgx, d.pgw, d.pgb);
+        k::conv2d_relu_backward(s, pool, pg, pout, proute, px, pw, d.pgx, d.pgw, d.pgb, bf16);
     }
     return d.result();
 }
@@ -627,15 +635,16 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("matmul_backward", &matmul_backward, py::arg("grad_out"), py::arg("a"), py::arg("b"),
           py::arg("out").none(true), py::arg("trans_a"), py::arg("trans_b"), py::arg("want_bias"));
     m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
-          py::arg("padding"));
+          py::arg("padding"), py::arg("bf16") = false);
     m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
-          py::arg("stride"), py::arg("padding"), py::arg("want_bias"), py::arg("want_input") = true);
+          py::arg("stride"), py::arg("padding"), py::arg("want_bias"), py::arg("want_input") = true,
+          py::arg("bf16") = false);
     m.def("conv2d_relu", &conv2d_relu, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
-          py::arg("padding"), py::arg("pool"),
+          py::arg("padding"), py::arg("pool"), py::arg("bf16") = false,
           "(relu(conv2d(x, w, bias)) [max-pooled 2x2], route or None): one pass over the conv output");
     m.def("conv2d_relu_backward", &conv2d_relu_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
           py::arg("out").none(true), py::arg("route").none(true), py::arg("stride"), py::arg("padding"),
-          py::arg("want_bias"), py::arg("want_input") = true);
+          py::arg("want_bias"), py::arg("want_input") = true, py::arg("bf16") = false);
     m.def("max_pool2d", &pool_forward<k::max_pool2d_forward>, py::arg("x"), py::arg("kernel"),
           py::arg("stride"), py::arg("padding"));
     m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("kernel"),

@@ -237,9 +237,9 @@ def test_reference_composition_against_finite_differences():
 
 
 @needs_cpu
-def test_bf16_precision_composes_the_layer_from_the_backends_ops(cpu, rng):
-    # in bf16 the C++ backend runs the layer as its own conv2d/relu (whatever precision those use)
-    # then the routing of backends/_fused.py: the same values and routes as the ops in turn
+def test_bf16_precision_gives_the_layer_of_the_backends_ops(cpu, rng):
+    # in bf16 the C++ backend runs the fused kernel on bf16 products (conv2d_bf16.cpp): the same
+    # values and routes as its bf16 conv2d, relu and pool in turn (more cases: test_bf16_conv.py)
     from deepkern._precision import bf16_supported, precision
     if not bf16_supported():
         pytest.skip("this CPU has no AVX512-BF16")

@@ -39,9 +39,7 @@ py::array gemm_bf16_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool tr
             throw std::invalid_argument("bias: expected a contiguous (N,) array, one value per output column");
         bias = bias_arr.data();
     }
-    if (!bf16_available())   // before allocating: the message says why
-        throw std::runtime_error(bf16_cpu_supports() ? "bf16 compute is switched off (set_bf16_enabled)"
-                                                     : "bf16 compute needs a CPU with AVX512-BF16 (avx512_bf16)");
+    require_bf16();   // before allocating: the message says why
     py::array_t<float> c({M, N});
     const float *pa = a.data(), *pb = b.data();
     float* pc = c.mutable_data();

@@ -485,4 +485,19 @@ void conv2d_backward(const Conv2dShape& s, const ConvGradSource& gy_source, cons
     backward_impl(s, nullptr, &gy_source, x, w, gx, gw, gb);
 }
 
+void conv2d_parts::to_columns(const Conv2dShape& s, const float* x, float* cols, int64_t ld) {
+    cpu::to_columns(s, avx512_rows(s), x, cols, ld);
+}
+
+void conv2d_parts::from_columns(const Conv2dShape& s, const float* cols, int64_t ld, float* x) {
+    cpu::from_columns(s, avx512_rows(s), cols, ld, x);
+}
+
+void conv2d_parts::row_sums(const float* rows, int OC, int n, int64_t ld, float* sums, bool add) {
+    for (int o = 0; o < OC; ++o) {
+        const float part = sum(rows + o * ld, n);
+        sums[o] = add ? sums[o] + part : part;
+    }
+}
+
 }  // namespace deepkern::cpu

@@ -42,6 +42,17 @@ void conv2d_forward_relu(const Conv2dShape& s, const float* x, const float* w, c
 void conv2d_backward(const Conv2dShape& s, const ConvGradSource& gy_source, const float* x, const float* w,
                      float* gx, float* gw, float* gb);
 
+namespace conv2d_parts {
+// Pieces of the fp32 kernels that the other conv2d kernels (conv2d_bf16.cpp) reuse.
+// cols (C*KH*KW, OH*OW), row stride ld, from one image x (C, H, W); zero where a window hits
+// padding (the AVX-512 rows for stride 1 when that SIMD variant is active)
+void to_columns(const Conv2dShape& s, const float* x, float* cols, int64_t ld);
+// one image x (C, H, W) overwritten with the sum of its taps in cols (C*KH*KW, OH*OW), row stride ld
+void from_columns(const Conv2dShape& s, const float* cols, int64_t ld, float* x);
+// sums[o] (+)= the sum of row o of rows (OC, n), row stride ld; add: accumulate onto sums
+void row_sums(const float* rows, int OC, int n, int64_t ld, float* sums, bool add);
+}  // namespace conv2d_parts
+
 namespace conv2d_isa {
 // conv2d_avx512.cpp, stride-1 geometry only; call only when the AVX-512 SIMD variant is active
 // (simd_variant.hpp). cols is (C*KH*KW, OH*OW) with row stride ld, x one image (C, H, W).

@@ -11,6 +11,7 @@
 #include "cpu/conv2d_fused.hpp"
 
 #include "cpu/activation.hpp"
+#include "cpu/conv2d_bf16.hpp"
 #include "cpu/pool.hpp"
 
 namespace deepkern::cpu {
@@ -81,20 +82,33 @@ private:
 }  // namespace
 
 void conv2d_relu_forward(const Conv2dShape& s, bool pool, const float* x, const float* w, const float* bias,
-                         float* y, uint8_t* route) {
+                         float* y, uint8_t* route, bool bf16) {
     if (!pool) {
-        conv2d_forward_relu(s, x, w, bias, y);
+        if (bf16)
+            conv2d_forward_relu_bf16(s, x, w, bias, y);
+        else
+            conv2d_forward_relu(s, x, w, bias, y);
         return;
     }
-    conv2d_forward(s, x, w, bias, PoolSink(s, y, route));
+    const PoolSink sink(s, y, route);
+    if (bf16)
+        conv2d_forward_bf16(s, x, w, bias, sink);
+    else
+        conv2d_forward(s, x, w, bias, sink);
 }
 
 void conv2d_relu_backward(const Conv2dShape& s, bool pool, const float* gy, const float* y, const uint8_t* route,
-                          const float* x, const float* w, float* gx, float* gw, float* gb) {
+                          const float* x, const float* w, float* gx, float* gw, float* gb, bool bf16) {
+    auto run = [&](const ConvGradSource& source) {
+        if (bf16)
+            conv2d_backward_bf16(s, source, x, w, gx, gw, gb);
+        else
+            conv2d_backward(s, source, x, w, gx, gw, gb);
+    };
     if (pool)
-        conv2d_backward(s, RouteSource(s, gy, route), x, w, gx, gw, gb);
+        run(RouteSource(s, gy, route));
     else
-        conv2d_backward(s, ReluMaskSource(s, gy, y), x, w, gx, gw, gb);
+        run(ReluMaskSource(s, gy, y));
 }
 
 }  // namespace deepkern::cpu

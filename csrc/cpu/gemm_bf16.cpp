@@ -37,54 +37,77 @@ bool bf16_available() { return g_enabled.load() && bf16_cpu_supports(); }
 
 void set_bf16_enabled(bool on) { g_enabled.store(on); }
 
-void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
-               int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, const float* bias, bool relu) {
-    using bf16::MR;
-    using bf16::NR;
+void require_bf16() {
     if (!bf16_available())
         throw std::runtime_error(bf16_cpu_supports() ? "bf16 compute is switched off (set_bf16_enabled)"
                                                      : "bf16 compute needs a CPU with AVX512-BF16 (avx512_bf16)");
+}
+
+namespace bf16 {
+
+void pack_a_all(int64_t M, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, uint32_t* out) {
+    const int64_t Kp = k_pairs(K), m_panels = (M + MR - 1) / MR;
+    parallel_ranges(m_panels, M * K, 1, [&](int64_t b, int64_t e) {
+        auto tmp = scratch(pack_scratch_pairs(K));
+        for (int64_t ip = b; ip < e; ++ip)
+            pack_a(A + ip * MR * a_rs, a_rs, a_cs, std::min<int64_t>(MR, M - ip * MR), K, out + ip * Kp * MR,
+                   tmp.get());
+    });
+}
+
+void pack_b_all(int64_t K, int64_t N, const float* B, int64_t b_rs, int64_t b_cs, uint32_t* out) {
+    const int64_t Kp = k_pairs(K), n_panels = (N + NR - 1) / NR;
+    parallel_ranges(n_panels, N * K, 1, [&](int64_t b, int64_t e) {
+        auto tmp = scratch(pack_scratch_pairs(K));
+        for (int64_t jp = b; jp < e; ++jp)
+            pack_b(B + jp * NR * b_cs, b_rs, b_cs, K, std::min<int64_t>(NR, N - jp * NR), out + jp * Kp * NR,
+                   tmp.get());
+    });
+}
+
+void gemm_packed(int64_t M, int64_t N, int64_t K, const uint32_t* Ap, const uint32_t* Bp, float* C, int64_t ldc,
+                 bool accumulate, const float* bias, const float* bias_row, bool relu) {
+    const int64_t Kp = k_pairs(K), m_panels = (M + MR - 1) / MR, n_panels = (N + NR - 1) / NR;
+    const bool plain = !bias && !bias_row && !relu;
+    // Threads split the row panels; each walks k blocks, then row blocks, then B panels.
+    parallel_ranges(m_panels, M * N * K, 1, [&](int64_t b, int64_t e) {
+        for (int64_t pc = 0; pc < Kp; pc += kKCP) {
+            const int64_t kc = std::min(kKCP, Kp - pc);
+            const bool last = pc + kc == Kp;
+            for (int64_t ib = b; ib < e; ib += kMCPanels) {
+                const int64_t ie = std::min(e, ib + kMCPanels);
+                for (int64_t jp = 0; jp < n_panels; ++jp) {
+                    const uint32_t* bpan = Bp + (jp * Kp + pc) * NR;
+                    const int n = (int)std::min<int64_t>(NR, N - jp * NR);
+                    for (int64_t ip = ib; ip < ie; ++ip) {
+                        const int64_t i0 = ip * MR;
+                        const Finish fin{bias ? bias + jp * NR : nullptr, relu, bias_row ? bias_row + i0 : nullptr};
+                        tile(kc, Ap + (ip * Kp + pc) * MR, bpan, C + i0 * ldc + jp * NR, ldc,
+                             (int)std::min<int64_t>(MR, M - i0), n, accumulate || pc > 0,
+                             last && !plain ? &fin : nullptr);
+                    }
+                }
+            }
+        }
+    });
+}
+
+}  // namespace bf16
+
+void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
+               int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, const float* bias, bool relu) {
+    require_bf16();
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         for (int64_t i = 0; i < M; ++i)
             for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = std::max(bias ? bias[j] : 0.0f, relu ? 0.0f : -INFINITY);
         return;
     }
-    const int64_t Kp = (K + 1) / 2, m_panels = (M + MR - 1) / MR, n_panels = (N + NR - 1) / NR;
-    auto Ap = scratch(m_panels * Kp * MR);  // (m_panels, Kp, MR) pairs: a tile reads one contiguous run
-    auto Bp = scratch(n_panels * Kp * NR);  // (n_panels, Kp, NR) pairs
-    const int64_t work = M * N * K;
-    parallel_ranges(m_panels, work, 1, [&](int64_t b, int64_t e) {
-        auto row_tmp = scratch(Kp + 16);
-        for (int64_t ip = b; ip < e; ++ip)
-            bf16::pack_a(A + ip * MR * a_rs, a_rs, a_cs, std::min<int64_t>(MR, M - ip * MR), K,
-                         Ap.get() + ip * Kp * MR, row_tmp.get());
-    });
-    parallel_ranges(n_panels, work, 1, [&](int64_t b, int64_t e) {
-        for (int64_t jp = b; jp < e; ++jp)
-            bf16::pack_b(B + jp * NR * b_cs, b_rs, b_cs, K, std::min<int64_t>(NR, N - jp * NR),
-                         Bp.get() + jp * Kp * NR);
-    });
-    // Threads split the row panels; each walks k blocks, then row blocks, then B panels.
-    parallel_ranges(m_panels, work, 1, [&](int64_t b, int64_t e) {
-        for (int64_t pc = 0; pc < Kp; pc += kKCP) {
-            const int64_t kc = std::min(kKCP, Kp - pc);
-            for (int64_t ib = b; ib < e; ib += kMCPanels) {
-                const int64_t ie = std::min(e, ib + kMCPanels);
-                for (int64_t jp = 0; jp < n_panels; ++jp) {
-                    const uint32_t* bpan = Bp.get() + (jp * Kp + pc) * NR;
-                    const int n = (int)std::min<int64_t>(NR, N - jp * NR);
-                    const bf16::Finish fin{bias ? bias + jp * NR : nullptr, relu};
-                    const bool last = pc + kc == Kp, plain = !bias && !relu;
-                    for (int64_t ip = ib; ip < ie; ++ip) {
-                        const int64_t i0 = ip * MR;
-                        bf16::tile(kc, Ap.get() + (ip * Kp + pc) * MR, bpan, C + i0 * ldc + jp * NR, ldc,
-                                   (int)std::min<int64_t>(MR, M - i0), n, pc > 0, last && !plain ? &fin : nullptr);
-                    }
-                }
-            }
-        }
-    });
+    auto Ap = scratch(bf16::packed_a_pairs(M, K));  // (m_panels, Kp, MR) pairs: a tile reads one contiguous run
+    auto Bp = scratch(bf16::packed_b_pairs(K, N));  // (n_panels, Kp, NR) pairs
+    bf16::pack_a_all(M, K, A, a_rs, a_cs, Ap.get());
+    bf16::pack_b_all(K, N, B, b_rs, b_cs, Bp.get());
+    bf16::gemm_packed(M, N, K, Ap.get(), Bp.get(), C, ldc, false, bias, nullptr, relu);
 }
 
 }  // namespace deepkern::cpu

@@ -76,6 +76,7 @@ def conv2d(
     bias: object | None,
     stride: tuple[int, int],
     padding: tuple[int, int],
+    bf16: bool = False,
 ) -> numpy.ndarray:
     ...
 
@@ -88,6 +89,7 @@ def conv2d_backward(
     padding: tuple[int, int],
     want_bias: bool,
     want_input: bool = True,
+    bf16: bool = False,
 ) -> tuple:
     ...
 
@@ -99,6 +101,7 @@ def conv2d_relu(
     stride: tuple[int, int],
     padding: tuple[int, int],
     pool: bool,
+    bf16: bool = False,
 ) -> tuple:
     """(relu(conv2d(x, w, bias)) [max-pooled 2x2], route or None): one pass over the conv output"""
 
@@ -113,6 +116,7 @@ def conv2d_relu_backward(
     padding: tuple[int, int],
     want_bias: bool,
     want_input: bool = True,
+    bf16: bool = False,
 ) -> tuple:
     ...
 

@@ -1,10 +1,12 @@
 """``dk.set_precision``: compute precision of the C++ CPU backend's matrix products: ``"fp32"`` or ``"bf16"``.
 
-With ``"bf16"`` every matmul of the ``cpu`` backend (forward and both gradient products; the
-dense layers) rounds its two inputs to bfloat16 (round to nearest even) and sums the products
-in fp32 with the AVX512-BF16 ``vdpbf16ps`` instruction: about twice the multiplies per cycle.
-Weights, gradients and optimizer state stay fp32 (the "master weights"); only the products are
-narrower. Convolutions, pooling and the elementwise kernels stay fp32.
+With ``"bf16"`` every matmul and conv2d of the ``cpu`` backend (forward, input gradient and
+weight gradient; the dense and convolution layers) rounds the operands of its products to
+bfloat16 (round to nearest even) and sums the products in fp32 with the AVX512-BF16
+``vdpbf16ps`` instruction: about twice the multiplies per cycle. Weights, gradients, biases and
+optimizer state stay fp32 (the "master weights"); only the products are narrower (a bias
+gradient is a plain fp32 sum). Pooling, normalisation and the elementwise kernels stay fp32,
+and so do the other backends. A layer's backward runs in the precision its forward ran in.
 
 ``"bf16"`` needs a CPU with AVX512-BF16 (``avx512_bf16`` in /proc/cpuinfo; AMD Zen 4 and later,
 Intel Cooper Lake / Sapphire Rapids and later): elsewhere :func:`set_precision` raises
@@ -43,7 +45,7 @@ def _check(name: str) -> str:
 
 
 def set_precision(name: str) -> None:
-    """Use ``"fp32"`` (default) or ``"bf16"`` products in the CPU backend's matmuls from now on."""
+    """Use ``"fp32"`` (default) or ``"bf16"`` products in the CPU backend's matmuls and convolutions from now on."""
     global _current
     _current = _check(name)
 

@@ -7,12 +7,14 @@ activations NCHW, linear weights (out_features, in_features), conv weights (OC, 
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+import contextlib
+from typing import Any, ContextManager, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import ops
 from .._device import device_name, is_gpu_array, move
+from .._precision import get_precision, precision
 from .rng import get_generator
 from .tensor import Array, Tensor, as_array, xp_of
 
@@ -48,6 +50,12 @@ def _c(g: Array) -> Array:
     return g if g.flags.c_contiguous else xp_of(g).ascontiguousarray(g)
 
 
+def _as_forward(name: str) -> ContextManager[None]:
+    """For a backward: the compute precision its forward ran in (``dk.set_precision``), so the
+    gradient products of a bf16 forward stay bf16 when ``backward()`` runs outside its block."""
+    return contextlib.nullcontext() if get_precision() == name else precision(name)
+
+
 # ---------------------------------------------------------------------------- linear
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
            activation: Optional[str] = None) -> Tensor:
@@ -71,8 +79,13 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if activation is not None and not relu_:
         raise ValueError(f"activation: expected None or 'relu', got {activation!r}")
     out = ops.matmul(xd, wd, bd, activation, trans_b=True)   # (N, out)
+    forward_precision = get_precision()
 
     def backward(g: Array) -> None:
+        with _as_forward(forward_precision):
+            _linear_backward(g)
+
+    def _linear_backward(g: Array) -> None:
         g = _c(g).reshape(out.shape)
         if relu_:
             g = ops.relu_backward(g, out)  # gradient passes where the fused ReLU was positive
@@ -119,12 +132,14 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: Int
     wd = _f32(weight, "weight")
     bd = None if bias is None else _f32(bias, "bias")
     out = ops.conv2d(xd, wd, bd, stride, padding)
+    forward_precision = get_precision()
 
     def backward(g: Array) -> None:
         want_bias = bias is not None and bias.requires_grad
         # an input that needs no gradient (the first layer's images) skips the dX work
-        gx, gw, gb = ops.conv2d_backward(_c(g), xd, wd, stride, padding, bias=want_bias,
-                                         input_grad=x.requires_grad)
+        with _as_forward(forward_precision):
+            gx, gw, gb = ops.conv2d_backward(_c(g), xd, wd, stride, padding, bias=want_bias,
+                                             input_grad=x.requires_grad)
         _accumulate_conv(x, weight, bias, gx, gw, gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -141,11 +156,13 @@ def conv2d_relu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride
     wd = _f32(weight, "weight")
     bd = None if bias is None else _f32(bias, "bias")
     out, route = ops.conv2d_relu(xd, wd, bd, stride, padding, pool)
+    forward_precision = get_precision()
 
     def backward(g: Array) -> None:
         want_bias = bias is not None and bias.requires_grad
-        gx, gw, gb = ops.conv2d_relu_backward(_c(g), xd, wd, out, route, stride, padding, bias=want_bias,
-                                              input_grad=x.requires_grad)
+        with _as_forward(forward_precision):
+            gx, gw, gb = ops.conv2d_relu_backward(_c(g), xd, wd, out, route, stride, padding, bias=want_bias,
+                                                  input_grad=x.requires_grad)
         _accumulate_conv(x, weight, bias, gx, gw, gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)

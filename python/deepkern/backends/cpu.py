@@ -10,12 +10,9 @@ import numpy as np
 from .. import _cpu  # ImportError when the C++ module was not built: the registry reports it
 from .._precision import get_precision
 from .._threads import register_threadpoolctl
-from . import _fused
 
 register_threadpoolctl()  # threadpool_limits(...) then reaches the kernels' pool
 
-conv2d = _cpu.conv2d
-conv2d_backward = _cpu.conv2d_backward
 max_pool2d = _cpu.max_pool2d
 max_pool2d_backward = _cpu.max_pool2d_backward
 avg_pool2d = _cpu.avg_pool2d
@@ -55,19 +52,24 @@ def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
     return da, db, (g.sum(axis=0) if want_bias else None)
 
 
-_composed = _fused.backend_ops(globals(), lambda x: np)   # this backend's ops in turn (bf16 precision)
+# conv2d and the fused conv layers: with precision "bf16" the products of bf16-rounded operands,
+# fp32 sums (deepkern._precision)
+def conv2d(x, w, bias, stride, padding):
+    return _cpu.conv2d(x, w, bias, stride, padding, bf16=get_precision() == "bf16")
+
+
+def conv2d_backward(grad_out, x, w, stride, padding, want_bias, want_input=True):
+    return _cpu.conv2d_backward(grad_out, x, w, stride, padding, want_bias, want_input,
+                                bf16=get_precision() == "bf16")
 
 
 def conv2d_relu(x, w, bias, stride, padding, pool):
-    if get_precision() != "bf16":   # one kernel; in bf16 the layer is composed from this backend's ops
-        return _cpu.conv2d_relu(x, w, bias, stride, padding, pool)
-    return _composed[0](x, w, bias, stride, padding, pool)
+    return _cpu.conv2d_relu(x, w, bias, stride, padding, pool, bf16=get_precision() == "bf16")
 
 
 def conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias, want_input):
-    if get_precision() != "bf16":
-        return _cpu.conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias, want_input)
-    return _composed[1](grad_out, x, w, out, route, stride, padding, want_bias, want_input)
+    return _cpu.conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias, want_input,
+                                     bf16=get_precision() == "bf16")
 
 
 def _labels64(labels: np.ndarray) -> np.ndarray:

@@ -72,7 +72,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--backend", default=None, choices=("cpu", "numba", "numpy", "cuda", "cupy"),
                    help="force a kernel backend (default: the fastest available)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="matmul products in fp32 or bf16 (AVX512-BF16 CPUs only; weights stay fp32)")
+                   help="matmul and conv2d products in fp32 or bf16 (AVX512-BF16 CPUs only; weights stay fp32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling")
     p.add_argument("--save", default=None, metavar="PATH",
                    help="checkpoint path (default ./deepkern-<model>.npz)")
