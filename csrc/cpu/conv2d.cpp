@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/parallel.hpp"
+#include "cpu/conv2d_small.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
 
@@ -334,6 +335,11 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     // (CKK x G*P). The transposed form wins unless OC is both wide and above CKK.
     // With very few taps (the seed CNN's first layer: CKK = 9, OC = 32, P = 676) the transposed
     // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
+    if (gw && conv2d_small_weight_grad_applies(s)) {  // few taps (a first layer): gw and gb directly
+        conv2d_small_weight_grad(s, gy, source, x, gw, gb);
+        if (!gx) return;
+        gw = gb = nullptr;  // only the input gradient is left for the GEMMs
+    }
     if (s.OC == 0) {  // no output channel: x had no effect; gw and gb are empty
         if (gx) std::fill(gx, gx + s.N * x_img, 0.0f);
         return;
@@ -355,12 +361,12 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     const int chunks = static_cast<int>(
         std::clamp<int64_t>(kPartialFloats / per_chunk, 1, std::min<int64_t>(std::max(groups, 1), kMostChunks)));
     if (s.N == 0) {  // no image: zero gradients
-        std::fill(gw, gw + w_size, 0.0f);
+        if (gw) std::fill(gw, gw + w_size, 0.0f);
         if (gb) std::fill(gb, gb + s.OC, 0.0f);
         return;
     }
     // written by each chunk's first group before any read
-    auto partial_w = scratch(static_cast<size_t>(chunks) * w_size);
+    auto partial_w = scratch(gw ? static_cast<size_t>(chunks) * w_size : 0);
     auto partial_b = scratch(gb ? static_cast<size_t>(chunks) * s.OC : 0);
 
     // A group's images sit side by side as the columns of one GEMM: cols (CKK, G*P) and
@@ -374,7 +380,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     auto chunk = [&](int k, Scratch& sc) {
         const int g_lo = static_cast<int>(static_cast<int64_t>(groups) * k / chunks);
         const int g_hi = static_cast<int>(static_cast<int64_t>(groups) * (k + 1) / chunks);
-        float* gw_part = partial_w.get() + static_cast<size_t>(k) * w_size;
+        float* gw_part = gw ? partial_w.get() + static_cast<size_t>(k) * w_size : nullptr;
         float* gb_part = gb ? partial_b.get() + static_cast<size_t>(k) * s.OC : nullptr;
         for (int gi = g_lo; gi < g_hi; ++gi) {
             const int n0 = gi * group, G = std::min(group, s.N - n0);
@@ -392,17 +398,19 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
                                     gyb + g * y_img + static_cast<int64_t>(o) * ohw, sizeof(float) * ohw);
                 gyb = sc.gy_group.get();
             }
-            // cb (CKK, G*P): the group's columns (a 1x1 layer's image is its own, G == 1)
-            const float* cb = x + n0 * x_img;
-            if (!direct) {
-                for (int g = 0; g < G; ++g)
-                    to_columns(s, rows512, x + (n0 + g) * x_img, sc.cols.get() + g * ohw, ld);
-                cb = sc.cols.get();
+            if (gw_part) {
+                // cb (CKK, G*P): the group's columns (a 1x1 layer's image is its own, G == 1)
+                const float* cb = x + n0 * x_img;
+                if (!direct) {
+                    for (int g = 0; g < G; ++g)
+                        to_columns(s, rows512, x + (n0 + g) * x_img, sc.cols.get() + g * ohw, ld);
+                    cb = sc.cols.get();
+                }
+                if (gw_transposed)  // gW^T (CKK, OC) (+)= cb (CKK, G*P) @ gyb^T (G*P, OC)
+                    sgemm(false, true, ckk, s.OC, ld, cb, ld, gyb, ld, beta, gw_part, s.OC, nullptr, false);
+                else                // gW (OC, CKK) (+)= gyb (OC, G*P) @ cb^T (G*P, CKK)
+                    sgemm(false, true, s.OC, ckk, ld, gyb, ld, cb, ld, beta, gw_part, ckk, nullptr, false);
             }
-            if (gw_transposed)  // gW^T (CKK, OC) (+)= cb (CKK, G*P) @ gyb^T (G*P, OC)
-                sgemm(false, true, ckk, s.OC, ld, cb, ld, gyb, ld, beta, gw_part, s.OC, nullptr, false);
-            else                // gW (OC, CKK) (+)= gyb (OC, G*P) @ cb^T (G*P, CKK)
-                sgemm(false, true, s.OC, ckk, ld, gyb, ld, cb, ld, beta, gw_part, ckk, nullptr, false);
             if (gb_part)
                 for (int o = 0; o < s.OC; ++o) {
                     const float part = sum(gyb + static_cast<int64_t>(o) * ld, ld);
@@ -452,6 +460,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
         Scratch sc{scratch(cols_size), scratch(gy_size)};
         chunk(static_cast<int>(k), sc);
     });
+    if (!gw) return;  // only the input gradient was wanted
     if (chunks > 1)
         parallel_for(0, static_cast<int64_t>(sum_blocks), 1,
                      [&](int64_t b0, int64_t b1) { for (int64_t b = b0; b < b1; ++b) add_partials(b); });

@@ -12,6 +12,7 @@
 
 #include "cpu/activation.hpp"
 #include "cpu/conv2d_bf16.hpp"
+#include "cpu/conv2d_small.hpp"
 #include "cpu/pool.hpp"
 
 namespace deepkern::cpu {
@@ -88,6 +89,10 @@ void conv2d_relu_forward(const Conv2dShape& s, bool pool, const float* x, const 
             conv2d_forward_relu_bf16(s, x, w, bias, y);
         else
             conv2d_forward_relu(s, x, w, bias, y);
+        return;
+    }
+    if (!bf16 && conv2d_small_relu_pool_applies(s)) {  // few taps: computed directly, in registers
+        conv2d_small_relu_pool(s, x, w, bias, y, route);
         return;
     }
     const PoolSink sink(s, y, route);

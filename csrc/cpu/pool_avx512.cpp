@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "cpu/pool.hpp"
+#include "cpu/pool_window_avx512.hpp"
 
 namespace deepkern::cpu::pool_isa {
 namespace {
@@ -31,9 +32,6 @@ inline ColumnMasks column_masks(int cols) {
 inline __mmask16 window_mask(int n) { return column_masks(n).lo; }
 
 // The four taps of the n (<= 16) windows starting at window w0 of rows r0, r1; lanes past n are 0.
-struct Taps {
-    __m512 a, b, c, d;
-};
 inline Taps load_taps(const float* r0, const float* r1, int w0, int n) {
     // even / odd columns of the 32 floats lo (columns 0-15), hi (16-31); built here, not as
     // globals: a global would run AVX-512 code when the module loads, on any CPU
@@ -46,40 +44,6 @@ inline Taps load_taps(const float* r0, const float* r1, int w0, int n) {
     const __m512 lo1 = _mm512_maskz_loadu_ps(m.lo, p1), hi1 = _mm512_maskz_loadu_ps(m.hi, p1 + 16);
     return {_mm512_permutex2var_ps(lo0, even, hi0), _mm512_permutex2var_ps(lo0, odd, hi0),
             _mm512_permutex2var_ps(lo1, even, hi1), _mm512_permutex2var_ps(lo1, odd, hi1)};
-}
-
-// Windows holding a NaN
-inline __mmask16 nan_windows(const Taps& t) {
-    return _mm512_cmp_ps_mask(t.a, t.b, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(t.c, t.d, _CMP_UNORD_Q);
-}
-
-// A NaN window's value: the sum of its taps (as pool.cpp's max2x2_plane)
-inline __m512 nan_value(const Taps& t) { return _mm512_add_ps(_mm512_add_ps(t.a, t.b), _mm512_add_ps(t.c, t.d)); }
-
-// Each window's maximum and the tap (0 a, 1 b, 2 c, 3 d) of its first maximum
-struct FirstMax {
-    __m512 value;
-    __m512i at;
-};
-inline FirstMax first_max(const Taps& t) {
-    const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2), three = _mm512_set1_epi32(3);
-    const __mmask16 b_wins = _mm512_cmp_ps_mask(t.b, t.a, _CMP_GT_OQ);
-    const __mmask16 d_wins = _mm512_cmp_ps_mask(t.d, t.c, _CMP_GT_OQ);
-    const __m512 top = _mm512_mask_mov_ps(t.a, b_wins, t.b), bottom = _mm512_mask_mov_ps(t.c, d_wins, t.d);
-    const __mmask16 bottom_wins = _mm512_cmp_ps_mask(bottom, top, _CMP_GT_OQ);
-    FirstMax m{_mm512_mask_mov_ps(top, bottom_wins, bottom),
-               _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(b_wins, one), bottom_wins,
-                                     _mm512_mask_mov_epi32(two, d_wins, three))};
-    const __mmask16 nan = nan_windows(t);
-    if (nan) {  // the first NaN tap is the maximum
-        __m512i first = three;
-        first = _mm512_mask_mov_epi32(first, _mm512_cmp_ps_mask(t.c, t.c, _CMP_UNORD_Q), two);
-        first = _mm512_mask_mov_epi32(first, _mm512_cmp_ps_mask(t.b, t.b, _CMP_UNORD_Q), one);
-        first = _mm512_mask_mov_epi32(first, _mm512_cmp_ps_mask(t.a, t.a, _CMP_UNORD_Q), _mm512_setzero_si512());
-        m.at = _mm512_mask_mov_epi32(m.at, nan, first);
-        m.value = _mm512_mask_mov_ps(m.value, nan, nan_value(t));
-    }
-    return m;
 }
 
 // Rows g0, g1 of the input gradient over the n windows from w0: gradient v of each window at
@@ -145,21 +109,13 @@ void max2x2_backward_plane_avx512(const float* gy, const float* x, float* gx, in
 
 // The fused ReLU + max-pool (pool.hpp): x plane with row stride ld -> y (PH, PW), route (PH, PW)
 void max2x2_relu_plane_avx512(const float* x, int64_t ld, float* y, uint8_t* route, int PH, int PW) {
-    const __m512 zero = _mm512_setzero_ps();
-    const __m512i none = _mm512_set1_epi32(kNoRoute);
     for (int ph = 0; ph < PH; ++ph) {
         const float* r0 = x + 2 * ph * ld;
         float* yr = y + static_cast<int64_t>(ph) * PW;
         uint8_t* rr = route + static_cast<int64_t>(ph) * PW;
         for (int w0 = 0; w0 < PW; w0 += 16) {
             const int n = PW - w0 < 16 ? PW - w0 : 16;
-            const FirstMax m = first_max(load_taps(r0, r0 + ld, w0, n));
-            // relu keeps values not less than 0 (NaN and -0 included); the gradient passes where > 0
-            const __m512 out = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m.value, zero, _CMP_NLT_UQ), m.value);
-            const __m512i to = _mm512_mask_mov_epi32(none, _mm512_cmp_ps_mask(m.value, zero, _CMP_GT_OQ), m.at);
-            const __mmask16 mask = window_mask(n);
-            _mm512_mask_storeu_ps(yr + w0, mask, out);
-            _mm_mask_storeu_epi8(rr + w0, mask, _mm512_cvtepi32_epi8(to));
+            store_relu_max(first_max(load_taps(r0, r0 + ld, w0, n)), yr + w0, rr + w0, window_mask(n));
         }
     }
 }
