@@ -17,12 +17,12 @@
 #include "common/parallel.hpp"
 #include "cpu/activation.hpp"
 #include "cpu/batchnorm.hpp"
+#include "cpu/bind_checks.hpp"
 #include "cpu/conv2d.hpp"
 #include "cpu/conv2d_fused.hpp"
 #include "cpu/conv2d_bf16.hpp"
 #include "cpu/loss.hpp"
 #include "cpu/matmul.hpp"
-#include "cpu/optim.hpp"
 #include "cpu/parallel_selftest.hpp"
 #include "cpu/pool.hpp"
 #include "cpu/simd_variant.hpp"
@@ -30,6 +30,10 @@
 namespace py = pybind11;
 using deepkern::ShapeError;
 namespace k = deepkern::cpu;
+using deepkern::bind::checked;
+using deepkern::bind::checked_writable;
+using deepkern::bind::no_overlap;
+using deepkern::bind::same_shape;
 
 namespace {
 
@@ -54,55 +58,6 @@ FloatArray new_output(const Shape& shape) {
         delete o;
     });
     return FloatArray(shape, static_cast<float*>(data), owner);
-}
-
-// A float32 C-contiguous, float-aligned array of the given rank (-1: any rank); no conversion,
-// no copy. Zero-size arrays pass (every entry below handles them); a dimension past 2**31 - 1
-// does not (the kernels index one dimension with a 32-bit int, offsets in 64 bits).
-py::array checked(const py::handle& obj, const char* name, int ndim = -1) {
-    if (!py::isinstance<py::array>(obj))
-        throw py::type_error(std::string(name) + ": expected a numpy.ndarray");
-    auto arr = py::reinterpret_borrow<py::array>(obj);
-    // equal(), not is(): an unpickled array carries its own (equivalent) dtype object
-    if (!arr.dtype().equal(py::dtype::of<float>()))
-        throw py::type_error(std::string(name) + ": expected dtype float32, got " +
-                             std::string(py::str(arr.dtype())));
-    if (ndim >= 0 && arr.ndim() != ndim)
-        throw ShapeError(std::string(name) + ": expected a " + std::to_string(ndim) + "-D array, got " +
-                         std::to_string(arr.ndim()) + "-D");
-    if (!(arr.flags() & py::array::c_style))
-        throw ShapeError(std::string(name) + ": expected a C-contiguous array");
-    // the kernels load floats (and vectors of them) through float pointers: a buffer at an odd
-    // address would be undefined behaviour, so it is refused rather than read
-    if (arr.size() > 0 && reinterpret_cast<std::uintptr_t>(arr.data()) % alignof(float) != 0)
-        throw ShapeError(std::string(name) + ": expected a float-aligned buffer (copy the array)");
-    for (py::ssize_t i = 0; i < arr.ndim(); ++i)
-        if (arr.shape(i) > std::numeric_limits<int>::max())
-            throw ShapeError(std::string(name) + ": dimension " + std::to_string(arr.shape(i)) +
-                             " exceeds the kernels' 32-bit index limit");
-    return arr;
-}
-
-py::array checked_writable(const py::handle& obj, const char* name) {
-    py::array arr = checked(obj, name);
-    if (!arr.writeable()) throw ShapeError(std::string(name) + ": array is read-only");
-    return arr;
-}
-
-// In-place updates read and write these arrays element by element; overlapping ones would make
-// the result depend on the order of the loop (and break the kernels' no-alias promise).
-void no_overlap(const py::array& a, const char* an, const py::array& b, const char* bn) {
-    const auto* a0 = static_cast<const char*>(a.data());
-    const auto* b0 = static_cast<const char*>(b.data());
-    if (a.nbytes() == 0 || b.nbytes() == 0) return;
-    if (a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes())
-        throw ShapeError(std::string(bn) + ": shares memory with " + an + " (pass separate arrays)");
-}
-
-void same_shape(const py::array& a, const char* an, const py::array& b, const char* bn) {
-    if (a.ndim() != b.ndim()) throw ShapeError(std::string(bn) + ": shape differs from " + an);
-    for (py::ssize_t i = 0; i < a.ndim(); ++i)
-        if (a.shape(i) != b.shape(i)) throw ShapeError(std::string(bn) + ": shape differs from " + an);
 }
 
 const float* cptr(const py::array& a) { return static_cast<const float*>(a.data()); }
@@ -551,67 +506,6 @@ py::tuple batch_norm_backward(py::handle g_obj, py::handle x_obj, std::optional<
     return py::make_tuple(gx, gw, gb);
 }
 
-// ------------------------------------------------------------------------ optimizers
-void sgd_update(py::handle p_obj, py::handle g_obj, std::optional<py::handle> v_obj, float lr,
-                float momentum, float weight_decay, bool nesterov) {
-    py::array p = checked_writable(p_obj, "param"), g = checked(g_obj, "grad");
-    same_shape(p, "param", g, "grad");
-    float* pv = nullptr;
-    py::array v;
-    if (v_obj && !v_obj->is_none()) {
-        v = checked_writable(*v_obj, "velocity");
-        same_shape(p, "param", v, "velocity");
-        no_overlap(p, "param", v, "velocity");
-        no_overlap(g, "grad", v, "velocity");
-        pv = mptr(v);
-    }
-    no_overlap(p, "param", g, "grad");
-    if (momentum != 0.0f && pv == nullptr) throw ShapeError("velocity: required when momentum > 0");
-    if (momentum == 0.0f) pv = nullptr;  // plain SGD leaves a given velocity untouched (as the reference)
-    float* pp = mptr(p);
-    const float* pg = cptr(g);
-    int64_t n = p.size();
-    py::gil_scoped_release nogil;
-    k::sgd_update(pp, pg, pv, n, lr, momentum, weight_decay, nesterov);
-}
-
-void adam_update(py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj, int64_t step,
-                 float lr, float beta1, float beta2, float eps, float weight_decay) {
-    py::array p = checked_writable(p_obj, "param"), g = checked(g_obj, "grad");
-    py::array m = checked_writable(m_obj, "m"), v = checked_writable(v_obj, "v");
-    same_shape(p, "param", g, "grad");
-    same_shape(p, "param", m, "m");
-    same_shape(p, "param", v, "v");
-    no_overlap(p, "param", g, "grad");
-    no_overlap(p, "param", m, "m");
-    no_overlap(p, "param", v, "v");
-    no_overlap(g, "grad", m, "m");
-    no_overlap(g, "grad", v, "v");
-    no_overlap(m, "m", v, "v");
-    if (step < 1) throw ShapeError("step: expected >= 1");
-    float *pp = mptr(p), *pm = mptr(m), *pv = mptr(v);
-    const float* pg = cptr(g);
-    int64_t n = p.size();
-    py::gil_scoped_release nogil;
-    k::adam_update(pp, pg, pm, pv, n, step, lr, beta1, beta2, eps, weight_decay);
-}
-
-void rmsprop_update(py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr, float alpha, float eps,
-                    float weight_decay) {
-    py::array p = checked_writable(p_obj, "param"), g = checked(g_obj, "grad");
-    py::array s = checked_writable(s_obj, "square_avg");
-    same_shape(p, "param", g, "grad");
-    same_shape(p, "param", s, "square_avg");
-    no_overlap(p, "param", g, "grad");
-    no_overlap(p, "param", s, "square_avg");
-    no_overlap(g, "grad", s, "square_avg");
-    float *pp = mptr(p), *ps = mptr(s);
-    const float* pg = cptr(g);
-    int64_t n = p.size();
-    py::gil_scoped_release nogil;
-    k::rmsprop_update(pp, pg, ps, n, lr, alpha, eps, weight_decay);
-}
-
 py::dict cpu_features() {
     __builtin_cpu_init();
     py::dict d;
@@ -626,6 +520,7 @@ py::dict cpu_features() {
 
 namespace deepkern::cpu {
 void bind_bf16(py::module_& m);   // bind_bf16.cpp
+void bind_optim(py::module_& m);  // bind_optim.cpp
 }
 
 PYBIND11_MODULE(_cpu, m) {
@@ -670,13 +565,6 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("batch_norm_backward", &batch_norm_backward, py::arg("grad_out"), py::arg("x"),
           py::arg("weight").none(true), py::arg("mean"), py::arg("invstd"), py::arg("training"),
           py::arg("want_affine"));
-    m.def("sgd_update", &sgd_update, py::arg("param"), py::arg("grad"), py::arg("velocity").none(true),
-          py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
-    m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
-          py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-          py::arg("weight_decay"));
-    m.def("rmsprop_update", &rmsprop_update, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
-          py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"));
     m.def("host_cache_info", []() {
               auto& cache = deepkern::HostCache::instance();
               py::dict d;
@@ -706,4 +594,5 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("set_gemm_variant", &k::set_gemm_variant, py::arg("name"),
           "Force the GEMM micro-kernel: 'avx512', 'avx2', 'scalar' or 'auto'");
     deepkern::cpu::bind_bf16(m);
+    deepkern::cpu::bind_optim(m);
 }

@@ -366,7 +366,11 @@ def batch_norm_backward(grad_out: Array, x: Array, weight: Optional[Array], mean
 
 
 # ---------------------------------------------------------------------------- optimizer updates
-def _check_state(param: Array, grad: Array, **state: Array) -> None:
+# The checks are public so that the optimizers (deepkern.optim), which update many parameters per
+# step, can run them once per parameter set and then call the kernels for all parameters at once.
+def check_update_state(param: Array, grad: Array, **state: Array) -> None:
+    """An in-place update's arrays: float32, C-contiguous, one device, param's shape, param writable,
+    no two sharing memory. ``state`` names the state buffers (``m=..., v=...``)."""
     check_array(param, "param")
     for name, arr in {"grad": grad, **state}.items():
         check_array(arr, name)
@@ -385,17 +389,39 @@ def _check_hyper(**values: float) -> None:
             raise ValueError(f"{name}: expected a finite value >= 0, got {v!r}")
 
 
-def sgd_update(param: Array, grad: Array, velocity: Optional[Array], lr: float, momentum: float = 0.0,
-               weight_decay: float = 0.0, nesterov: bool = False) -> None:
-    """In place, PyTorch's SGD: g = grad + wd*param; v = momentum*v + g;
-    param -= lr * (g + momentum*v if nesterov else v). ``velocity`` may be None when momentum is 0."""
+def check_sgd_args(velocity: Optional[Array], lr: float, momentum: float, weight_decay: float,
+                   nesterov: bool) -> None:
+    """The scalar arguments of ``sgd_update`` (and that a velocity is given with momentum)."""
     _check_hyper(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if momentum > 0 and velocity is None:
         raise ValueError("velocity: required when momentum > 0")
     if nesterov and momentum <= 0:
         raise ValueError("nesterov: requires momentum > 0")
+
+
+def check_adam_args(step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+    """The scalar arguments of ``adam_update``."""
+    _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
+    if not (0 <= real(beta1, "beta1") < 1 and 0 <= real(beta2, "beta2") < 1):
+        raise ValueError(f"beta1/beta2: expected values in [0, 1), got {beta1}, {beta2}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step <= INT64_MAX:
+        raise ValueError(f"step: expected an int in [1, 2**63 - 1], got {step!r}")
+
+
+def check_rmsprop_args(lr: float, alpha: float, eps: float, weight_decay: float) -> None:
+    """The scalar arguments of ``rmsprop_update``."""
+    _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
+    if not 0 <= real(alpha, "alpha") < 1:
+        raise ValueError(f"alpha: expected a value in [0, 1), got {alpha}")
+
+
+def sgd_update(param: Array, grad: Array, velocity: Optional[Array], lr: float, momentum: float = 0.0,
+               weight_decay: float = 0.0, nesterov: bool = False) -> None:
+    """In place, PyTorch's SGD: g = grad + wd*param; v = momentum*v + g;
+    param -= lr * (g + momentum*v if nesterov else v). ``velocity`` may be None when momentum is 0."""
+    check_sgd_args(velocity, lr, momentum, weight_decay, nesterov)
     state = {} if velocity is None else {"velocity": velocity}
-    _check_state(param, grad, **state)
+    check_update_state(param, grad, **state)
     backends.for_array(param).sgd_update(param, grad, velocity, float(lr), float(momentum),
                                          float(weight_decay), bool(nesterov))
 
@@ -404,12 +430,8 @@ def adam_update(param: Array, grad: Array, m: Array, v: Array, step: int, lr: fl
                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                 weight_decay: float = 0.0) -> None:
     """In place, Adam with bias correction at ``step`` (1-based); weight decay is L2 added to the gradient."""
-    _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
-    if not (0 <= real(beta1, "beta1") < 1 and 0 <= real(beta2, "beta2") < 1):
-        raise ValueError(f"beta1/beta2: expected values in [0, 1), got {beta1}, {beta2}")
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step <= INT64_MAX:
-        raise ValueError(f"step: expected an int in [1, 2**63 - 1], got {step!r}")
-    _check_state(param, grad, m=m, v=v)
+    check_adam_args(step, lr, beta1, beta2, eps, weight_decay)
+    check_update_state(param, grad, m=m, v=v)
     backends.for_array(param).adam_update(param, grad, m, v, int(step), float(lr), float(beta1),
                                           float(beta2), float(eps), float(weight_decay))
 
@@ -417,9 +439,7 @@ def adam_update(param: Array, grad: Array, m: Array, v: Array, step: int, lr: fl
 def rmsprop_update(param: Array, grad: Array, square_avg: Array, lr: float = 1e-3, alpha: float = 0.99,
                    eps: float = 1e-8, weight_decay: float = 0.0) -> None:
     """In place, RMSprop (PyTorch's form): s = alpha*s + (1-alpha)*g^2; param -= lr*g/(sqrt(s)+eps)."""
-    _check_hyper(lr=lr, eps=eps, weight_decay=weight_decay)
-    if not 0 <= real(alpha, "alpha") < 1:
-        raise ValueError(f"alpha: expected a value in [0, 1), got {alpha}")
-    _check_state(param, grad, square_avg=square_avg)
+    check_rmsprop_args(lr, alpha, eps, weight_decay)
+    check_update_state(param, grad, square_avg=square_avg)
     backends.for_array(param).rmsprop_update(param, grad, square_avg, float(lr), float(alpha),
                                              float(eps), float(weight_decay))

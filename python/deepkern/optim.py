@@ -1,8 +1,16 @@
 """Optimizers (SGD, Adam, RMSprop) over the fused in-place update kernels, and L1/L2 penalties.
 
-Each ``step()`` makes one ``dk.ops.<name>_update`` call per parameter that has a gradient;
-the kernel reads the gradient and updates the parameter and its state buffers in place.
-Parameters without a gradient (unused this step) are skipped, as in PyTorch.
+Each ``step()`` updates every parameter that has a gradient with the fused kernel of
+``dk.ops.<name>_update``, which reads the gradient and updates the parameter and its state
+buffers in place. Parameters without a gradient (unused this step) are skipped, as in PyTorch.
+
+On the C++ backend a step is one kernel call for all parameters (``<name>_update_many``: the
+threads share all their elements). The arrays are checked by ``ops``' rules when a parameter is
+first updated and again whenever its array or a state buffer is replaced or reshaped; in
+between, a step checks only that each gradient is a CPU array of its parameter's shape (the
+kernel's own checks still refuse overlapping or read-only arrays, and a refusal is reported with
+``ops``' message). Other backends and subclasses that only define ``_update`` take one
+``ops.<name>_update`` call per parameter, fully checked each step.
 
 ``state_dict()`` is a flat ``{str: numpy.ndarray}`` so ``numpy.savez(path, **sd)`` works with
 ``allow_pickle=False``: hyperparameters and the step counter are 0-d arrays, per-parameter
@@ -20,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import ops
+from . import backends, ops
 from ._device import move as _move
 from ._device import to_host
 from .autograd import Tensor, no_grad, xp_of
@@ -64,11 +72,14 @@ class Optimizer:
     """Base class: holds the parameters, hyperparameters and per-parameter state buffers.
 
     Subclasses list their hyperparameters in ``hyperparameters`` and buffers in ``buffers``
-    and implement ``_update(param, grad, state)``.
+    and implement ``_update(param, grad, state)``; the built-in ones also name their op in
+    ``kernel`` and implement ``_check_args(step, state)`` and ``_update_many(fn, params, grads, states)``,
+    which make a step one call of the backend's ``<kernel>_many`` where it has one.
     """
 
     hyperparameters: Tuple[str, ...] = ("lr",)
     buffers: Tuple[str, ...] = ()
+    kernel: Optional[str] = None
 
     def __init__(self, params: Iterable[Tensor], **hyper: Any) -> None:
         self.params: List[Tensor] = list(params)
@@ -90,6 +101,8 @@ class Optimizer:
             setattr(self, name, hyper[name])  # validated by the properties below / subclasses
         self.state: List[Dict[str, Any]] = [{} for _ in self.params]
         self.step_count = 0
+        # parameter index -> (param array, its shape, state buffers) as last checked in full
+        self._checked: Dict[int, Tuple[Any, Tuple[int, ...], Tuple[Any, ...]]] = {}
 
     lr = _Hyper()
     weight_decay = _Hyper()
@@ -104,7 +117,8 @@ class Optimizer:
         """Apply one update to every parameter that has a gradient."""
         self.step_count += 1
         with no_grad():
-            for p, state in zip(self.params, self.state):
+            ready: List[Tuple[int, Any, Any, Dict[str, Any]]] = []   # (index, param, grad, state)
+            for i, (p, state) in enumerate(zip(self.params, self.state)):
                 g = p.grad
                 if g is None:
                     continue
@@ -117,7 +131,65 @@ class Optimizer:
                             state[name] = xp.zeros(p.data.shape, dtype=np.float32)
                     state.setdefault("step", 0)
                 state["step"] += 1
-                self._update(p.data, g, state)
+                ready.append((i, p.data, g, state))
+            many = self._many_kernel(ready)
+            if many is None:
+                for _, param, g, state in ready:
+                    self._update(param, g, state)
+            else:
+                self._step_many(many, ready)
+
+    def _many_kernel(self, ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> Any:
+        """The backend's ``<kernel>_many`` when every parameter is a NumPy array and the class
+        updates through it; else None (one checked ``ops`` call per parameter)."""
+        cls = type(self)
+        owner = next(c for c in cls.__mro__ if "_update_many" in c.__dict__)
+        # a subclass that redefines _update (its own rule) keeps the per-parameter path
+        if not ready or self.kernel is None or owner is Optimizer or cls._update is not owner.__dict__["_update"]:
+            return None
+        if not all(type(item[1]) is np.ndarray for item in ready):
+            return None
+        return getattr(backends.for_array(ready[0][1]), self.kernel + "_many", None)
+
+    def _step_many(self, many: Any, ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> None:
+        """Checks the arrays (in full only where they changed) and updates them all at once."""
+        for i, param, g, state in ready:
+            bufs = tuple(state[name] for name in self.buffers)
+            known = self._checked.get(i)
+            if (known is None or known[0] is not param or known[1] != param.shape
+                    or any(a is not b for a, b in zip(known[2], bufs)) or len(known[2]) != len(bufs)):
+                self._check_arrays(i, param, g, state)
+            elif type(g) is not np.ndarray or g.shape != param.shape:
+                self._check_arrays(i, param, g, state)  # raises, naming the argument
+        # one call per step count (they differ only for parameters that skipped steps)
+        by_step: Dict[int, List[Tuple[Any, Any, Dict[str, Any]]]] = {}
+        for _, param, g, state in ready:
+            by_step.setdefault(state["step"], []).append((param, g, state))
+        for step, items in by_step.items():
+            self._check_args(step, items[0][2])
+            params, grads, states = (list(col) for col in zip(*items))
+            try:
+                self._update_many(many, params, grads, states)
+            except (TypeError, ValueError):
+                # the kernel refused an array (e.g. a gradient sharing memory with its parameter):
+                # report it in ops' words where ops' checks see the problem
+                for i, param, g, state in ready:
+                    self._check_arrays(i, param, g, state)
+                raise
+
+    def _check_arrays(self, i: int, param: Any, grad: Any, state: Dict[str, Any]) -> None:
+        """``ops``' checks of parameter i's arrays; remembers them as checked."""
+        self._checked.pop(i, None)
+        ops.check_update_state(param, grad, **{name: state[name] for name in self.buffers})
+        self._checked[i] = (param, param.shape, tuple(state[name] for name in self.buffers))
+
+    def _check_args(self, step: int, state: Dict[str, Any]) -> None:
+        """``ops``' checks of the scalar arguments of an update at ``step`` (``state``: a parameter's)."""
+        raise NotImplementedError
+
+    def _update_many(self, fn: Any, params: List[Any], grads: List[Any], states: List[Dict[str, Any]]) -> None:
+        """All of ``params`` at once through ``fn`` (the backend's ``<kernel>_many``); checked already."""
+        raise NotImplementedError
 
     def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
         raise NotImplementedError
@@ -231,10 +303,22 @@ class SGD(Optimizer):
         # the velocity exists only with momentum (plain SGD keeps no state)
         return ("velocity",) if self.hyper["momentum"] > 0 else ()
 
+    kernel = "sgd_update"
+
     def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
         h = self.hyper
         ops.sgd_update(param, grad, state.get("velocity"), h["lr"], h["momentum"], h["weight_decay"],
                        h["nesterov"])
+
+    def _check_args(self, step: int, state: Dict[str, Any]) -> None:
+        h = self.hyper
+        ops.check_sgd_args(state.get("velocity"), h["lr"], h["momentum"], h["weight_decay"], h["nesterov"])
+
+    def _update_many(self, fn: Any, params: List[Any], grads: List[Any], states: List[Dict[str, Any]]) -> None:
+        h = self.hyper
+        velocities = [s["velocity"] for s in states] if h["momentum"] > 0 else None
+        fn(params, grads, velocities, float(h["lr"]), float(h["momentum"]), float(h["weight_decay"]),
+           bool(h["nesterov"]))
 
 
 class Adam(Optimizer):
@@ -257,10 +341,21 @@ class Adam(Optimizer):
     def betas(self) -> Tuple[float, float]:
         return self.hyper["beta1"], self.hyper["beta2"]
 
+    kernel = "adam_update"
+
     def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
         h = self.hyper
         ops.adam_update(param, grad, state["m"], state["v"], state["step"], h["lr"], h["beta1"], h["beta2"],
                         h["eps"], h["weight_decay"])
+
+    def _check_args(self, step: int, state: Dict[str, Any]) -> None:
+        h = self.hyper
+        ops.check_adam_args(step, h["lr"], h["beta1"], h["beta2"], h["eps"], h["weight_decay"])
+
+    def _update_many(self, fn: Any, params: List[Any], grads: List[Any], states: List[Dict[str, Any]]) -> None:
+        h = self.hyper
+        fn(params, grads, [s["m"] for s in states], [s["v"] for s in states], int(states[0]["step"]),
+           float(h["lr"]), float(h["beta1"]), float(h["beta2"]), float(h["eps"]), float(h["weight_decay"]))
 
 
 class RMSprop(Optimizer):
@@ -276,9 +371,20 @@ class RMSprop(Optimizer):
     alpha = _Hyper(high=1.0)
     eps = _Hyper()
 
+    kernel = "rmsprop_update"
+
     def _update(self, param: Any, grad: Any, state: Dict[str, Any]) -> None:
         h = self.hyper
         ops.rmsprop_update(param, grad, state["square_avg"], h["lr"], h["alpha"], h["eps"], h["weight_decay"])
+
+    def _check_args(self, step: int, state: Dict[str, Any]) -> None:
+        h = self.hyper
+        ops.check_rmsprop_args(h["lr"], h["alpha"], h["eps"], h["weight_decay"])
+
+    def _update_many(self, fn: Any, params: List[Any], grads: List[Any], states: List[Dict[str, Any]]) -> None:
+        h = self.hyper
+        fn(params, grads, [s["square_avg"] for s in states], float(h["lr"]), float(h["alpha"]), float(h["eps"]),
+           float(h["weight_decay"]))
 
 
 # ---------------------------------------------------------------------------- penalties

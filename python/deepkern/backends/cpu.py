@@ -83,3 +83,10 @@ def cross_entropy(logits, labels):
 
 def cross_entropy_backward(logits, labels, grad):
     return _cpu.cross_entropy_backward(logits, _labels64(labels), grad)
+
+
+# The optimizers' step: one call for all parameters (deepkern.optim; not part of the op contract,
+# which backends without them satisfy with one <name>_update call per parameter).
+sgd_update_many = _cpu.sgd_update_many
+adam_update_many = _cpu.adam_update_many
+rmsprop_update_many = _cpu.rmsprop_update_many
