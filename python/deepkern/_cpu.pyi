@@ -17,6 +17,21 @@ def adam_update(
     ...
 
 
+def adam_update_many(
+    params: object,
+    grads: object,
+    ms: object,
+    vs: object,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """adam_update over lists of arrays (one step for all), in one call"""
+
+
 def avg_pool2d(
     x: object,
     kernel: tuple[int, int],
@@ -227,6 +242,18 @@ def rmsprop_update(
     ...
 
 
+def rmsprop_update_many(
+    params: object,
+    grads: object,
+    square_avgs: object,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """rmsprop_update over lists of arrays, in one call"""
+
+
 def set_bf16_enabled(on: bool) -> None:
     """Switch the bf16 GEMM off (as on a CPU without avx512_bf16) or back on"""
 
@@ -257,6 +284,18 @@ def sgd_update(
     nesterov: bool,
 ) -> None:
     ...
+
+
+def sgd_update_many(
+    params: object,
+    grads: object,
+    velocities: object,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool,
+) -> None:
+    """sgd_update over lists of arrays (velocities None without momentum), in one call"""
 
 
 def simd_variant() -> str:
