@@ -131,6 +131,8 @@ def to_device(array: Any, device: str) -> Any:
 
 def move(array: Any, device: str) -> Any:
     """:func:`to_device`, C-contiguous (what ``ops`` requires of every array it is given)."""
+    if device == "cpu" and isinstance(array, np.ndarray):   # the common case, without parsing the name
+        return array
     out = to_device(array, device)
     if out is array or out.flags.c_contiguous:
         return out

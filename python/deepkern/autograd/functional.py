@@ -2,7 +2,10 @@
 
 Each function runs its forward through ``deepkern.ops`` (the compiled kernels) and records a
 backward closure that calls the matching ``ops.*_backward``. Arrays are made float32 and
-C-contiguous first, because ``ops`` is strict and never converts. Layouts follow PyTorch:
+C-contiguous first, because ``ops`` is strict and never converts. The hot paths of training
+(linear, relu, cross_entropy) check each array once: their backward calls the backend's kernel
+directly with the arrays ``ops`` checked in the forward and the graph's own gradient (float32,
+made C-contiguous and of the output's shape here); the kernels' bindings still check them. Layouts follow PyTorch:
 activations NCHW, linear weights (out_features, in_features), conv weights (OC, C, KH, KW).
 """
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any, ContextManager, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import ops
+from .. import backends, ops
 from .._device import device_name, is_gpu_array, move
 from .._precision import get_precision, precision
 from .rng import get_generator
@@ -87,14 +90,17 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
     def _linear_backward(g: Array) -> None:
         g = _c(g).reshape(out.shape)
-        if relu_:
-            g = ops.relu_backward(g, out)  # gradient passes where the fused ReLU was positive
+        kernels = backends.for_array(xd)   # xd, wd, out: checked by ops.matmul in the forward
         if x.requires_grad and weight.requires_grad:
+            # one kernel call: the ReLU's mask (where the fused ReLU was positive), both products, the bias sum
             want_bias = bias is not None and bias.requires_grad
-            gx, gw, gb = ops.matmul_backward(g, xd, wd, trans_b=True, bias=want_bias)
+            gx, gw, gb = kernels.matmul_backward(g, xd, wd, out if relu_ else None, False, True, want_bias)
         else:
-            gx = ops.matmul(g, wd) if x.requires_grad else None               # (N, out) @ (out, in)
-            gw = ops.matmul(g, xd, trans_a=True) if weight.requires_grad else None  # (out, N) @ (N, in)
+            if relu_:
+                g = kernels.relu_backward(g, out)  # gradient passes where the fused ReLU was positive
+            # (N, out) @ (out, in) and (out, N) @ (N, in)
+            gx = kernels.matmul(g, wd, None, False, False, False) if x.requires_grad else None
+            gw = kernels.matmul(g, xd, None, False, True, False) if weight.requires_grad else None
             gb = None
             if bias is not None and bias.requires_grad:
                 gb = g.sum(axis=0)
@@ -199,8 +205,8 @@ def relu(x: Tensor) -> Tensor:
     x = _tensor(x, "x")
     out = ops.relu(_f32(x, "x"))
 
-    def backward(g: Array) -> None:
-        x._accumulate(ops.relu_backward(_c(g), out))
+    def backward(g: Array) -> None:   # out: checked by ops.relu
+        x._accumulate(backends.for_array(out).relu_backward(_c(g).reshape(out.shape), out))
     return Tensor._make(out, (x,), backward)
 
 
@@ -279,8 +285,8 @@ def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
     lab = _labels(labels, ld)
     loss = ops.cross_entropy(ld, lab)
 
-    def backward(g: Array) -> None:
-        logits._accumulate(ops.cross_entropy_backward(ld, lab, float(g)))
+    def backward(g: Array) -> None:   # ld, lab: checked by ops.cross_entropy (the labels' range too)
+        logits._accumulate(backends.for_array(ld).cross_entropy_backward(ld, lab, float(g)))
     return Tensor._make(loss, (logits,), backward)
 
 
