@@ -30,24 +30,37 @@ using bind::checked_writable;
 using bind::no_overlap;
 using bind::same_shape;
 
-// One update's arguments: the parameter first, then its gradient, then its state buffers.
+// One update's arguments: the parameter first, then its gradient, then its state buffers. An
+// argument of a *_many call is element `index` of the list `name` (index -1: a single update).
 struct Arg {
     py::handle obj;
-    std::string name;
+    const char* name;
+    int64_t index = -1;
 };
 
-// The group's arrays in the order given, checked (see the top of this file).
-std::vector<py::array> checked_group(const std::vector<Arg>& args) {
-    std::vector<py::array> arrs;
-    arrs.reserve(args.size());
-    for (size_t i = 0; i < args.size(); ++i)  // the gradient (i == 1) is only read
-        arrs.push_back(i == 1 ? checked(args[i].obj, args[i].name.c_str())
-                              : checked_writable(args[i].obj, args[i].name.c_str()));
-    for (size_t i = 1; i < arrs.size(); ++i) same_shape(arrs[0], args[0].name.c_str(), arrs[i], args[i].name.c_str());
-    for (size_t i = 0; i < arrs.size(); ++i)
-        for (size_t j = i + 1; j < arrs.size(); ++j)
-            no_overlap(arrs[i], args[i].name.c_str(), arrs[j], args[j].name.c_str());
-    return arrs;
+// The group's arrays in the order given, checked (see the top of this file). The names that
+// errors carry ("grads[3]") are only built when a check fails: the step's usual path then costs
+// no more per array than a single update's.
+std::vector<py::array> checked_group(const std::vector<Arg>& args, bool indexed_names = false) {
+    std::vector<std::string> names;
+    for (const Arg& a : args)
+        names.push_back(indexed_names && a.index >= 0 ? std::string(a.name) + "[" + std::to_string(a.index) + "]"
+                                                      : std::string(a.name));
+    try {
+        std::vector<py::array> arrs;
+        arrs.reserve(args.size());
+        for (size_t i = 0; i < args.size(); ++i)  // the gradient (i == 1) is only read
+            arrs.push_back(i == 1 ? checked(args[i].obj, names[i].c_str())
+                                  : checked_writable(args[i].obj, names[i].c_str()));
+        for (size_t i = 1; i < arrs.size(); ++i) same_shape(arrs[0], names[0].c_str(), arrs[i], names[i].c_str());
+        for (size_t i = 0; i < arrs.size(); ++i)
+            for (size_t j = i + 1; j < arrs.size(); ++j)
+                no_overlap(arrs[i], names[i].c_str(), arrs[j], names[j].c_str());
+        return arrs;
+    } catch (const std::exception&) {
+        if (indexed_names || args.empty() || args[0].index < 0) throw;
+        return checked_group(args, true);  // fails the same way, now naming the list elements
+    }
 }
 
 float* mptr(py::array& a) { return static_cast<float*>(a.mutable_data()); }
@@ -92,10 +105,13 @@ std::vector<std::vector<py::array>> checked_groups(const std::vector<std::pair<p
     for (const auto& l : lists)
         if (!l.first.is_none()) names.push_back(l.second);
     std::vector<std::vector<py::array>> groups;
+    std::vector<py::object> items(seqs.size());   // holds each list's element i while it is checked
+    std::vector<Arg> args(seqs.size());
     for (size_t i = 0; i < seqs.front().size(); ++i) {
-        std::vector<Arg> args;
-        for (size_t l = 0; l < seqs.size(); ++l)
-            args.push_back({seqs[l][i], std::string(names[l]) + "[" + std::to_string(i) + "]"});
+        for (size_t l = 0; l < seqs.size(); ++l) {
+            items[l] = seqs[l][i];
+            args[l] = {items[l], names[l], static_cast<int64_t>(i)};
+        }
         groups.push_back(checked_group(args));
     }
     return groups;

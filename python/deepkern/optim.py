@@ -23,7 +23,9 @@ in the loss, add ``l1_penalty(params, lam)`` (``lam * sum|w|``) or ``l2_penalty(
 """
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -68,6 +70,15 @@ class _Hyper:
         obj.hyper[self.name] = _finite(value, self.label, self.low, self.high)
 
 
+@functools.lru_cache(maxsize=None)
+def _updates_in_one_call(cls: type) -> bool:
+    """Whether ``cls`` steps through ``_update_many``: it names a kernel, and the class that defines
+    ``_update_many`` also defines the ``_update`` in force (a subclass with its own ``_update``
+    rule keeps the per-parameter path)."""
+    owner = next(c for c in cls.__mro__ if "_update_many" in c.__dict__)
+    return cls.kernel is not None and owner is not Optimizer and cls._update is owner.__dict__["_update"]
+
+
 class Optimizer:
     """Base class: holds the parameters, hyperparameters and per-parameter state buffers.
 
@@ -101,8 +112,9 @@ class Optimizer:
             setattr(self, name, hyper[name])  # validated by the properties below / subclasses
         self.state: List[Dict[str, Any]] = [{} for _ in self.params]
         self.step_count = 0
-        # parameter index -> (param array, its shape, state buffers) as last checked in full
-        self._checked: Dict[int, Tuple[Any, Tuple[int, ...], Tuple[Any, ...]]] = {}
+        # parameter index -> (param's shape, [param array, state buffers...]) as last checked in full
+        self._checked: Dict[int, Tuple[Tuple[int, ...], List[Any]]] = {}
+        self._checked_hyper: Optional[Tuple[Any, ...]] = None   # hyperparameter values last checked
 
     lr = _Hyper()
     weight_decay = _Hyper()
@@ -142,46 +154,50 @@ class Optimizer:
     def _many_kernel(self, ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> Any:
         """The backend's ``<kernel>_many`` when every parameter is a NumPy array and the class
         updates through it; else None (one checked ``ops`` call per parameter)."""
-        cls = type(self)
-        owner = next(c for c in cls.__mro__ if "_update_many" in c.__dict__)
-        # a subclass that redefines _update (its own rule) keeps the per-parameter path
-        if not ready or self.kernel is None or owner is Optimizer or cls._update is not owner.__dict__["_update"]:
+        if not ready or not _updates_in_one_call(type(self)):
             return None
-        if not all(type(item[1]) is np.ndarray for item in ready):
-            return None
+        for item in ready:
+            if type(item[1]) is not np.ndarray:
+                return None
         return getattr(backends.for_array(ready[0][1]), self.kernel + "_many", None)
 
     def _step_many(self, many: Any, ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> None:
         """Checks the arrays (in full only where they changed) and updates them all at once."""
+        names = self.buffers
         for i, param, g, state in ready:
-            bufs = tuple(state[name] for name in self.buffers)
+            arrays = [param] + [state[name] for name in names]
             known = self._checked.get(i)
-            if (known is None or known[0] is not param or known[1] != param.shape
-                    or any(a is not b for a, b in zip(known[2], bufs)) or len(known[2]) != len(bufs)):
-                self._check_arrays(i, param, g, state)
-            elif type(g) is not np.ndarray or g.shape != param.shape:
-                self._check_arrays(i, param, g, state)  # raises, naming the argument
+            if (known is None or known[0] != param.shape or len(known[1]) != len(arrays)
+                    or any(map(operator.is_not, known[1], arrays))
+                    or type(g) is not np.ndarray or g.shape != param.shape):
+                self._check_arrays(i, param, g, state)   # raises naming the argument, or remembers them
         # one call per step count (they differ only for parameters that skipped steps)
         by_step: Dict[int, List[Tuple[Any, Any, Dict[str, Any]]]] = {}
         for _, param, g, state in ready:
             by_step.setdefault(state["step"], []).append((param, g, state))
         for step, items in by_step.items():
-            self._check_args(step, items[0][2])
+            # the hyperparameters as ops checks them, again whenever one changed (the step count is
+            # this optimizer's own; the kernel refuses one below 1)
+            hyper = tuple(self.hyper.values())
+            if hyper != self._checked_hyper:
+                self._check_args(step, items[0][2])
+                self._checked_hyper = hyper
             params, grads, states = (list(col) for col in zip(*items))
             try:
                 self._update_many(many, params, grads, states)
             except (TypeError, ValueError):
-                # the kernel refused an array (e.g. a gradient sharing memory with its parameter):
+                # the kernel refused an argument (e.g. a gradient sharing memory with its parameter):
                 # report it in ops' words where ops' checks see the problem
+                self._check_args(step, items[0][2])
                 for i, param, g, state in ready:
                     self._check_arrays(i, param, g, state)
                 raise
 
     def _check_arrays(self, i: int, param: Any, grad: Any, state: Dict[str, Any]) -> None:
-        """``ops``' checks of parameter i's arrays; remembers them as checked."""
+        """``ops``' checks of parameter i's arrays; remembers the parameter and its buffers as checked."""
         self._checked.pop(i, None)
         ops.check_update_state(param, grad, **{name: state[name] for name in self.buffers})
-        self._checked[i] = (param, param.shape, tuple(state[name] for name in self.buffers))
+        self._checked[i] = (param.shape, [param] + [state[name] for name in self.buffers])
 
     def _check_args(self, step: int, state: Dict[str, Any]) -> None:
         """``ops``' checks of the scalar arguments of an update at ``step`` (``state``: a parameter's)."""
