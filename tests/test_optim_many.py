@@ -180,6 +180,16 @@ def test_hyperparameters_written_past_the_setters_are_still_checked(rng):
         opt.step()
 
 
+def test_a_step_count_below_one_is_refused_like_ops(rng):
+    params, opt = _stepped(rng)
+    before = [p.numpy().copy() for p in params]
+    for state in opt.state:
+        state["step"] = -5   # e.g. from a damaged checkpoint
+    with pytest.raises(ValueError, match=r"step: expected an int in \[1, 2\*\*63 - 1\], got -4"):
+        opt.step()
+    assert all(np.array_equal(p.numpy(), b) for p, b in zip(params, before))
+
+
 def test_a_subclass_with_its_own_rule_keeps_it(rng):
     class HalfAdam(optim.Adam):
         def _update(self, param, grad, state):
