@@ -20,6 +20,8 @@ INT64_MAX = 2**63 - 1
 
 def is_gpu_array(x: Any) -> bool:
     """True for CuPy arrays (or anything exposing the CUDA array interface)."""
+    if type(x) is np.ndarray:   # the common case, without a failing attribute lookup
+        return False
     return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
 
 
