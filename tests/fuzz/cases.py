@@ -275,6 +275,38 @@ def optim_case(draw, which: str) -> Case:
 
 
 @st.composite
+def optim_many_case(draw, which: str) -> Case:
+    """Lists for ``<which>_update_many``: each parameter's arrays drawn as optim_case draws them;
+    sometimes a list one short, a tuple, or one buffer in two parameters (updated one after the
+    other). Not compared (the reference has no lists): a call must return or fail cleanly."""
+    n_state = {"sgd": 1, "adam": 2, "rmsprop": 1}[which]
+    lists: List[Any] = [[] for _ in range(2 + n_state)]
+    notes: List[str] = []
+    for _ in range(draw(st.integers(0, 3))):
+        shape = draw(dims(draw(st.integers(0, 3))))
+        for values in lists:
+            values.append(draw(array(shape))[0])
+    if len(lists[0]) >= 2 and draw(st.integers(0, 3)) == 0:
+        k = draw(st.integers(0, len(lists) - 1))
+        lists[k][1] = lists[k][0]
+        notes.append(f"list {k}: element 1 is element 0")
+    if lists[0] and draw(st.integers(0, 7)) == 0:
+        lists[1] = lists[1][:-1]
+        notes.append("grads one short")
+    if draw(st.integers(0, 7)) == 0:
+        lists[0] = tuple(lists[0])
+    if which == "sgd":
+        velocities = lists[2] if draw(st.booleans()) else None
+        args = [lists[0], lists[1], velocities, draw(real()), draw(real()), draw(real()), draw(st.booleans())]
+    elif which == "adam":
+        step = draw(st.one_of(st.integers(-1, 5), st.sampled_from([2**31, 2**63 - 1, 2**63])))
+        args = lists + [step] + [draw(real()) for _ in range(5)]
+    else:
+        args = lists + [draw(real()) for _ in range(4)]
+    return Case(args, False, notes=notes)
+
+
+@st.composite
 def admin_case(draw, name: str) -> Case:
     if name == "set_host_cache_limit":
         return Case([draw(st.one_of(st.integers(-5, 2**40), st.sampled_from([2**64 - 1, 2**64, -1])))], False)
@@ -306,6 +338,9 @@ FUNCTIONS: Dict[str, Callable[[], Any]] = {
     "sgd_update": lambda: optim_case("sgd"),
     "adam_update": lambda: optim_case("adam"),
     "rmsprop_update": lambda: optim_case("rmsprop"),
+    "sgd_update_many": lambda: optim_many_case("sgd"),
+    "adam_update_many": lambda: optim_many_case("adam"),
+    "rmsprop_update_many": lambda: optim_many_case("rmsprop"),
     "set_host_cache_limit": lambda: admin_case("set_host_cache_limit"),
     "empty_host_cache": lambda: admin_case("empty_host_cache"),
     "host_cache_info": lambda: admin_case("host_cache_info"),
