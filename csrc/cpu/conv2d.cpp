@@ -27,6 +27,7 @@
 
 #include "common/parallel.hpp"
 #include "cpu/conv2d_small.hpp"
+#include "cpu/conv2d_winograd_wgrad.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
 
@@ -335,6 +336,12 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     // (CKK x G*P). The transposed form wins unless OC is both wide and above CKK.
     // With very few taps (the seed CNN's first layer: CKK = 9, OC = 32, P = 676) the transposed
     // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
+    // 3x3 stride-1 layers: gw and gb through Winograd F(3x3, 2x2) (conv2d_winograd_wgrad.hpp); a
+    // non-finite value there leaves both to the paths below (the same result as without it)
+    if (gw && winograd_wgrad_applies(s) && conv2d_winograd_wgrad(s, gy, source, x, gw, gb)) {
+        if (!gx) return;
+        gw = gb = nullptr;  // only the input gradient is left for the GEMMs
+    }
     if (gw && conv2d_small_weight_grad_applies(s)) {  // few taps (a first layer): gw and gb directly
         conv2d_small_weight_grad(s, gy, source, x, gw, gb);
         if (!gx) return;

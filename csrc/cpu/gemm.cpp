@@ -213,7 +213,7 @@ void sgemm(const GemmArgs& g) {
     if (g.b_row_offsets != nullptr && g.trans_b)
         throw std::invalid_argument("sgemm: b_row_offsets needs a row-major (untransposed) B");
     Problem p{g.trans_a, g.trans_b, g.M, g.N, g.K, g.A, g.lda, g.B, g.ldb, g.b_row_offsets,
-              g.beta, g.C, g.ldc, g.bias_col, g.bias_row, g.relu};
+              g.beta, g.C, g.ldc, g.bias_col, g.bias_row, g.relu, g.trans_a && g.a_in_place};
     gemm_run(ks, p);
 }
 

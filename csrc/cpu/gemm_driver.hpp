@@ -31,6 +31,7 @@ struct Problem {
     const float* bias_col;
     const float* bias_row;
     bool relu;
+    bool a_in_place;  // ta only: never pack A (GemmArgs::a_in_place)
 };
 
 // A 64-byte aligned, grow-only buffer; thread_local instances make the drivers re-entrant.

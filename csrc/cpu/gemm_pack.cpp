@@ -112,7 +112,7 @@ Layout choose_layout(const KernelSet& ks, const Problem& p) {
     // (a transpose) would cost more than the product saves. The kernel cannot read A by rows
     // while following B row offsets.
     if (p.ta)
-        l.a_in_place = small;
+        l.a_in_place = small || p.a_in_place;
     else
         l.a_in_place = p.b_offsets == nullptr && (p.K <= 16 || p.N <= 2 * ks.NR);
     // A row-major B is read in place when small, when K is tiny, or when all of it sits in L2

@@ -33,6 +33,10 @@ struct GemmArgs {
     const float* bias_col = nullptr;  // (N,)
     const float* bias_row = nullptr;  // (M,)
     bool relu = false;
+    // trans_a only: read A where it is, never packed. For callers whose A is small enough to sit
+    // in L1/L2 already (each k's rows are contiguous in a transposed A, as in a packed sliver),
+    // where packing would only copy it once more.
+    bool a_in_place = false;
 };
 void sgemm(const GemmArgs& args);
 

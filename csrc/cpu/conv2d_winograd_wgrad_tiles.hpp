@@ -1,0 +1,132 @@
+// The Winograd F(3x3, 2x2) weight gradient's data transforms (conv2d_winograd_wgrad.cpp), written
+// once in plain C++ that the compiler vectorises over a row of tiles. Included by
+// conv2d_winograd_wgrad.cpp (generic x86-64), conv2d_winograd_wgrad_avx2.cpp and
+// conv2d_winograd_wgrad_avx512.cpp, each compiled with its own ISA flags; everything here has
+// internal linkage and uses no std:: templates (no ISA-specific copy can be shared with another
+// TU). The transforms are additions and subtractions only, in the same order in every build, so
+// each build gives the same bits.
+//
+// 1-D F(3, 2) (points 0, 1, -1, inf), the dual of Lavin's F(2, 3): for a 4-sample input d and a
+// 2-tap "filter" g (the output gradient), z[k] = sum_i g[i] d[i + k], k = 0..2, is
+//   z = Gt [(A g) * (Bt d)]   with
+//   Bt d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+//   A g  = (g0, g0 + g1, g0 - g1, g1)            (the last row's sign is moved into Gt)
+//   Gt   = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, -1]]
+// and nested for 2-D: V = Bt d B (4x4 input patch), U = A g A^T (2x2 gradient tile), 3x3 out = Gt (U * V) G.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/conv2d_winograd_wgrad.hpp"
+
+namespace deepkern::cpu::wgrad {
+namespace {
+
+// The transforms work on channel-last copies of a unit's rows so that one vector holds one tile's
+// value for 16 (8, 4) channels: every loop below runs over the channels, with no tails for the
+// usual multiples of 16, whatever the image width.
+
+// xt (R, Wq, C) = the padded input rows [r0, r0 + R) of one image x (C, H, W), channels last:
+// padded row r is input row r - PH, padded column q input column q - PW (zero outside the image)
+void input_rows_hwc(const float* x, int C, int H, int W, int PH, int PW, int r0, int R, int Wq, float* xt) {
+    const int64_t hw = static_cast<int64_t>(H) * W;
+    for (int r = 0; r < R; ++r) {
+        float* dst = xt + static_cast<int64_t>(r) * Wq * C;
+        const int h = r0 + r - PH;
+        if (h < 0 || h >= H) {
+            for (int64_t i = 0; i < static_cast<int64_t>(Wq) * C; ++i) dst[i] = 0.0f;
+            continue;
+        }
+        for (int q = 0; q < Wq; ++q) {
+            float* d = dst + static_cast<int64_t>(q) * C;
+            const int w = q - PW;
+            if (w < 0 || w >= W) {
+                for (int c = 0; c < C; ++c) d[c] = 0.0f;
+                continue;
+            }
+            const float* src = x + static_cast<int64_t>(h) * W + w;
+#pragma omp simd
+            for (int c = 0; c < C; ++c) d[c] = src[c * hw];
+        }
+    }
+}
+
+// gt (R, 2*TW, OC) = gradient rows [y0, y0 + R) of one image g (OC, OH, OW), channels last, zero
+// past OH and OW
+void grad_rows_hwc(const float* g, int OC, int OH, int OW, int y0, int R, int TW, float* gt) {
+    const int64_t ohw = static_cast<int64_t>(OH) * OW;
+    const int Wq = 2 * TW;
+    for (int r = 0; r < R; ++r) {
+        float* dst = gt + static_cast<int64_t>(r) * Wq * OC;
+        const int y = y0 + r;
+        for (int q = 0; q < Wq; ++q) {
+            float* d = dst + static_cast<int64_t>(q) * OC;
+            if (y >= OH || q >= OW) {
+                for (int o = 0; o < OC; ++o) d[o] = 0.0f;
+                continue;
+            }
+            const float* src = g + static_cast<int64_t>(y) * OW + q;
+#pragma omp simd
+            for (int o = 0; o < OC; ++o) d[o] = src[o * ohw];
+        }
+    }
+}
+
+// Tiles of BT tile rows x TW columns from xt (2*BT + 2, 2*TW + 2, C) -> v: plane xi at v + xi * vs,
+// tile (ty, tx)'s C values at v + (ty * TW + tx) * C. Tile (ty, tx) reads the 4x4 patch at row 2ty,
+// column 2tx of xt.
+void input_tiles_span(const float* xt, int C, int TW, int BT, float* v, int64_t vs) {
+    const int64_t cs = C, rs = static_cast<int64_t>(2 * TW + 2) * C;  // column and row strides of xt
+    for (int ty = 0; ty < BT; ++ty)
+        for (int tx = 0; tx < TW; ++tx) {
+            const float* p = xt + 2 * ty * rs + 2 * tx * cs;
+            float* out = v + (static_cast<int64_t>(ty) * TW + tx) * C;
+#pragma omp simd
+            for (int c = 0; c < C; ++c) {
+                float w[4][4];  // w[r][j]: row r of the patch, transformed along the columns
+                for (int r = 0; r < 4; ++r) {
+                    const float* pr = p + r * rs + c;
+                    const float a = pr[0], b = pr[cs], cc = pr[2 * cs], d = pr[3 * cs];
+                    w[r][0] = a - cc;
+                    w[r][1] = b + cc;
+                    w[r][2] = cc - b;
+                    w[r][3] = b - d;
+                }
+                for (int j = 0; j < 4; ++j) {  // the same transform down the rows
+                    out[(0 * 4 + j) * vs + c] = w[0][j] - w[2][j];
+                    out[(1 * 4 + j) * vs + c] = w[1][j] + w[2][j];
+                    out[(2 * 4 + j) * vs + c] = w[2][j] - w[1][j];
+                    out[(3 * 4 + j) * vs + c] = w[1][j] - w[3][j];
+                }
+            }
+        }
+}
+
+// Tiles of BT tile rows x TW columns from gt (2*BT, 2*TW, OC) -> u: plane xi at u + xi * us,
+// tile (ty, tx)'s OC values at u + (ty * TW + tx) * OC. Tile (ty, tx) is gt's 2x2 block at (2ty, 2tx).
+void grad_tiles_span(const float* gt, int OC, int TW, int BT, float* u, int64_t us) {
+    const int64_t cs = OC, rs = static_cast<int64_t>(2 * TW) * OC;
+    for (int ty = 0; ty < BT; ++ty)
+        for (int tx = 0; tx < TW; ++tx) {
+            const float* p = gt + 2 * ty * rs + 2 * tx * cs;
+            float* out = u + (static_cast<int64_t>(ty) * TW + tx) * OC;
+#pragma omp simd
+            for (int o = 0; o < OC; ++o) {
+                const float g00 = p[o], g01 = p[cs + o], g10 = p[rs + o], g11 = p[rs + cs + o];
+                // each row transformed along the columns, then the same down the two rows
+                const float a0 = g00, a1 = g00 + g01, a2 = g00 - g01, a3 = g01;
+                const float b0 = g10, b1 = g10 + g11, b2 = g10 - g11, b3 = g11;
+                out[0 * us + o] = a0, out[1 * us + o] = a1, out[2 * us + o] = a2, out[3 * us + o] = a3;
+                out[4 * us + o] = a0 + b0, out[5 * us + o] = a1 + b1;
+                out[6 * us + o] = a2 + b2, out[7 * us + o] = a3 + b3;
+                out[8 * us + o] = a0 - b0, out[9 * us + o] = a1 - b1;
+                out[10 * us + o] = a2 - b2, out[11 * us + o] = a3 - b3;
+                out[12 * us + o] = b0, out[13 * us + o] = b1, out[14 * us + o] = b2, out[15 * us + o] = b3;
+            }
+        }
+}
+
+const TileKernels kTileKernels{input_rows_hwc, grad_rows_hwc, input_tiles_span, grad_tiles_span};
+
+}  // namespace
+}  // namespace deepkern::cpu::wgrad
