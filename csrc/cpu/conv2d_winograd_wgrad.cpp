@@ -108,6 +108,13 @@ Plan make_plan(const Conv2dShape& s) {
 
 std::unique_ptr<float[]> scratch(size_t n) { return std::unique_ptr<float[]>(new float[n]); }
 
+// sums (n,) += the rows of rows (m, n) in order: the bias gradient from a unit's channels-last
+// gradient (its rows cover each image's pixels once; the zero padding adds nothing)
+void add_rows(const float* rows, int64_t m, int n, float* sums) {
+    for (int64_t i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) sums[j] += rows[i * n + j];
+}
+
 // One chunk: units [u_lo, u_hi) accumulated into m (16 planes of M) and gb_part (OC,) if wanted.
 void run_chunk(const Conv2dShape& s, const Plan& p, const float* gy, const ConvGradSource* source,
                const float* x, int64_t u_lo, int64_t u_hi, float* m, float* gb_part) {
@@ -163,11 +170,11 @@ void run_chunk(const Conv2dShape& s, const Plan& p, const float* gy, const ConvG
                 g = gy + n * s.OC * ohw;
             }
         }
-        if (gb_part && ty0 == 0) conv2d_parts::row_sums(g, s.OC, static_cast<int>(ohw), ohw, gb_part, true);
         const int bt = ty1 - ty0;
         k.input_rows(x + n * s.C * hw, s.C, s.H, s.W, s.PH, s.PW, 2 * ty0, 2 * bt + 2, 2 * p.TW + 2, xt.get());
         k.input(xt.get(), s.C, p.TW, bt, v.get() + static_cast<int64_t>(filled) * s.C, vs);
         k.grad_rows(g, s.OC, s.OH, s.OW, 2 * ty0, 2 * bt, p.TW, gt.get());
+        if (gb_part) add_rows(gt.get(), static_cast<int64_t>(2 * bt) * 2 * p.TW, s.OC, gb_part);
         k.grad(gt.get(), s.OC, p.TW, bt, u.get() + static_cast<int64_t>(filled) * s.OC, us);
         filled += tiles;
     }

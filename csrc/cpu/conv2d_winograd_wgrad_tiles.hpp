@@ -16,6 +16,9 @@
 #pragma once
 
 #include <cstdint>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "cpu/conv2d_winograd_wgrad.hpp"
 
@@ -25,6 +28,69 @@ namespace {
 // The transforms work on channel-last copies of a unit's rows so that one vector holds one tile's
 // value for 16 (8, 4) channels: every loop below runs over the channels, with no tails for the
 // usual multiples of 16, whatever the image width.
+
+#ifdef __AVX512F__
+// dst[p * C + c] = src[c * cs + p] for p < n <= 16, c < cn <= 16: a 16x16 block transposed in registers
+inline void transpose16(const float* src, int64_t cs, int n, int cn, float* dst, int C) {
+    const __mmask16 pm = static_cast<__mmask16>((1u << n) - 1u), cm = static_cast<__mmask16>((1u << cn) - 1u);
+    __m512 r[16], t[16];
+    // (loops fully unrolled, with constant indices only, so that r and t live in registers)
+#pragma GCC unroll 16
+    for (int c = 0; c < 16; ++c) r[c] = c < cn ? _mm512_maskz_loadu_ps(pm, src + c * cs) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {  // per 128-bit lane: pairs of rows interleaved
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {  // r[4j + k], lane L: rows 4j..4j+3 of column 4L + k
+        r[4 * j] = _mm512_shuffle_ps(t[4 * j], t[4 * j + 2], 0x44);
+        r[4 * j + 1] = _mm512_shuffle_ps(t[4 * j], t[4 * j + 2], 0xEE);
+        r[4 * j + 2] = _mm512_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0x44);
+        r[4 * j + 3] = _mm512_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of r[k], r[4 + k], r[8 + k], r[12 + k]
+        const __m512 lo1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x44), lo2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x44);
+        const __m512 hi1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xEE), hi2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xEE);
+        t[k] = _mm512_shuffle_f32x4(lo1, lo2, 0x88);
+        t[4 + k] = _mm512_shuffle_f32x4(lo1, lo2, 0xDD);
+        t[8 + k] = _mm512_shuffle_f32x4(hi1, hi2, 0x88);
+        t[12 + k] = _mm512_shuffle_f32x4(hi1, hi2, 0xDD);
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+        if (p < n) _mm512_mask_storeu_ps(dst + static_cast<int64_t>(p) * C, cm, t[p]);
+}
+#endif
+
+// dst[p * C + c] = src[c * cs + p] for p < n, c < C: pixels of C channel planes, channels last
+void to_channels_last(const float* src, int64_t cs, int C, int n, float* dst) {
+#ifdef __AVX512F__
+    for (int c0 = 0; c0 < C; c0 += 16)
+        for (int p0 = 0; p0 < n; p0 += 16)
+            transpose16(src + c0 * cs + p0, cs, n - p0 < 16 ? n - p0 : 16, C - c0 < 16 ? C - c0 : 16,
+                        dst + static_cast<int64_t>(p0) * C + c0, C);
+#else
+    // 8x8 blocks: each source row's 8 floats and each destination row's 8 floats stay in L1
+    for (int c0 = 0; c0 < C; c0 += 8)
+        for (int p0 = 0; p0 < n; p0 += 8) {
+            const int ce = C - c0 < 8 ? C - c0 : 8, pe = n - p0 < 8 ? n - p0 : 8;
+            for (int p = 0; p < pe; ++p)
+                for (int c = 0; c < ce; ++c)
+                    dst[static_cast<int64_t>(p0 + p) * C + c0 + c] = src[(c0 + c) * cs + p0 + p];
+        }
+#endif
+}
+
+// Asks for row `row` of each of C planes (plane stride cs, rows of n floats): the transposes read
+// one short row from each of many planes, too many streams for the hardware prefetcher.
+inline void prefetch_rows(const float* first, int64_t cs, int C, int n) {
+    for (int c = 0; c < C; ++c) {
+        __builtin_prefetch(first + c * cs);
+        __builtin_prefetch(first + c * cs + n - 1);
+    }
+}
 
 // xt (R, Wq, C) = the padded input rows [r0, r0 + R) of one image x (C, H, W), channels last:
 // padded row r is input row r - PH, padded column q input column q - PW (zero outside the image)
@@ -37,38 +103,27 @@ void input_rows_hwc(const float* x, int C, int H, int W, int PH, int PW, int r0,
             for (int64_t i = 0; i < static_cast<int64_t>(Wq) * C; ++i) dst[i] = 0.0f;
             continue;
         }
-        for (int q = 0; q < Wq; ++q) {
-            float* d = dst + static_cast<int64_t>(q) * C;
-            const int w = q - PW;
-            if (w < 0 || w >= W) {
-                for (int c = 0; c < C; ++c) d[c] = 0.0f;
-                continue;
-            }
-            const float* src = x + static_cast<int64_t>(h) * W + w;
-#pragma omp simd
-            for (int c = 0; c < C; ++c) d[c] = src[c * hw];
-        }
+        if (h + 2 < H) prefetch_rows(x + static_cast<int64_t>(h + 2) * W, hw, C, W);
+        for (int64_t i = 0; i < static_cast<int64_t>(PW) * C; ++i) dst[i] = 0.0f;
+        to_channels_last(x + static_cast<int64_t>(h) * W, hw, C, W, dst + static_cast<int64_t>(PW) * C);
+        for (int64_t i = static_cast<int64_t>(PW + W) * C; i < static_cast<int64_t>(Wq) * C; ++i) dst[i] = 0.0f;
     }
 }
 
 // gt (R, 2*TW, OC) = gradient rows [y0, y0 + R) of one image g (OC, OH, OW), channels last, zero
 // past OH and OW
 void grad_rows_hwc(const float* g, int OC, int OH, int OW, int y0, int R, int TW, float* gt) {
-    const int64_t ohw = static_cast<int64_t>(OH) * OW;
-    const int Wq = 2 * TW;
+    const int64_t ohw = static_cast<int64_t>(OH) * OW, row = static_cast<int64_t>(2 * TW) * OC;
     for (int r = 0; r < R; ++r) {
-        float* dst = gt + static_cast<int64_t>(r) * Wq * OC;
+        float* dst = gt + r * row;
         const int y = y0 + r;
-        for (int q = 0; q < Wq; ++q) {
-            float* d = dst + static_cast<int64_t>(q) * OC;
-            if (y >= OH || q >= OW) {
-                for (int o = 0; o < OC; ++o) d[o] = 0.0f;
-                continue;
-            }
-            const float* src = g + static_cast<int64_t>(y) * OW + q;
-#pragma omp simd
-            for (int o = 0; o < OC; ++o) d[o] = src[o * ohw];
+        if (y >= OH) {
+            for (int64_t i = 0; i < row; ++i) dst[i] = 0.0f;
+            continue;
         }
+        if (y + 2 < OH) prefetch_rows(g + static_cast<int64_t>(y + 2) * OW, ohw, OC, OW);
+        to_channels_last(g + static_cast<int64_t>(y) * OW, ohw, OC, OW, dst);
+        for (int64_t i = static_cast<int64_t>(OW) * OC; i < row; ++i) dst[i] = 0.0f;
     }
 }
 
