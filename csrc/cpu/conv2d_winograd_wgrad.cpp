@@ -52,8 +52,18 @@ bool geometry_allows(const Conv2dShape& s) {
 }
 
 // Where the Winograd weight gradient measured faster than the direct GEMM (benchmarks/RESULTS.md,
-// "Winograd weight gradient"): enough channels on both sides for its GEMMs to run at full speed.
-bool measured_faster(const Conv2dShape& s) { return s.C >= 16 && s.OC >= 16; }
+// "Winograd weight gradient"; 1 thread, N x C x H x W -> OC, direct / Winograd time):
+//  - at least 8 input channels: the transforms vectorise over channels and the GEMMs have N = C
+//    columns. 128x8x28x28 -> 16: 1.62x, -> 4: 2.54x; but 128x4x28x28 -> 32: 0.85x, 32x3x150x150
+//    -> 32: 0.95x, 128x1x28x28 -> 32 (seed conv1): 0.41x.
+//  - the tiles save at least 1.5x of the multiplies: 9 * OH * OW direct against 16 per 2x2 tile,
+//    which the zero-extension of odd sizes eats into. 5x5 outputs (1.56x fewer): 1.36x faster;
+//    3x3 outputs (1.27x fewer): 1.03x; 11x11 (seed conv2, 1.89x fewer): 1.26-1.35x.
+bool measured_faster(const Conv2dShape& s) {
+    const int64_t direct = 9 * static_cast<int64_t>(s.OH) * s.OW;
+    const int64_t tiles = static_cast<int64_t>((s.OH + 1) / 2) * ((s.OW + 1) / 2);
+    return s.C >= 8 && 2 * direct >= 3 * 16 * tiles;
+}
 
 const wgrad::TileKernels& tile_kernels() {
     switch (simd_isa()) {
