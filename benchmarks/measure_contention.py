@@ -4,6 +4,7 @@ contention" table of RESULTS.md).
 
     PYTHONPATH=python python benchmarks/measure_contention.py [--busy 0 1 3] [--seconds 3] [--rounds 3]
         [--builds new=python old=/tmp/old-tree]    # deepkern from each tree, interleaved
+        [--build-env on=DEEPKERN_WINOGRAD=on off=DEEPKERN_WINOGRAD=off]   # extra environment per build
         [--impls deepkern deepkern-bf16 torch torch-bf16] [--models mlp cnn cnn150]
 
 Each (framework, model, threads) cell runs in a fresh process (the thread count is set from the
@@ -57,8 +58,9 @@ print(json.dumps(statistics.median(samples)))
 """
 
 
-def cell(impl: str, kind: str, threads: int, seconds: float, path: str) -> float:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPKERN_NUM_THREADS=str(threads))
+def cell(impl: str, kind: str, threads: int, seconds: float, path: str,
+         extra_env: Dict[str, str] | None = None) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DEEPKERN_NUM_THREADS=str(threads), **(extra_env or {}))
     if path:
         env["PYTHONPATH"] = path
     env.pop("OPENBLAS_CORETYPE", None)
@@ -89,6 +91,8 @@ def main() -> int:
                         help="cnn150: seed 000's 150x150x3 network, batch 32")
     parser.add_argument("--builds", nargs="+", default=[],
                         help="label=PYTHONPATH: time deepkern from each tree (torch once)")
+    parser.add_argument("--build-env", nargs="+", default=[],
+                        help="label=VAR=VALUE: set VAR for that build's runs (e.g. one tree run two ways)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     builds = dict(b.split("=", 1) for b in args.builds) or {"deepkern": os.environ.get("PYTHONPATH", "")}
@@ -97,6 +101,12 @@ def main() -> int:
     for i in args.impls:
         impls += [b + i[len("deepkern"):] for b in builds] if i.startswith("deepkern") else [i]
     paths = {**builds, **{b + "-bf16": p for b, p in builds.items()}}
+    envs: Dict[str, Dict[str, str]] = {}
+    for item in args.build_env:
+        label, setting = item.split("=", 1)
+        var, value = setting.split("=", 1)
+        for key in (label, label + "-bf16"):
+            envs.setdefault(key, {})[var] = value
     first = next(iter(builds.values()))
     cells: List[Tuple[str, str, int]] = [(i, m, t) for m in args.models for i in impls for t in (1, cores)]
     for busy in args.busy:
@@ -108,7 +118,7 @@ def main() -> int:
                 for c in cells:
                     impl = c[0] if c[0].startswith("torch") else (
                         "deepkern-bf16" if c[0].endswith("-bf16") else "deepkern")
-                    rates[c].append(cell(impl, c[1], c[2], args.seconds, paths.get(c[0], first)))
+                    rates[c].append(cell(impl, c[1], c[2], args.seconds, paths.get(c[0], first), envs.get(c[0])))
         finally:
             stop(procs)
         load = os.getloadavg()[0]   # 1-minute average at the end of this level
