@@ -164,19 +164,32 @@ void grad_tiles_span(const float* gt, int OC, int TW, int BT, float* u, int64_t 
     for (int ty = 0; ty < BT; ++ty)
         for (int tx = 0; tx < TW; ++tx) {
             const float* p = gt + 2 * ty * rs + 2 * tx * cs;
-            float* out = u + (static_cast<int64_t>(ty) * TW + tx) * OC;
+            const int64_t at = (static_cast<int64_t>(ty) * TW + tx) * OC;
+            // two passes of 8 planes: with all 16 output pointers live the loop runs out of registers
+            for (int half = 0; half < 2; ++half) {
+                float* q0 = u + (8 * half + 0) * us + at;
+                float* q1 = u + (8 * half + 1) * us + at;
+                float* q2 = u + (8 * half + 2) * us + at;
+                float* q3 = u + (8 * half + 3) * us + at;
+                float* q4 = u + (8 * half + 4) * us + at;
+                float* q5 = u + (8 * half + 5) * us + at;
+                float* q6 = u + (8 * half + 6) * us + at;
+                float* q7 = u + (8 * half + 7) * us + at;
 #pragma omp simd
-            for (int o = 0; o < OC; ++o) {
-                const float g00 = p[o], g01 = p[cs + o], g10 = p[rs + o], g11 = p[rs + cs + o];
-                // each row transformed along the columns, then the same down the two rows
-                const float a0 = g00, a1 = g00 + g01, a2 = g00 - g01, a3 = g01;
-                const float b0 = g10, b1 = g10 + g11, b2 = g10 - g11, b3 = g11;
-                out[0 * us + o] = a0, out[1 * us + o] = a1, out[2 * us + o] = a2, out[3 * us + o] = a3;
-                out[4 * us + o] = a0 + b0, out[5 * us + o] = a1 + b1;
-                out[6 * us + o] = a2 + b2, out[7 * us + o] = a3 + b3;
-                out[8 * us + o] = a0 - b0, out[9 * us + o] = a1 - b1;
-                out[10 * us + o] = a2 - b2, out[11 * us + o] = a3 - b3;
-                out[12 * us + o] = b0, out[13 * us + o] = b1, out[14 * us + o] = b2, out[15 * us + o] = b3;
+                for (int o = 0; o < OC; ++o) {
+                    const float g00 = p[o], g01 = p[cs + o], g10 = p[rs + o], g11 = p[rs + cs + o];
+                    // each row transformed along the columns, then the same down the two rows:
+                    // planes 0-3 a, 4-7 a + b, 8-11 a - b, 12-15 b
+                    const float a0 = g00, a1 = g00 + g01, a2 = g00 - g01, a3 = g01;
+                    const float b0 = g10, b1 = g10 + g11, b2 = g10 - g11, b3 = g11;
+                    if (half == 0) {
+                        q0[o] = a0, q1[o] = a1, q2[o] = a2, q3[o] = a3;
+                        q4[o] = a0 + b0, q5[o] = a1 + b1, q6[o] = a2 + b2, q7[o] = a3 + b3;
+                    } else {
+                        q0[o] = a0 - b0, q1[o] = a1 - b1, q2[o] = a2 - b2, q3[o] = a3 - b3;
+                        q4[o] = b0, q5[o] = b1, q6[o] = b2, q7[o] = b3;
+                    }
+                }
             }
         }
 }
