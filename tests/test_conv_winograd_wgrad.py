@@ -252,3 +252,21 @@ def test_the_fused_kernel_equals_the_unfused_ops_bit_for_bit(cpu, rng):
         unfused = ops.conv2d_backward(ga, x, w, 1, p, bias=True)
     for f, u in zip(fused, unfused):
         np.testing.assert_array_equal(f, u)
+
+
+@pytest.mark.parametrize("variant", ["scalar", "avx2", "avx512"])
+def test_every_gemm_kernel_reads_the_transformed_operands_in_place(cpu, rng, variant):
+    """The 16 GEMMs read both transformed operands in place (GemmArgs::a_in_place) with each kernel set."""
+    from deepkern import _cpu
+    x, w, g, p = _inputs(rng, SHAPES[8])
+    want = ref.conv2d_backward(g, x, w, (1, 1), (p, p), True)
+    try:
+        _cpu.set_gemm_variant(variant)
+    except ValueError:
+        pytest.skip(f"this CPU has no {variant}")
+    try:
+        got = _backward("on", g, x, w, p, input_grad=False)
+    finally:
+        _cpu.set_gemm_variant("auto")
+    assert_close(got[1], want[1], atol=_tolerance(g), what=f"grad w ({variant})")
+    assert_close(got[2], want[2], atol=_tolerance(g), what=f"grad bias ({variant})")
