@@ -27,6 +27,7 @@
 
 #include "common/parallel.hpp"
 #include "cpu/conv2d_small.hpp"
+#include "cpu/conv2d_winograd.hpp"
 #include "cpu/conv2d_winograd_wgrad.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
@@ -268,6 +269,7 @@ int forward_images_per_gemm(const Conv2dShape& s, int ckk) {
 void forward_impl(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                   const ConvOutputSink* sink) {
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
+    if (winograd_forward(s, x, w, bias, relu, y, sink)) return;  // 3x3 stride-1 layers (conv2d_winograd.hpp)
     if (use_wide_forward(s)) {
         conv2d_forward_wide(s, x, w, bias, relu, y, sink);
         return;
@@ -325,6 +327,9 @@ void forward_impl(const Conv2dShape& s, const float* x, const float* w, const fl
 // conv2d_backward with the output gradient read from gy, or (gy null) built by source
 void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
                    const float* w, float* gx, float* gw, float* gb) {
+    // The input gradient by Winograd (conv2d_winograd.hpp) where it applies; the direct path
+    // below then computes the weight and bias gradients only.
+    if (gx && winograd_input_grad(s, gy, source, w, gx)) gx = nullptr;
     const int ckk = s.C * s.KH * s.KW, ohw = s.OH * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const size_t w_size = static_cast<size_t>(s.OC) * ckk;

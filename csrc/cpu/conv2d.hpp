@@ -24,6 +24,9 @@ struct ConvOutputSink {
     // image n's output (OC, OH, OW): channel o, row oh starts at block + o * channel_stride +
     // oh * row_stride (OW floats)
     virtual void image(int n, const float* block, int64_t channel_stride, int64_t row_stride) const = 0;
+    // True when image() reads only rows < OH - OH % 2 and columns < OW - OW % 2 of a block (a 2x2
+    // pool with floor): the Winograd forward then leaves the last odd row/column uncomputed.
+    virtual bool reads_even_part() const { return false; }
     virtual ~ConvOutputSink() = default;
 };
 struct ConvGradSource {

@@ -32,6 +32,8 @@ public:
         }
     }
 
+    bool reads_even_part() const override { return true; }  // the pool's windows end at 2 * (OH / 2)
+
 private:
     const Conv2dShape& s_;
     float* y_;

@@ -1,0 +1,118 @@
+"""Winograd F(2x2, 3x3) against the direct conv2d (DEEPKERN_WINOGRAD=on / off) on the seed CNN's and the
+150x150 network's 3x3 layers, and training samples/s of both networks (issue P12).
+
+    PYTHONPATH=python python benchmarks/measure_winograd.py [--threads 1 2] [--seconds 1] [--rounds 5]
+        [--skip-layers] [--skip-training]
+
+DEEPKERN_WINOGRAD is read at every call, so the two modes alternate inside each round of one process
+(paired rounds: load from other users of the machine hits both alike). Each cell is the median over
+rounds of per-call medians. The input gradient is not a call of its own: "bwd" is conv2d_backward with
+the input gradient, "bwd -dX" without it (the same in both modes), so dX is about their difference.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+
+import deepkern as dk
+from deepkern import ops
+from deepkern._bench import training as bench
+
+MODES = ("on", "off")
+# (name, x shape, out channels)
+LAYERS = [
+    ("seed conv2 32->64 13x13", (128, 32, 13, 13), 64),
+    ("cnn150 conv1 3->32 150x150", (32, 3, 150, 150), 32),
+    ("cnn150 conv2 32->64 74x74", (32, 32, 74, 74), 64),
+    ("cnn150 conv3 64->64 36x36", (32, 64, 36, 36), 64),
+    ("cnn150 conv4 64->64 17x17", (32, 64, 17, 17), 64),
+]
+
+
+def median_time(fn: Callable[[], None], seconds: float) -> float:
+    fn()
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 5:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def paired(cases: Dict[str, Callable[[], None]], seconds: float, rounds: int) -> Dict[Tuple[str, str], float]:
+    """Median over rounds of each (case, mode)'s median time; modes alternate inside each round."""
+    runs: Dict[Tuple[str, str], List[float]] = {}
+    for r in range(rounds):
+        for name, fn in cases.items():
+            for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                os.environ["DEEPKERN_WINOGRAD"] = mode
+                runs.setdefault((name, mode), []).append(median_time(fn, seconds))
+    os.environ.pop("DEEPKERN_WINOGRAD", None)
+    return {key: statistics.median(v) for key, v in runs.items()}
+
+
+def layer_cases(shape: Tuple[int, int, int, int], oc: int) -> Dict[str, Callable[[], None]]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    w = rng.standard_normal((oc, shape[1], 3, 3), dtype=np.float32) * 0.2
+    b = rng.standard_normal(oc, dtype=np.float32)
+    g = rng.standard_normal(ops.conv2d(x, w, b).shape, dtype=np.float32)
+    return {
+        "fwd": lambda: ops.conv2d(x, w, b),
+        "fused fwd": lambda: ops.conv2d_relu(x, w, b, 1, 0, True),
+        "bwd": lambda: ops.conv2d_backward(g, x, w, bias=True),
+        "bwd -dX": lambda: ops.conv2d_backward(g, x, w, bias=True, input_grad=False),
+    }
+
+
+def layers_table(threads: int, seconds: float, rounds: int) -> None:
+    print(f"\nthreads {threads}, load average before: {os.getloadavg()}")
+    print("| layer | case | on ms | off ms | off / on |")
+    print("|---|---|---:|---:|---:|")
+    for name, shape, oc in LAYERS:
+        t = paired(layer_cases(shape, oc), seconds, rounds)
+        for case in ("fwd", "fused fwd", "bwd", "bwd -dX"):
+            on, off = t[(case, "on")] * 1e3, t[(case, "off")] * 1e3
+            print(f"| {name} | {case} | {on:.2f} | {off:.2f} | {off / on:.2f}x |")
+        dx_on = t[("bwd", "on")] - t[("bwd -dX", "on")]
+        dx_off = t[("bwd", "off")] - t[("bwd -dX", "off")]
+        print(f"| {name} | dX (bwd - bwd -dX) | {dx_on * 1e3:.2f} | {dx_off * 1e3:.2f} | {dx_off / dx_on:.2f}x |")
+
+
+def training_table(threads: int, seconds: float, rounds: int) -> None:
+    print(f"\nthreads {threads}, load average before: {os.getloadavg()}")
+    print("| network | batch | on samples/s | off samples/s | on / off |")
+    print("|---|---:|---:|---:|---:|")
+    for kind, batch in (("cnn", 128), ("cnn150", 32)):
+        step = bench.deepkern_train_step(kind)
+        data = bench.train_data(kind, batch)
+        xb, yb = data[0]
+        t = paired({"step": lambda: step(xb, yb)}, seconds, rounds)
+        on, off = batch / t[("step", "on")], batch / t[("step", "off")]
+        print(f"| {kind} | {batch} | {on:,.0f} | {off:,.0f} | {on / off:.2f}x |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--skip-layers", action="store_true")
+    p.add_argument("--skip-training", action="store_true")
+    args = p.parse_args()
+    dk.set_backend("cpu")
+    for threads in args.threads:
+        dk.set_num_threads(threads)
+        if not args.skip_layers:
+            layers_table(threads, args.seconds, args.rounds)
+        if not args.skip_training:
+            training_table(threads, args.seconds, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

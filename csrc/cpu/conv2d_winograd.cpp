@@ -1,0 +1,281 @@
+// Winograd F(2x2, 3x3) convolution (conv2d_winograd.hpp).
+//
+// A 2x2 block of outputs of a 3x3 correlation comes from a 4x4 block d of input:
+//   y = A^T [ (G g G^T) . (B^T d B) ] A        (. elementwise, 16 products instead of 36)
+// with the weight transform U = G g G^T once per call, (16, OC, C), the input transform
+// V = B^T d B per tile, and per group of tiles the 16 elementwise products summed over the input
+// channels become 16 GEMMs, one per tile position xi:
+//   M_xi (OC, T) = U_xi (OC, C) @ V_xi (C, T)
+// then the output transform A^T M A (+ bias). Tiles are 2x2 blocks of the output (partial at an
+// odd edge: the extra row/column is computed on zero padding and dropped). A group is a few
+// whole images (a few hundred tiles), or for large images bands of tile rows of one image, so
+// V and M stay in L2; groups run in parallel (a fixed size from the shape, never the thread
+// count, and each tile's arithmetic does not depend on its group: results are bit-identical for
+// any thread count).
+//
+// The input gradient is the full correlation of gy (padded by 2 - P) with the weights turned
+// 180 degrees and their channel axes swapped: the same kernel with U built from that.
+//
+// Non-finite inputs: B^T d B turns an inf into inf - inf = NaN where the direct sum gives inf,
+// so the input transform also sums x * 0 over what it reads (NaN iff some value is inf or NaN),
+// the weight transform checks U, and on either the call declines and the caller runs the direct
+// path: results on non-finite data are exactly the direct path's.
+#include "cpu/conv2d_winograd.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "common/parallel.hpp"
+#include "cpu/conv2d_winograd_tiles.hpp"
+#include "cpu/matmul.hpp"
+#include "cpu/simd_variant.hpp"
+
+namespace deepkern::cpu {
+
+namespace wino {
+const TileKernels& generic_tiles() {
+    static const TileKernels k = make_tile_kernels();
+    return k;
+}
+}  // namespace wino
+
+WinogradMode winograd_mode() {
+    const char* env = std::getenv("DEEPKERN_WINOGRAD");
+    const std::string v = env ? env : "";
+    if (v.empty() || v == "auto") return WinogradMode::automatic;
+    if (v == "on") return WinogradMode::on;
+    if (v == "off") return WinogradMode::off;
+    throw std::invalid_argument("DEEPKERN_WINOGRAD: unknown mode '" + v + "' (expected auto, on or off)");
+}
+
+namespace {
+
+using wino::kLanes;
+
+const wino::TileKernels& tiles() {
+    switch (simd_isa()) {
+        case SimdIsa::avx512: return wino::avx512_tiles();
+        case SimdIsa::avx2: return wino::avx2_tiles();
+        default: return wino::generic_tiles();
+    }
+}
+
+// 3x3, stride 1, padding at most 2 (the input gradient's padding 2 - P must not be negative),
+// something to compute
+bool winograd_fits(const Conv2dShape& s) {
+    return s.KH == 3 && s.KW == 3 && s.SH == 1 && s.SW == 1 && s.PH >= 0 && s.PH <= 2 && s.PW >= 0 && s.PW <= 2 &&
+           s.N > 0 && s.C > 0 && s.OC > 0 && s.OH > 0 && s.OW > 0;
+}
+
+// Whether the mode picks Winograd for this layer (k_in: the GEMMs' reduction, the input planes'
+// channels; m_out: their rows, the output planes' channels).
+bool winograd_wanted(const Conv2dShape& s, int k_in, int m_out) {
+    const WinogradMode mode = winograd_mode();
+    if (mode == WinogradMode::off || !winograd_fits(s)) return false;
+    if (mode == WinogradMode::on) return true;
+    return k_in >= 16 && m_out >= 16 && s.N >= max_threads();
+}
+
+int round_up(int v, int to) { return (v + to - 1) / to * to; }
+
+// U (16, R, K) = G g G^T for every (row, col) pair, g the 3x3 kernel w[o, c] (forward: row o,
+// col c) or, for the input gradient (flip), w[o, c] turned 180 degrees at row c, col o.
+// G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. Returns false on inf or NaN.
+bool transform_weights(const float* w, int OC, int C, bool flip, float* U) {
+    const int R = flip ? C : OC, K = flip ? OC : C;
+    const int64_t plane = static_cast<int64_t>(R) * K;
+    float check = 0.0f;
+    for (int o = 0; o < OC; ++o)
+        for (int c = 0; c < C; ++c) {
+            const float* src = w + (static_cast<int64_t>(o) * C + c) * 9;
+            float g[3][3];
+            for (int i = 0; i < 3; ++i)
+                for (int j = 0; j < 3; ++j) g[i][j] = flip ? src[(2 - i) * 3 + (2 - j)] : src[i * 3 + j];
+            float gg[4][3];  // G g
+            for (int j = 0; j < 3; ++j) {
+                const float outer = g[0][j] + g[2][j];
+                gg[0][j] = g[0][j];
+                gg[1][j] = 0.5f * (outer + g[1][j]);
+                gg[2][j] = 0.5f * (outer - g[1][j]);
+                gg[3][j] = g[2][j];
+            }
+            const int64_t at = flip ? static_cast<int64_t>(c) * K + o : static_cast<int64_t>(o) * K + c;
+            for (int p = 0; p < 4; ++p) {  // (G g) G^T
+                const float outer = gg[p][0] + gg[p][2];
+                const float u[4] = {gg[p][0], 0.5f * (outer + gg[p][1]), 0.5f * (outer - gg[p][1]), gg[p][2]};
+                for (int q = 0; q < 4; ++q) {
+                    U[(p * 4 + q) * plane + at] = u[q];
+                    check += u[q] * 0.0f;
+                }
+            }
+        }
+    return check == 0.0f;
+}
+
+// Tiles per group of GEMMs (T): enough columns that the 16 products run near the GEMM's speed,
+// few enough that V (16, C, T) and M (16, OC, T) stay in L2.
+constexpr int kGroupTiles = 192;
+
+// One Winograd correlation: in planes (N, Cin, H, W) padded by (PH, PW), out planes
+// (N, Cout, OH, OW), of which rows < OHc and columns < OWc are computed.
+struct Plan {
+    int N, Cin, H, W, PH, PW;
+    int Cout, OH, OW;
+    int TH, TW, TWv;  // tiles computed; TW rounded up to whole vector blocks
+    int G, band;      // images per group; tile rows per GEMM batch
+    int64_t ld;       // row stride of V and M: a batch's tiles plus slack for the last block's spill
+    int OHb, OWb;     // an image's output block (Cout, OHb, OWb)
+
+    Plan(int n, int cin, int h, int w, int ph, int pw, int cout, int oh, int ow, int ohc, int owc)
+        : N(n), Cin(cin), H(h), W(w), PH(ph), PW(pw), Cout(cout), OH(oh), OW(ow) {
+        TH = (ohc + 1) / 2;
+        TW = (owc + 1) / 2;
+        TWv = round_up(TW, kLanes);
+        const int per_image = TH * TW;
+        G = std::clamp(kGroupTiles / per_image, 1, N);
+        band = G > 1 ? TH : std::clamp(kGroupTiles / TW, 1, TH);
+        ld = round_up(G * band * TW + kLanes, kLanes);
+        OHb = 2 * TH;
+        OWb = 2 * TWv;
+    }
+    int64_t block() const { return static_cast<int64_t>(Cout) * OHb * OWb; }
+    int64_t work() const { return wino::input_work(band, TW, TWv); }
+};
+
+// A group's buffers, allocated per thread. Written before read but for the lanes past the last
+// tile, which only ever reach lanes past it again: work is zeroed once, so those stay finite.
+struct Buffers {
+    std::unique_ptr<float[]> v, m, yt, blocks, work, gy;
+    Buffers(const Plan& p, int64_t gy_floats)
+        : v(new float[16 * p.Cin * p.ld]),
+          m(new float[16 * p.Cout * p.ld]),
+          yt(new float[4 * p.ld]),
+          blocks(new float[p.G * p.block()]),
+          work(new float[p.work()]()),
+          gy(new float[gy_floats]) {}
+};
+
+// The 16 products of a batch of T tiles: M_xi (R, T) = U_xi (R, K) @ V_xi (K, T), row strides ld.
+// (One place for the multiply step: a reduced-precision variant would replace this.)
+void multiply_tiles(const float* U, const float* V, float* M, int R, int K, int T, int64_t ld) {
+    for (int xi = 0; xi < 16; ++xi)
+        sgemm(false, false, R, T, K, U + xi * static_cast<int64_t>(R) * K, K, V + xi * K * ld, static_cast<int>(ld),
+              0.0f, M + xi * R * ld, static_cast<int>(ld), nullptr, false);
+}
+
+// Images [n0, n0 + G) into out blocks (G, Cout, OHb, OWb): in planes (g, c) at
+// in + g * in_img + c * in_chan. Returns false on a non-finite input.
+bool run_group(const Plan& p, const wino::TileKernels& k, const float* U, const float* bias, bool relu,
+               const float* in, int64_t in_img, int64_t in_chan, int G, Buffers& b) {
+    for (int th0 = 0; th0 < p.TH; th0 += p.band) {
+        const int th1 = std::min(p.TH, th0 + p.band), per_image = (th1 - th0) * p.TW;
+        float check = 0.0f;
+        for (int g = 0; g < G; ++g)  // images in order: a tile row's spill lands on later tiles
+            for (int c = 0; c < p.Cin; ++c)
+                check += k.input_tiles(in + g * in_img + c * in_chan, p.H, p.W, p.PH, p.PW, th0, th1, p.TW, p.TWv,
+                                       b.v.get() + c * p.ld + g * per_image, p.Cin * p.ld, b.work.get());
+        if (check != 0.0f) return false;
+        multiply_tiles(U, b.v.get(), b.m.get(), p.Cout, p.Cin, G * per_image, p.ld);
+        for (int o = 0; o < p.Cout; ++o) {  // yt (4, ld): the band's outputs tile by tile, then in place
+            k.output_tiles(b.m.get() + o * p.ld, p.Cout * p.ld, G * per_image, bias ? bias[o] : 0.0f, relu,
+                           b.yt.get(), p.ld);
+            for (int g = 0; g < G; ++g)
+                k.place_tiles(b.yt.get(), p.ld, g * per_image, th1 - th0, p.TW, p.TWv,
+                              b.blocks.get() + g * p.block() + (o * p.OHb + 2 * th0) * p.OWb, p.OWb);
+        }
+    }
+    return true;
+}
+
+// Image n's computed block (Cout, OHb, OWb) into out (N, Cout, OH, OW)
+void copy_block(const Plan& p, const float* block, float* out, int n) {
+    float* dst = out + static_cast<int64_t>(n) * p.Cout * p.OH * p.OW;
+    for (int o = 0; o < p.Cout; ++o)
+        for (int h = 0; h < p.OH; ++h)
+            std::memcpy(dst + (static_cast<int64_t>(o) * p.OH + h) * p.OW,
+                        block + (static_cast<int64_t>(o) * p.OHb + h) * p.OWb, sizeof(float) * p.OW);
+}
+
+// Where a group's input planes come from: an array (N, Cin, H, W), or a gradient source that
+// builds the group's planes as (Cin, G*H*W)
+struct Input {
+    const float* x;
+    const ConvGradSource* source;
+};
+
+// Runs the plan over all images; each image's block goes to sink, or is copied into out.
+// Returns false (having stopped early) on a non-finite input or weight.
+bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, float* out,
+         const ConvOutputSink* sink) {
+    gemm_variant();  // surfaces a bad DEEPKERN_GEMM / DEEPKERN_SIMD here, not inside the parallel region
+    const wino::TileKernels& k = tiles();
+    const int64_t plane = static_cast<int64_t>(p.H) * p.W;
+    const int groups = (p.N + p.G - 1) / p.G;
+    std::atomic<bool> bad{false};
+    auto group = [&](int gi, Buffers& b) {
+        if (bad.load(std::memory_order_relaxed)) return;
+        const int n0 = gi * p.G, G = std::min(p.G, p.N - n0);
+        const float* src = in.x ? in.x + n0 * p.Cin * plane : b.gy.get();
+        int64_t in_img = p.Cin * plane, in_chan = plane;
+        if (in.source) {  // (Cin, G*H*W): plane (g, c) at c * G*H*W + g * H*W
+            in.source->images(n0, G, b.gy.get(), G * plane);
+            in_img = plane;
+            in_chan = G * plane;
+        }
+        if (!run_group(p, k, U, bias, relu, src, in_img, in_chan, G, b)) {
+            bad.store(true, std::memory_order_relaxed);
+            return;
+        }
+        for (int g = 0; g < G; ++g) {
+            const float* block = b.blocks.get() + g * p.block();
+            if (sink)
+                sink->image(n0 + g, block, static_cast<int64_t>(p.OHb) * p.OWb, p.OWb);
+            else
+                copy_block(p, block, out, n0 + g);
+        }
+    };
+    const int64_t gy_floats = in.source ? p.Cin * p.G * plane : 0;
+    if (can_parallel() && groups >= max_threads()) {
+        parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+            Buffers b(p, gy_floats);
+            for (int64_t gi = g0; gi < g1; ++gi) group(static_cast<int>(gi), b);
+        });
+    } else {
+        Buffers b(p, gy_floats);
+        for (int gi = 0; gi < groups; ++gi) group(gi, b);
+    }
+    return !bad.load();
+}
+
+}  // namespace
+
+bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                      const ConvOutputSink* sink) {
+    if (!winograd_wanted(s, s.C, s.OC)) return false;
+    // a 2x2 pool with floor reads only the even part: the last odd row/column is not computed
+    const bool even = sink && sink->reads_even_part();
+    const int ohc = even ? s.OH / 2 * 2 : s.OH, owc = even ? s.OW / 2 * 2 : s.OW;
+    if (ohc == 0 || owc == 0) return false;
+    const Plan p(s.N, s.C, s.H, s.W, s.PH, s.PW, s.OC, s.OH, s.OW, ohc, owc);
+    std::unique_ptr<float[]> U(new float[16 * static_cast<int64_t>(s.OC) * s.C]);
+    if (!transform_weights(w, s.OC, s.C, false, U.get())) return false;
+    return run(p, U.get(), bias, relu, Input{x, nullptr}, y, sink);
+}
+
+bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
+                         float* gx) {
+    if (!winograd_wanted(s, s.OC, s.C)) return false;
+    // gx (C, H, W) = full correlation of gy (OC, OH, OW), padded by 2 - P, with the turned weights
+    const Plan p(s.N, s.OC, s.OH, s.OW, 2 - s.PH, 2 - s.PW, s.C, s.H, s.W, s.H, s.W);
+    std::unique_ptr<float[]> U(new float[16 * static_cast<int64_t>(s.OC) * s.C]);
+    if (!transform_weights(w, s.OC, s.C, true, U.get())) return false;
+    return run(p, U.get(), nullptr, false, Input{gy, gy ? nullptr : source}, gx, nullptr);
+}
+
+}  // namespace deepkern::cpu

@@ -1,0 +1,49 @@
+// Winograd F(2x2, 3x3) convolution for 3x3 stride-1 layers (fp32): the forward and the input
+// gradient, with 16 GEMMs over transformed tiles instead of 9 taps per output (2.25x fewer
+// multiply-adds on whole tiles). conv2d.cpp calls these first and runs its direct path when
+// they decline (return false).
+#pragma once
+#include <cstdint>
+
+#include "cpu/conv2d.hpp"
+
+namespace deepkern::cpu {
+
+// DEEPKERN_WINOGRAD, read at every call: auto (default, also when unset or empty: where measured
+// faster, see winograd_wanted in conv2d_winograd.cpp), on (every shape it can do: 3x3, stride 1,
+// padding <= 2) or off. Another value throws std::invalid_argument (ValueError in Python).
+enum class WinogradMode { automatic, on, off };
+WinogradMode winograd_mode();
+
+// conv2d_forward by Winograd: y (N, OC, OH, OW), or each image's (OC, OH, OW) block handed to
+// sink (bias added; relu: max(., 0), NaN kept). Returns false, having written nothing the direct
+// path does not overwrite, when the mode or shape rules it out or x, w hold an inf or NaN (the
+// transforms would turn inf into NaN where the direct sum gives inf): the caller then runs the
+// direct path. A sink may have been given some images already: it must accept them again.
+bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                      const ConvOutputSink* sink);
+
+// The input gradient gx (N, C, H, W) of conv2d_forward from gy (N, OC, OH, OW), or from source
+// when gy is null: the full correlation of gy with the weights turned 180 degrees, by the same
+// Winograd kernel. Returns false (gx then holds nothing useful) as winograd_forward.
+bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
+                         float* gx);
+
+namespace wino {
+
+constexpr int kLanes = 16;  // tiles per vector block of the transforms (one zmm of floats)
+
+// One instruction set's transforms (conv2d_winograd_tiles.hpp, where the shapes are described).
+struct TileKernels {
+    float (*input_tiles)(const float* x, int H, int W, int PH, int PW, int th0, int th1, int TW, int TWv, float* v,
+                         int64_t v_xi, float* work);
+    void (*output_tiles)(const float* m, int64_t m_xi, int T, float bias, bool relu, float* yt, int64_t ldy);
+    void (*place_tiles)(const float* yt, int64_t ldy, int64_t t0, int rows, int TW, int TWv, float* out,
+                        int64_t ldo);
+};
+const TileKernels& generic_tiles();  // conv2d_winograd.cpp
+const TileKernels& avx2_tiles();     // conv2d_winograd_avx2.cpp
+const TileKernels& avx512_tiles();   // conv2d_winograd_avx512.cpp
+
+}  // namespace wino
+}  // namespace deepkern::cpu
