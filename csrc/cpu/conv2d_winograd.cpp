@@ -33,6 +33,7 @@
 
 #include "common/parallel.hpp"
 #include "cpu/conv2d_winograd_tiles.hpp"
+#include "cpu/gemm_driver.hpp"  // gemm::Scratch
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
 
@@ -130,7 +131,7 @@ struct Plan {
     int TH, TW, TWv;  // tiles computed; TW rounded up to whole vector blocks
     int G, band;      // images per group; tile rows per GEMM batch
     int64_t ld;       // row stride of V and M: a batch's tiles plus slack for the last block's spill
-    int OHb, OWb;     // an image's output block (Cout, OHb, OWb)
+    int OHb, OWb;     // an output plane as computed (whole tiles)
 
     Plan(int n, int cin, int h, int w, int ph, int pw, int cout, int oh, int ow, int ohc, int owc)
         : N(n), Cin(cin), H(h), W(w), PH(ph), PW(pw), Cout(cout), OH(oh), OW(ow) {
@@ -138,27 +139,38 @@ struct Plan {
         TW = (owc + 1) / 2;
         TWv = round_up(TW, kLanes);
         const int per_image = TH * TW;
-        G = std::clamp(kGroupTiles / per_image, 1, N);
-        band = G > 1 ? TH : std::clamp(kGroupTiles / TW, 1, TH);
-        ld = round_up(G * band * TW + kLanes, kLanes);
+        const char* tune = std::getenv("DEEPKERN_WINOGRAD_TILES");  // TEMPORARY tuning knob
+        const int group_tiles = tune ? std::atoi(tune) : kGroupTiles;
+        G = std::clamp(group_tiles / per_image, 1, N);
+        band = G > 1 ? TH : std::clamp(group_tiles / TW, 1, TH);
+        ld = G * band * TW + kLanes;
         OHb = 2 * TH;
-        OWb = 2 * TWv;
+        OWb = 2 * TW;
     }
-    int64_t block() const { return static_cast<int64_t>(Cout) * OHb * OWb; }
+    // an output channel's (OHb, OWb) plane and room for its last row's spill (place_tiles: bands
+    // are placed after the channels after them, so the room is per channel); an image's block
+    int64_t chan() const { return static_cast<int64_t>(OHb) * OWb + 2 * (TWv - TW); }
+    int64_t block() const { return Cout * chan(); }
     int64_t work() const { return wino::input_work(band, TW, TWv); }
 };
 
-// A group's buffers, allocated per thread. Written before read but for the lanes past the last
-// tile, which only ever reach lanes past it again: work is zeroed once, so those stay finite.
+// A group's buffers: grow-only per thread, as the GEMM's packing buffers (fresh pages on every
+// call cost more than the transforms). Written before read but for the lanes past the last
+// tile, which only ever reach lanes past it again; work is zeroed per call, so those lanes are
+// finite (they feed no result, but NaN garbage would trip the non-finite check).
+thread_local gemm::Scratch tl_v, tl_m, tl_yt, tl_blocks, tl_work, tl_gy;
+
 struct Buffers {
-    std::unique_ptr<float[]> v, m, yt, blocks, work, gy;
+    float *v, *m, *yt, *blocks, *work, *gy;
     Buffers(const Plan& p, int64_t gy_floats)
-        : v(new float[16 * p.Cin * p.ld]),
-          m(new float[16 * p.Cout * p.ld]),
-          yt(new float[4 * p.ld]),
-          blocks(new float[p.G * p.block()]),
-          work(new float[p.work()]()),
-          gy(new float[gy_floats]) {}
+        : v(tl_v.get(16 * p.Cin * p.ld)),
+          m(tl_m.get(16 * p.Cout * p.ld)),
+          yt(tl_yt.get(4 * p.ld)),
+          blocks(tl_blocks.get(p.G * p.block())),
+          work(tl_work.get(p.work())),
+          gy(tl_gy.get(std::max<int64_t>(gy_floats, 1))) {
+        std::fill(work, work + p.work(), 0.0f);
+    }
 };
 
 // The 16 products of a batch of T tiles: M_xi (R, T) = U_xi (R, K) @ V_xi (K, T), row strides ld.
@@ -169,7 +181,7 @@ void multiply_tiles(const float* U, const float* V, float* M, int R, int K, int 
               0.0f, M + xi * R * ld, static_cast<int>(ld), nullptr, false);
 }
 
-// Images [n0, n0 + G) into out blocks (G, Cout, OHb, OWb): in planes (g, c) at
+// Images [n0, n0 + G) into out blocks (G, Cout, chan): in planes (g, c) at
 // in + g * in_img + c * in_chan. Returns false on a non-finite input.
 bool run_group(const Plan& p, const wino::TileKernels& k, const float* U, const float* bias, bool relu,
                const float* in, int64_t in_img, int64_t in_chan, int G, Buffers& b) {
@@ -179,27 +191,27 @@ bool run_group(const Plan& p, const wino::TileKernels& k, const float* U, const 
         for (int g = 0; g < G; ++g)  // images in order: a tile row's spill lands on later tiles
             for (int c = 0; c < p.Cin; ++c)
                 check += k.input_tiles(in + g * in_img + c * in_chan, p.H, p.W, p.PH, p.PW, th0, th1, p.TW, p.TWv,
-                                       b.v.get() + c * p.ld + g * per_image, p.Cin * p.ld, b.work.get());
+                                       b.v + c * p.ld + g * per_image, p.Cin * p.ld, b.work);
         if (check != 0.0f) return false;
-        multiply_tiles(U, b.v.get(), b.m.get(), p.Cout, p.Cin, G * per_image, p.ld);
+        multiply_tiles(U, b.v, b.m, p.Cout, p.Cin, G * per_image, p.ld);
         for (int o = 0; o < p.Cout; ++o) {  // yt (4, ld): the band's outputs tile by tile, then in place
-            k.output_tiles(b.m.get() + o * p.ld, p.Cout * p.ld, G * per_image, bias ? bias[o] : 0.0f, relu,
-                           b.yt.get(), p.ld);
+            k.output_tiles(b.m + o * p.ld, p.Cout * p.ld, G * per_image, bias ? bias[o] : 0.0f, relu,
+                           b.yt, p.ld);
             for (int g = 0; g < G; ++g)
-                k.place_tiles(b.yt.get(), p.ld, g * per_image, th1 - th0, p.TW, p.TWv,
-                              b.blocks.get() + g * p.block() + (o * p.OHb + 2 * th0) * p.OWb, p.OWb);
+                k.place_tiles(b.yt, p.ld, g * per_image, th1 - th0, p.TW, p.TWv,
+                              b.blocks + g * p.block() + o * p.chan() + 2 * th0 * p.OWb, p.OWb);
         }
     }
     return true;
 }
 
-// Image n's computed block (Cout, OHb, OWb) into out (N, Cout, OH, OW)
+// Image n's computed block (Cout, chan) into out (N, Cout, OH, OW)
 void copy_block(const Plan& p, const float* block, float* out, int n) {
     float* dst = out + static_cast<int64_t>(n) * p.Cout * p.OH * p.OW;
     for (int o = 0; o < p.Cout; ++o)
         for (int h = 0; h < p.OH; ++h)
             std::memcpy(dst + (static_cast<int64_t>(o) * p.OH + h) * p.OW,
-                        block + (static_cast<int64_t>(o) * p.OHb + h) * p.OWb, sizeof(float) * p.OW);
+                        block + o * p.chan() + static_cast<int64_t>(h) * p.OWb, sizeof(float) * p.OW);
 }
 
 // Where a group's input planes come from: an array (N, Cin, H, W), or a gradient source that
@@ -221,10 +233,10 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
     auto group = [&](int gi, Buffers& b) {
         if (bad.load(std::memory_order_relaxed)) return;
         const int n0 = gi * p.G, G = std::min(p.G, p.N - n0);
-        const float* src = in.x ? in.x + n0 * p.Cin * plane : b.gy.get();
+        const float* src = in.x ? in.x + n0 * p.Cin * plane : b.gy;
         int64_t in_img = p.Cin * plane, in_chan = plane;
         if (in.source) {  // (Cin, G*H*W): plane (g, c) at c * G*H*W + g * H*W
-            in.source->images(n0, G, b.gy.get(), G * plane);
+            in.source->images(n0, G, b.gy, G * plane);
             in_img = plane;
             in_chan = G * plane;
         }
@@ -233,9 +245,9 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
             return;
         }
         for (int g = 0; g < G; ++g) {
-            const float* block = b.blocks.get() + g * p.block();
+            const float* block = b.blocks + g * p.block();
             if (sink)
-                sink->image(n0 + g, block, static_cast<int64_t>(p.OHb) * p.OWb, p.OWb);
+                sink->image(n0 + g, block, p.chan(), p.OWb);
             else
                 copy_block(p, block, out, n0 + g);
         }

@@ -20,69 +20,59 @@ namespace deepkern::cpu::wino {
 namespace {
 
 // ---------------------------------------------------------------- input transform
-// One input row in the row direction: buf is the padded row (buf[j] = x[h, j - PW], zero outside
-// the image), 2 * TWv + 2 * kLanes floats. With d_k = buf[2 tw + k], B^T along the row gives
-//   r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3,
-// stored at r[q * r_q + tw] for tw < TWv. eo: 2 * (TWv + kLanes) floats of work space.
-inline void row_transform(const float* buf, int TWv, float* r, int64_t r_q, float* eo) {
-    float* e = eo;                  // e[k] = buf[2k]
-    float* o = eo + TWv + kLanes;   // o[k] = buf[2k + 1]
-    const int n = TWv + kLanes;
-#pragma omp simd
-    for (int k = 0; k < n; ++k) {
-        e[k] = buf[2 * k];
-        o[k] = buf[2 * k + 1];
-    }
-    for (int t0 = 0; t0 < TWv; t0 += kLanes)
-#pragma omp simd
-        for (int l = 0; l < kLanes; ++l) {
-            const int t = t0 + l;
-            const float d0 = e[t], d1 = o[t], d2 = e[t + 1], d3 = o[t + 1];
-            r[t] = d0 - d2;
-            r[r_q + t] = d1 + d2;
-            r[2 * r_q + t] = d2 - d1;
-            r[3 * r_q + t] = d1 - d3;
-        }
-}
+// Row stride of the padded band input_tiles copies the input rows into
+inline int padded_width(int TWv) { return 2 * (TWv + kLanes); }
 
 // Floats of work space input_tiles needs for `rows` tile rows
 inline int64_t input_work(int rows, int TW, int TWv) {
-    return 8 * ((static_cast<int64_t>(rows) + 1) * TW + kLanes) + 4 * (static_cast<int64_t>(TWv) + kLanes);
+    return 8 * ((static_cast<int64_t>(rows) + 1) * TW + kLanes) + (2 * static_cast<int64_t>(rows) + 2) * padded_width(TWv);
 }
 
 // The tiles of one input plane x (H, W) (rows contiguous) for tile rows [th0, th1): tile (th, tw)
 // reads rows 2 th - PH .. + 3 and columns 2 tw - PW .. + 3, zero outside the plane.
 // V = B^T d B of tile (th, tw) goes to v[xi * v_xi + (th - th0) * TW + tw], xi = 4 p + q; up to
 // kLanes - 1 floats past the last tile are overwritten. work: input_work(th1 - th0, TW, TWv).
-// Returns a sum of x * 0 over the input rows read: NaN when one of them is inf or NaN.
+// Returns 0, or NaN when an input the tiles read is inf or NaN (or the transform overflows).
 //
-// The row direction goes first, each input row once, into even and odd rows (re, ro: per q,
-// rows of TW tiles back to back); then tile row i's rows 2i .. 2i + 3 are re[i], ro[i], re[i + 1],
-// ro[i + 1], so the column direction runs over all tiles of the band in whole vectors.
+// The band's input rows are first copied into a zero-padded band (so the loads below never wait
+// on just-stored data); then the row direction, each input row once, with d_k = row[2 tw + k]:
+//   r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3,
+// into even and odd rows (re, ro: per q, rows of TW tiles back to back); tile row i's rows
+// 2i .. 2i + 3 are then re[i], ro[i], re[i + 1], ro[i + 1], so the column direction runs over all
+// tiles of the band in whole vectors.
 float input_tiles(const float* x, int H, int W, int PH, int PW, int th0, int th1, int TW, int TWv, float* v,
                   int64_t v_xi, float* work) {
     const int rows = th1 - th0, row0 = 2 * th0 - PH;  // input row of the band's first tile row
     const int64_t half = (static_cast<int64_t>(rows) + 1) * TW + kLanes;  // one q of re or ro
+    const int wp = padded_width(TWv), in_rows = 2 * rows + 2;
     float* re = work;             // (4, half)
     float* ro = re + 4 * half;    // (4, half)
-    float* buf = ro + 4 * half;   // (2 TWv + 2 kLanes)
-    float* eo = buf + 2 * (TWv + kLanes);
-    const int blen = 2 * (TWv + kLanes);
+    float* band = ro + 4 * half;  // (in_rows, wp): band[i, j] = x[row0 + i, j - PW]
     float check[kLanes] = {};
-    for (int i = 0; i < 2 * rows + 2; ++i) {
+    for (int i = 0; i < in_rows; ++i) {
         const int h = row0 + i;
+        float* dst = band + static_cast<int64_t>(i) * wp;
 #pragma omp simd
-        for (int j = 0; j < blen; ++j) buf[j] = 0.0f;
-        if (h >= 0 && h < H) {
-            const float* xr = x + static_cast<int64_t>(h) * W;
-            const int n = W < blen - PW ? W : blen - PW;
+        for (int j = 0; j < wp; ++j) dst[j] = 0.0f;
+        if (h < 0 || h >= H) continue;
+        const float* xr = x + static_cast<int64_t>(h) * W;
+        const int n = W < wp - PW ? W : wp - PW;
 #pragma omp simd
-            for (int j = 0; j < n; ++j) buf[PW + j] = xr[j];
-            for (int j0 = 0; j0 < blen; j0 += kLanes)
+        for (int j = 0; j < n; ++j) dst[PW + j] = xr[j];
+    }
+    for (int i = 0; i < in_rows; ++i) {
+        const float* src = band + static_cast<int64_t>(i) * wp;
+        float* r = (i % 2 ? ro : re) + (i / 2) * static_cast<int64_t>(TW);
+        for (int t0 = 0; t0 < TWv; t0 += kLanes)
 #pragma omp simd
-                for (int l = 0; l < kLanes; ++l) check[l] += buf[j0 + l] * 0.0f;
-        }
-        row_transform(buf, TWv, (i % 2 ? ro : re) + (i / 2) * static_cast<int64_t>(TW), half, eo);
+            for (int l = 0; l < kLanes; ++l) {
+                const int t = t0 + l;
+                const float d0 = src[2 * t], d1 = src[2 * t + 1], d2 = src[2 * t + 2], d3 = src[2 * t + 3];
+                r[t] = d0 - d2;
+                r[half + t] = d1 + d2;
+                r[2 * half + t] = d2 - d1;
+                r[3 * half + t] = d1 - d3;
+            }
     }
     const int n = rows * TW;
     for (int q = 0; q < 4; ++q) {
@@ -93,10 +83,14 @@ float input_tiles(const float* x, int H, int W, int PH, int PW, int th0, int th1
             for (int l = 0; l < kLanes; ++l) {
                 const int t = t0 + l;
                 const float d0 = a[t], d1 = b[t], d2 = a[t + TW], d3 = b[t + TW];
-                v[(0 + q) * v_xi + t] = d0 - d2;
+                const float v0 = d0 - d2, v3 = d1 - d3;
+                v[(0 + q) * v_xi + t] = v0;
                 v[(4 + q) * v_xi + t] = d1 + d2;
                 v[(8 + q) * v_xi + t] = d2 - d1;
-                v[(12 + q) * v_xi + t] = d1 - d3;
+                v[(12 + q) * v_xi + t] = v3;
+                // V[p][q] for p, q in {0, 3} hold every input of the tile once (+-): an inf or NaN
+                // among them leaves one of those four inf or NaN (inf - inf is NaN)
+                if (q == 0 || q == 3) check[l] += (v0 + v3) * 0.0f;
             }
     }
     float total = 0.0f;
@@ -133,23 +127,23 @@ void output_tiles(const float* m, int64_t m_xi, int T, float bias, bool relu, fl
 }
 
 // `rows` tile rows of TW tiles (yt as output_tiles wrote them, from column t0) into an output
-// plane: tile row i's outputs go to rows 2 i, 2 i + 1 of out (row stride ldo >= 2 TWv), columns
-// 2 tw, 2 tw + 1; columns [2 TW, 2 TWv) get whatever the lanes past the row held.
+// plane: tile row i's outputs go to rows 2 i, 2 i + 1 of out (row stride ldo >= 2 TW), columns
+// 2 tw, 2 tw + 1. Each row is stored in whole vector blocks (2 TWv floats) in increasing order, so
+// what a block puts past the row's 2 TW columns is overwritten by the rows after it; the last
+// row's spill needs 2 (TWv - TW) floats of room after it.
 void place_tiles(const float* yt, int64_t ldy, int64_t t0, int rows, int TW, int TWv, float* out, int64_t ldo) {
-    for (int i = 0; i < rows; ++i) {
-        const float* y = yt + t0 + static_cast<int64_t>(i) * TW;
-        float* o0 = out + 2 * static_cast<int64_t>(i) * ldo;
-        float* o1 = o0 + ldo;
-        for (int c0 = 0; c0 < TWv; c0 += kLanes)
+    for (int i = 0; i < rows; ++i)
+        for (int a = 0; a < 2; ++a) {
+            const float* y0 = yt + 2 * a * ldy + t0 + static_cast<int64_t>(i) * TW;  // output (a, 0)
+            const float* y1 = y0 + ldy;                                               // output (a, 1)
+            float* o = out + (2 * static_cast<int64_t>(i) + a) * ldo;
+            for (int c0 = 0; c0 < TWv; c0 += kLanes)
 #pragma omp simd
-            for (int l = 0; l < kLanes; ++l) {
-                const int c = c0 + l;
-                o0[2 * c] = y[c];
-                o0[2 * c + 1] = y[ldy + c];
-                o1[2 * c] = y[2 * ldy + c];
-                o1[2 * c + 1] = y[3 * ldy + c];
-            }
-    }
+                for (int l = 0; l < kLanes; ++l) {
+                    o[2 * (c0 + l)] = y0[c0 + l];
+                    o[2 * (c0 + l) + 1] = y1[c0 + l];
+                }
+        }
 }
 
 TileKernels make_tile_kernels() {
