@@ -74,13 +74,24 @@ bool winograd_fits(const Conv2dShape& s) {
            s.N > 0 && s.C > 0 && s.OC > 0 && s.OH > 0 && s.OW > 0;
 }
 
-// Whether the mode picks Winograd for this layer (k_in: the GEMMs' reduction, the input planes'
-// channels; m_out: their rows, the output planes' channels).
-bool winograd_wanted(const Conv2dShape& s, int k_in, int m_out) {
+// Whether the mode picks Winograd for this layer. k_in: the GEMMs' reduction (the input planes'
+// channels), m_out: their rows (the output planes' channels), out_plane: an output plane's size.
+// auto, from measurements (1 thread, CPU time, best of 5, direct / Winograd in ms; forward with
+// the fused ReLU + pool in brackets; see benchmarks/RESULTS.md for 2 threads):
+//   32 -> 64 on 13x13 (seed conv2, batch 128): forward 6.9 / 5.6 (6.8 / 4.2), input grad 7.0 / 7.2
+//   3 -> 32 on 150x150 (batch 32):              forward 18.6 / 33.1 (24.4 / 28.2), input grad not used
+//   32 -> 64 on 74x74:                          forward 60.3 / 42.9 (60.0 / 42.4), input grad 85.5 / 49.5
+//   64 -> 64 on 36x36:                          forward 28.1 / 17.7 (28.2 / 17.3), input grad 30.8 / 18.9
+//   64 -> 64 on 17x17:                          forward 6.1 / 4.0 (6.1 / 3.3), input grad 6.0 / 5.4
+// so: at least 16 channels on both sides (3 input channels make 16 GEMMs with K = 3), output
+// planes of at least 16x16 for the input gradient (13x13 breaks even: its 7x7 tiles per plane
+// carry more padding), and a batch that gives every thread an image (the groups run in
+// parallel; the direct path threads its GEMMs instead).
+bool winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane, int64_t min_plane) {
     const WinogradMode mode = winograd_mode();
     if (mode == WinogradMode::off || !winograd_fits(s)) return false;
     if (mode == WinogradMode::on) return true;
-    return k_in >= 16 && m_out >= 16 && s.N >= max_threads();
+    return k_in >= 16 && m_out >= 16 && out_plane >= min_plane && s.N >= max_threads();
 }
 
 int round_up(int v, int to) { return (v + to - 1) / to * to; }
@@ -119,9 +130,11 @@ bool transform_weights(const float* w, int OC, int C, bool flip, float* U) {
     return check == 0.0f;
 }
 
-// Tiles per group of GEMMs (T): enough columns that the 16 products run near the GEMM's speed,
-// few enough that V (16, C, T) and M (16, OC, T) stay in L2.
-constexpr int kGroupTiles = 192;
+// Tiles per group of GEMMs (T): enough columns that the 16 products run near the GEMM's speed.
+// (1 thread, CPU time, best of 5; forward / input gradient in ms at 96, 192, 384 tiles: seed
+// 32->64 on 13x13, batch 128: 5.9 / 8.8, 5.5 / 7.2, 5.6 / 7.2; 64->64 on 36x36, batch 32: 21.0 /
+// 20.9, 18.9 / 21.2, 17.7 / 18.9; 32->64 on 74x74: 50.8 / 52.8, 45.7 / 47.4, 42.9 / 49.5.)
+constexpr int kGroupTiles = 384;
 
 // One Winograd correlation: in planes (N, Cin, H, W) padded by (PH, PW), out planes
 // (N, Cout, OH, OW), of which rows < OHc and columns < OWc are computed.
@@ -139,10 +152,8 @@ struct Plan {
         TW = (owc + 1) / 2;
         TWv = round_up(TW, kLanes);
         const int per_image = TH * TW;
-        const char* tune = std::getenv("DEEPKERN_WINOGRAD_TILES");  // TEMPORARY tuning knob
-        const int group_tiles = tune ? std::atoi(tune) : kGroupTiles;
-        G = std::clamp(group_tiles / per_image, 1, N);
-        band = G > 1 ? TH : std::clamp(group_tiles / TW, 1, TH);
+        G = std::clamp(kGroupTiles / per_image, 1, N);
+        band = G > 1 ? TH : std::clamp(kGroupTiles / TW, 1, TH);
         ld = G * band * TW + kLanes;
         OHb = 2 * TH;
         OWb = 2 * TW;
@@ -269,7 +280,7 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
 
 bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                       const ConvOutputSink* sink) {
-    if (!winograd_wanted(s, s.C, s.OC)) return false;
+    if (!winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0)) return false;
     // a 2x2 pool with floor reads only the even part: the last odd row/column is not computed
     const bool even = sink && sink->reads_even_part();
     const int ohc = even ? s.OH / 2 * 2 : s.OH, owc = even ? s.OW / 2 * 2 : s.OW;
@@ -282,7 +293,7 @@ bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, cons
 
 bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
                          float* gx) {
-    if (!winograd_wanted(s, s.OC, s.C)) return false;
+    if (!winograd_wanted(s, s.OC, s.C, int64_t{s.H} * s.W, 16 * 16)) return false;
     // gx (C, H, W) = full correlation of gy (OC, OH, OW), padded by 2 - P, with the turned weights
     const Plan p(s.N, s.OC, s.OH, s.OW, 2 - s.PH, 2 - s.PW, s.C, s.H, s.W, s.H, s.W);
     std::unique_ptr<float[]> U(new float[16 * static_cast<int64_t>(s.OC) * s.C]);

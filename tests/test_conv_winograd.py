@@ -1,0 +1,270 @@
+"""The Winograd F(2x2, 3x3) conv2d of the C++ backend (``DEEPKERN_WINOGRAD``: auto | on | off): the forward,
+the fused conv + ReLU + 2x2 pool layer and the input gradient against the float64 reference and against the
+direct path (``off``), on awkward shapes, non-finite data, every SIMD variant and thread count.
+
+Tolerance. Winograd computes each 2x2 output tile from its 4x4 input tile through transforms (B^T d B with
++-1 entries, G g G^T with 1 and 1/2, A^T m A with +-1), so its rounding errors scale with the magnitudes of
+the tile's inputs and weights rather than with the exact terms of one output: a few eps times the sum of
+|x| |w| over the window, where an output at a padded corner can have a much smaller window sum than its
+tile. The bound used is ``16 eps (S + mean S)``, S = conv2d(|x|, |w|) in float64 (for the input gradient the
+same with |gy| and |w|): the measured worst is about 8 eps S at padded corners and below 3 eps S elsewhere,
+and the direct path stays within it too. The weight and bias gradients never take the Winograd path and
+must equal ``off`` bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Tuple
+
+import numpy as np
+import pytest
+
+import deepkern as dk
+from deepkern import backends, nn, ops
+from deepkern.backends import numpy as ref
+from deepkern.nn import functional as F
+
+from .conftest import randn
+
+needs_cpu = pytest.mark.skipif(not backends.available("cpu"), reason="the C++ backend is not built")
+pytestmark = needs_cpu
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+# (N, C, H, W, OC, padding): one image, one channel, primes, odd and even outputs, 1x1 and 2x2 outputs,
+# padding 0 / 1 / 2, a tile count one above / below a vector block of 16, partial last groups, images with
+# several bands of tile rows and an uneven last band, the seed CNN's and the 150x150 network's layers
+SHAPES = [
+    (1, 1, 5, 5, 1, 0),        # 3x3 output: a partial tile row and column
+    (1, 1, 3, 3, 1, 0),        # 1x1 output
+    (2, 3, 4, 4, 2, 0),        # 2x2 output: one tile
+    (3, 5, 7, 8, 3, 1),        # odd x even output
+    (2, 3, 6, 9, 4, 2),        # padding 2
+    (1, 2, 1, 2, 3, 2),        # 1x2 input, padding 2: 3x4 output
+    (5, 17, 3, 3, 19, 0),      # primes, 1x1 output
+    (2, 7, 35, 33, 11, 1),     # 17 tiles per row (a vector block + 1)
+    (2, 7, 32, 31, 5, 0),      # 15 tiles per row (a vector block - 1)
+    (13, 32, 13, 13, 64, 0),   # seed conv2, with a partial last group
+    (2, 16, 45, 60, 16, 0),    # 22 x 29 tiles per image: several bands, the last one shorter
+    (3, 64, 17, 17, 64, 1),    # cnn150 conv4, padded
+]
+IDS = [f"{n}x{c}x{h}x{w}-{oc}p{p}" for n, c, h, w, oc, p in SHAPES]
+
+
+@contextlib.contextmanager
+def mode(monkeypatch: pytest.MonkeyPatch, name: str) -> Iterator[None]:
+    with monkeypatch.context() as m:
+        m.setenv("DEEPKERN_WINOGRAD", name)
+        yield
+
+
+@pytest.fixture
+def cpu():
+    backends.set_backend("cpu")
+    yield
+    backends.set_backend(None)
+
+
+def _inputs(rng, case) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    n, c, h, w, oc, p = case
+    return randn(rng, n, c, h, w), randn(rng, oc, c, 3, 3), randn(rng, oc), p
+
+
+def _assert_within(got: np.ndarray, want: np.ndarray, scale: np.ndarray, what: str) -> None:
+    """|got - want| <= 16 eps (scale + mean(scale)): the module docstring's bound."""
+    bound = 16 * EPS32 * (scale + scale.mean())
+    err = np.abs(got.astype(np.float64) - want)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape)
+    assert (err <= bound).all(), f"{what}: error {err[worst]:.3g} > bound {bound[worst]:.3g} at {worst}"
+
+
+def _forward_scale(x, w, p):
+    return ref.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), None, (1, 1), (p, p))
+
+
+def _input_grad_scale(g, x, w, p):
+    return ref.conv2d_backward(np.abs(g).astype(np.float64), x.astype(np.float64), np.abs(w).astype(np.float64),
+                               (1, 1), (p, p), False)[0]
+
+
+@pytest.mark.parametrize("case", SHAPES, ids=IDS)
+def test_forward_matches_the_reference_and_the_direct_path(cpu, rng, monkeypatch, case):
+    x, w, b, p = _inputs(rng, case)
+    want = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (1, 1), (p, p))
+    scale = _forward_scale(x, w, p)
+    with mode(monkeypatch, "on"):
+        got = ops.conv2d(x, w, b, 1, p)
+    with mode(monkeypatch, "off"):
+        direct = ops.conv2d(x, w, b, 1, p)
+    _assert_within(got, want, scale, "winograd forward")
+    _assert_within(direct, want, scale, "direct forward")
+
+
+@pytest.mark.parametrize("case", SHAPES, ids=IDS)
+def test_input_gradient_matches_the_reference_and_the_direct_path(cpu, rng, monkeypatch, case):
+    x, w, _, p = _inputs(rng, case)
+    g = randn(rng, *ops.conv2d(x, w, None, 1, p).shape)
+    want = ref.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), (1, 1), (p, p),
+                               True)
+    with mode(monkeypatch, "on"):
+        got = ops.conv2d_backward(g, x, w, 1, p, bias=True)
+    with mode(monkeypatch, "off"):
+        direct = ops.conv2d_backward(g, x, w, 1, p, bias=True)
+    scale = _input_grad_scale(g, x, w, p)
+    _assert_within(got[0], want[0], scale, "winograd input gradient")
+    _assert_within(direct[0], want[0], scale, "direct input gradient")
+    np.testing.assert_array_equal(got[1], direct[1])  # the weight and bias gradients take the direct path
+    np.testing.assert_array_equal(got[2], direct[2])
+
+
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("case", [SHAPES[3], SHAPES[7], SHAPES[9], SHAPES[10]], ids=[IDS[3], IDS[7], IDS[9], IDS[10]])
+def test_the_fused_layer_equals_the_unfused_ops_bit_for_bit(cpu, rng, monkeypatch, case, pool):
+    """The pool sink gets the same Winograd block as conv2d's output (only the rows the pool reads)."""
+    x, w, b, p = _inputs(rng, case)
+    with mode(monkeypatch, "on"):
+        out, route = ops.conv2d_relu(x, w, b, 1, p, pool)
+        a = ops.relu(ops.conv2d(x, w, b, 1, p))
+        np.testing.assert_array_equal(out, ops.max_pool2d(a, 2) if pool else a)
+        g = randn(rng, *out.shape)
+        got = ops.conv2d_relu_backward(g, x, w, out, route, 1, p, bias=True)
+        ga = ops.max_pool2d_backward(g, a, 2) if pool else g
+        want = ops.conv2d_backward(ops.relu_backward(ga, a), x, w, 1, p, bias=True)
+    for e, f in zip(got, want):
+        np.testing.assert_array_equal(e, f)
+
+
+def test_the_fused_network_trains_alike_on_and_off(cpu, rng, monkeypatch):
+    """nn.Sequential(Conv2d, ReLU, MaxPool2d(2)) runs the fused layer: on and off agree within rounding."""
+    x = randn(rng, 6, 8, 15, 14)
+    results = {}
+    for name in ("on", "off"):
+        dk.manual_seed(3)
+        net = nn.Sequential(nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2))
+        with mode(monkeypatch, name):
+            t = dk.Tensor(x, requires_grad=True)
+            y = net(t)
+            (y * dk.Tensor(np.cos(y.data))).sum().backward()
+        results[name] = (y.data, t.grad, net[0].weight.grad)
+    for e, f, what in zip(results["on"], results["off"], ("y", "grad x", "grad w")):
+        np.testing.assert_allclose(e, f, rtol=1e-4, atol=1e-4 * float(np.abs(f).max()), err_msg=what)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_finite_differences_through_autograd(cpu, rng, monkeypatch, padding):
+    """loss = sum(conv2d(x, w) * R) is linear in x, so central differences in fp32 are exact up to rounding."""
+    x, w, r = randn(rng, 2, 3, 6, 7), randn(rng, 4, 3, 3, 3), None
+    with mode(monkeypatch, "on"):
+        t = dk.Tensor(x, requires_grad=True)
+        y = F.conv2d(t, dk.Tensor(w), None, padding=padding)
+        r = randn(rng, *y.data.shape)
+        (y * dk.Tensor(r)).sum().backward()
+
+        def loss(xv: np.ndarray) -> float:
+            return float((ops.conv2d(xv, w, None, 1, padding).astype(np.float64) * r).sum())
+        h = 1e-2
+        for idx in zip(*(rng.integers(0, s, 12) for s in x.shape)):
+            up, down = x.copy(), x.copy()
+            up[idx] += h
+            down[idx] -= h
+            numeric = (loss(up) - loss(down)) / (2 * h)
+            assert abs(t.grad[idx] - numeric) <= 2e-3 * (1 + abs(numeric)), idx
+
+
+def test_views_through_the_python_api(cpu, rng, monkeypatch):
+    """An offset (contiguous) slice through ops, a non-contiguous view through nn.functional (which copies)."""
+    big, w = randn(rng, 5, 6, 12, 14), randn(rng, 7, 6, 3, 3)
+    offset = big[2:4]
+    view = big[:, :, 1:, 2:]
+    with mode(monkeypatch, "on"):
+        got_offset = ops.conv2d(offset, w, None, 1, 1)
+        got_view = F.conv2d(dk.Tensor(view), dk.Tensor(w), None, padding=1).data
+    with mode(monkeypatch, "off"):
+        want_offset = ops.conv2d(np.ascontiguousarray(offset), w, None, 1, 1)
+        want_view = ops.conv2d(np.ascontiguousarray(view), w, None, 1, 1)
+    bound = 64 * EPS32 * float(_forward_scale(big, w, 1).max())
+    np.testing.assert_allclose(got_offset, want_offset, atol=bound, rtol=0)
+    np.testing.assert_allclose(got_view, want_view, atol=bound, rtol=0)
+
+
+@pytest.mark.parametrize("where", ["x nan", "x +inf", "x -inf", "w inf", "gy inf", "gy nan"])
+def test_non_finite_inputs_take_the_direct_path(cpu, rng, monkeypatch, where):
+    """inf - inf would make NaN where the direct sum gives inf: such calls fall back, equal to off exactly."""
+    x, w, b, p = _inputs(rng, SHAPES[9])
+    g = randn(rng, *ops.conv2d(x, w, None, 1, p).shape)
+    what, kind = where.split()
+    value = {"nan": np.nan, "+inf": np.inf, "-inf": -np.inf, "inf": np.inf}[kind]
+    {"x": x, "w": w, "gy": g}[what][(5, 3, 4, 6) if what != "w" else (7, 2, 1, 1)] = value
+    results = {}
+    for name in ("on", "off"):
+        with mode(monkeypatch, name):
+            results[name] = (ops.conv2d(x, w, b, 1, p),) + tuple(ops.conv2d_relu(x, w, b, 1, p, True)) + tuple(
+                ops.conv2d_backward(g, x, w, 1, p, bias=True))
+    # the outputs computed from the non-finite array; the weight and bias gradients are direct anyway
+    same = {"x": [0, 1, 2, 4, 5], "w": [0, 1, 2, 3, 4, 5], "gy": [3, 4, 5]}[what]
+    for i in same:
+        np.testing.assert_array_equal(results["on"][i], results["off"][i], err_msg=f"result {i}")
+    assert not np.isfinite(results["on"][3 if what == "gy" else 0]).all()
+
+
+@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
+def test_every_simd_variant_gives_the_same_bits(cpu, rng, monkeypatch, variant):
+    """The transforms are additions in a fixed order: the vector width must not change a bit."""
+    from deepkern import _cpu
+    x, w, b, p = _inputs(rng, SHAPES[7])
+    g = randn(rng, *ops.conv2d(x, w, None, 1, p).shape)
+    with mode(monkeypatch, "on"):
+        want = (ops.conv2d(x, w, b, 1, p),) + tuple(ops.conv2d_backward(g, x, w, 1, p, bias=True))
+        try:
+            _cpu.set_simd_variant(variant)
+        except ValueError:
+            pytest.skip(f"this CPU has no {variant}")
+        try:
+            got = (ops.conv2d(x, w, b, 1, p),) + tuple(ops.conv2d_backward(g, x, w, 1, p, bias=True))
+        finally:
+            _cpu.set_simd_variant("auto")
+    for e, f in zip(got, want):
+        np.testing.assert_array_equal(e, f)
+
+
+def test_the_thread_count_does_not_change_a_bit(cpu, rng, monkeypatch):
+    x, w, b, p = _inputs(rng, SHAPES[9])
+    g = randn(rng, *ops.conv2d(x, w, None, 1, p).shape)
+    before = dk.get_num_threads()
+    results = []
+    try:
+        with mode(monkeypatch, "on"):
+            for threads in (1, 2, 3):
+                dk.set_num_threads(threads)
+                results.append((ops.conv2d(x, w, b, 1, p),) + tuple(ops.conv2d_relu(x, w, b, 1, p, True)) +
+                               tuple(ops.conv2d_backward(g, x, w, 1, p, bias=True)))
+    finally:
+        dk.set_num_threads(before)
+    for other in results[1:]:
+        for e, f in zip(other, results[0]):
+            np.testing.assert_array_equal(e, f)
+
+
+def test_auto_picks_winograd_only_where_it_measured_faster(cpu, rng, monkeypatch):
+    """auto follows on for the seed CNN's second layer and off for 3 input channels (see winograd_wanted)."""
+    before = dk.get_num_threads()
+    dk.set_num_threads(2)
+    try:
+        for c, expect in ((32, "on"), (3, "off")):
+            x, w = randn(rng, 4, c, 13, 13), randn(rng, 64, c, 3, 3)
+            results = {}
+            for name in ("auto", "on", "off"):
+                with mode(monkeypatch, name):
+                    results[name] = ops.conv2d(x, w, None, 1, 0)
+            np.testing.assert_array_equal(results["auto"], results[expect])
+            assert not np.array_equal(results["on"], results["off"])  # the two paths round differently
+    finally:
+        dk.set_num_threads(before)
+
+
+def test_a_bad_mode_is_a_clear_error(cpu, rng, monkeypatch):
+    x, w = randn(rng, 2, 4, 6, 6), randn(rng, 3, 4, 3, 3)
+    with mode(monkeypatch, "fast"), pytest.raises(ValueError, match="DEEPKERN_WINOGRAD.*'fast'.*auto, on or off"):
+        ops.conv2d(x, w, None, 1, 0)
+    with mode(monkeypatch, ""):  # empty means auto
+        ops.conv2d(x, w, None, 1, 0)
