@@ -13,6 +13,7 @@
 #include "cpu/activation.hpp"
 #include "cpu/conv2d_bf16.hpp"
 #include "cpu/conv2d_small.hpp"
+#include "cpu/conv2d_winograd.hpp"
 #include "cpu/pool.hpp"
 
 namespace deepkern::cpu {
@@ -93,7 +94,9 @@ void conv2d_relu_forward(const Conv2dShape& s, bool pool, const float* x, const 
             conv2d_forward_relu(s, x, w, bias, y);
         return;
     }
-    if (!bf16 && conv2d_small_relu_pool_applies(s)) {  // few taps: computed directly, in registers
+    // few taps: computed directly, in registers; unless DEEPKERN_WINOGRAD picks Winograd for the
+    // layer (mode on), which conv2d then runs too: the fused layer keeps the unfused ops' bits
+    if (!bf16 && conv2d_small_relu_pool_applies(s) && !winograd_forward_wanted(s)) {
         conv2d_small_relu_pool(s, x, w, bias, y, route);
         return;
     }

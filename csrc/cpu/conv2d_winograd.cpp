@@ -278,9 +278,11 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
 
 }  // namespace
 
+bool winograd_forward_wanted(const Conv2dShape& s) { return winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0); }
+
 bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                       const ConvOutputSink* sink) {
-    if (!winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0)) return false;
+    if (!winograd_forward_wanted(s)) return false;
     // a 2x2 pool with floor reads only the even part: the last odd row/column is not computed
     const bool even = sink && sink->reads_even_part();
     const int ohc = even ? s.OH / 2 * 2 : s.OH, owc = even ? s.OW / 2 * 2 : s.OW;

@@ -15,6 +15,9 @@ namespace deepkern::cpu {
 enum class WinogradMode { automatic, on, off };
 WinogradMode winograd_mode();
 
+// Whether winograd_forward runs this layer (mode and shape; it may still decline on non-finite data)
+bool winograd_forward_wanted(const Conv2dShape& s);
+
 // conv2d_forward by Winograd: y (N, OC, OH, OW), or each image's (OC, OH, OW) block handed to
 // sink (bias added; relu: max(., 0), NaN kept). Returns false, having written nothing the direct
 // path does not overwrite, when the mode or shape rules it out or x, w hold an inf or NaN (the
