@@ -8,8 +8,8 @@
 //   M_xi (OC, T) = U_xi (OC, C) @ V_xi (C, T)
 // then the output transform A^T M A (+ bias). Tiles are 2x2 blocks of the output (partial at an
 // odd edge: the extra row/column is computed on zero padding and dropped). A group is a few
-// whole images (a few hundred tiles), or for large images bands of tile rows of one image, so
-// V and M stay in L2; groups run in parallel (a fixed size from the shape, never the thread
+// whole images (a few hundred tiles, enough columns for the GEMMs), or for large images bands of
+// tile rows of one image; groups run in parallel (a fixed size from the shape, never the thread
 // count, and each tile's arithmetic does not depend on its group: results are bit-identical for
 // any thread count).
 //
@@ -17,9 +17,10 @@
 // 180 degrees and their channel axes swapped: the same kernel with U built from that.
 //
 // Non-finite inputs: B^T d B turns an inf into inf - inf = NaN where the direct sum gives inf,
-// so the input transform also sums x * 0 over what it reads (NaN iff some value is inf or NaN),
-// the weight transform checks U, and on either the call declines and the caller runs the direct
-// path: results on non-finite data are exactly the direct path's.
+// so the input transform also sums 0 * (some of its outputs that together hold every input read):
+// NaN iff an input is inf or NaN. The weight transform checks U the same way. On either the call
+// declines and the caller runs the direct path: results on non-finite data are exactly the
+// direct path's.
 #include "cpu/conv2d_winograd.hpp"
 
 #include <algorithm>
@@ -78,15 +79,16 @@ bool winograd_fits(const Conv2dShape& s) {
 // channels), m_out: their rows (the output planes' channels), out_plane: an output plane's size.
 // auto, from measurements (1 thread, CPU time, best of 5, direct / Winograd in ms; forward with
 // the fused ReLU + pool in brackets; see benchmarks/RESULTS.md for 2 threads):
-//   32 -> 64 on 13x13 (seed conv2, batch 128): forward 6.9 / 5.6 (6.8 / 4.2), input grad 7.0 / 7.2
-//   3 -> 32 on 150x150 (batch 32):              forward 18.6 / 33.1 (24.4 / 28.2), input grad not used
-//   32 -> 64 on 74x74:                          forward 60.3 / 42.9 (60.0 / 42.4), input grad 85.5 / 49.5
-//   64 -> 64 on 36x36:                          forward 28.1 / 17.7 (28.2 / 17.3), input grad 30.8 / 18.9
-//   64 -> 64 on 17x17:                          forward 6.1 / 4.0 (6.1 / 3.3), input grad 6.0 / 5.4
+//   32 -> 64 on 13x13 (seed conv2, batch 128): forward 6.96 / 5.42 (7.01 / 4.71), input grad 6.70 / 8.85
+//   3 -> 32 on 150x150 (batch 32):              forward 20.9 / 33.4 (19.6 / 29.2)
+//   32 -> 64 on 74x74:                          forward 61.0 / 45.0 (59.7 / 41.0), input grad 96.7 / 56.2
+//   64 -> 64 on 36x36:                          forward 30.2 / 19.4 (28.2 / 18.5), input grad 33.5 / 20.2
+//   64 -> 64 on 17x17:                          forward 6.21 / 4.48 (6.14 / 3.25), input grad 6.78 / 5.41
 // so: at least 16 channels on both sides (3 input channels make 16 GEMMs with K = 3), output
-// planes of at least 16x16 for the input gradient (13x13 breaks even: its 7x7 tiles per plane
-// carry more padding), and a batch that gives every thread an image (the groups run in
-// parallel; the direct path threads its GEMMs instead).
+// planes of at least 16x16 for the input gradient (13x13 loses: its 7x7 tiles on a 2-padded
+// 11x11 gradient are a third more tiles than outputs, on 64 planes per image to transform), and
+// a batch that gives every thread an image (the groups run in parallel; the direct path threads
+// its GEMMs instead).
 bool winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane, int64_t min_plane) {
     const WinogradMode mode = winograd_mode();
     if (mode == WinogradMode::off || !winograd_fits(s)) return false;
@@ -236,7 +238,7 @@ struct Input {
 // Returns false (having stopped early) on a non-finite input or weight.
 bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, float* out,
          const ConvOutputSink* sink) {
-    gemm_variant();  // surfaces a bad DEEPKERN_GEMM / DEEPKERN_SIMD here, not inside the parallel region
+    gemm_variant();  // a bad DEEPKERN_GEMM (and below DEEPKERN_SIMD) throws here, not inside the parallel region
     const wino::TileKernels& k = tiles();
     const int64_t plane = static_cast<int64_t>(p.H) * p.W;
     const int groups = (p.N + p.G - 1) / p.G;
@@ -244,7 +246,7 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
     auto group = [&](int gi, Buffers& b) {
         if (bad.load(std::memory_order_relaxed)) return;
         const int n0 = gi * p.G, G = std::min(p.G, p.N - n0);
-        const float* src = in.x ? in.x + n0 * p.Cin * plane : b.gy;
+        const float* src = in.x ? in.x + static_cast<int64_t>(n0) * p.Cin * plane : b.gy;
         int64_t in_img = p.Cin * plane, in_chan = plane;
         if (in.source) {  // (Cin, G*H*W): plane (g, c) at c * G*H*W + g * H*W
             in.source->images(n0, G, b.gy, G * plane);

@@ -5,7 +5,8 @@
 // no ISA-specific copy of a function is shared with another TU. Include it only from those files.
 //
 // The transforms are additions and subtractions only (no product the compiler could fuse into
-// an FMA differently per ISA), always in the same order, so every variant gives the same bits.
+// an FMA differently per ISA; the non-finite check only yields a flag), always in the same order,
+// so every variant gives the same bits.
 //
 // A tile row is TW tiles side by side; the loops run over TWv = TW rounded up to kLanes, so each
 // inner loop is a fixed number of whole vectors. The lanes past TW are computed on data that is
@@ -25,7 +26,8 @@ inline int padded_width(int TWv) { return 2 * (TWv + kLanes); }
 
 // Floats of work space input_tiles needs for `rows` tile rows
 inline int64_t input_work(int rows, int TW, int TWv) {
-    return 8 * ((static_cast<int64_t>(rows) + 1) * TW + kLanes) + (2 * static_cast<int64_t>(rows) + 2) * padded_width(TWv);
+    const int64_t even_odd = 8 * ((static_cast<int64_t>(rows) + 1) * TW + kLanes);  // re, ro
+    return even_odd + (2 * static_cast<int64_t>(rows) + 2) * padded_width(TWv);        // + the band
 }
 
 // The tiles of one input plane x (H, W) (rows contiguous) for tile rows [th0, th1): tile (th, tw)
