@@ -53,7 +53,9 @@ WinogradMode winograd_mode() {
     if (v.empty() || v == "auto") return WinogradMode::automatic;
     if (v == "on") return WinogradMode::on;
     if (v == "off") return WinogradMode::off;
-    throw std::invalid_argument("DEEPKERN_WINOGRAD: unknown mode '" + v + "' (expected auto, on or off)");
+    if (v == "f2") return WinogradMode::f2;
+    if (v == "f4") return WinogradMode::f4;
+    throw std::invalid_argument("DEEPKERN_WINOGRAD: unknown mode '" + v + "' (expected auto, on, off, f2 or f4)");
 }
 
 namespace {
@@ -89,45 +91,59 @@ bool winograd_fits(const Conv2dShape& s) {
 // 11x11 gradient are a third more tiles than outputs, on 64 planes per image to transform), and
 // a batch that gives every thread an image (the groups run in parallel; the direct path threads
 // its GEMMs instead).
-bool winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane, int64_t min_plane) {
+// Returns the output tile size to use (2: F(2x2, 3x3), 4: F(4x4, 3x3)), or 0 for the direct path.
+// auto takes F(4x4, 3x3) from output planes of 32x32: 4x4 tiles then waste little on the
+// edges. (1 thread, CPU time, best of 5, F(2x2) / F(4x4) in ms: 64 -> 64 on 36x36 forward 19.3 /
+// 17.5, input grad 24.8 / 18.3; 32 -> 64 on 74x74 forward 46.9 / 36.0, input grad 50.3 / 50.4;
+// but 64 -> 64 on 17x17 forward 4.2 / 4.3, pooled 3.5 / 4.5, input grad 5.4 / 6.2, and the seed
+// conv2 on 13x13 forward 5.3 / 5.7, pooled 4.1 / 5.8, input grad 7.1 / 10.4.) Its rounding errors
+// are about 10x F(2x2)'s (transforms with 4, 5 and 8; see tests/test_conv_winograd.py).
+constexpr int64_t kF4MinPlane = 32 * 32;
+
+int winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane, int64_t min_plane) {
     const WinogradMode mode = winograd_mode();
-    if (mode == WinogradMode::off || !winograd_fits(s)) return false;
-    if (mode == WinogradMode::on) return true;
-    return k_in >= 16 && m_out >= 16 && out_plane >= min_plane && s.N >= max_threads();
+    if (mode == WinogradMode::off || !winograd_fits(s)) return 0;
+    if (mode == WinogradMode::f2 || mode == WinogradMode::on) return 2;
+    if (mode == WinogradMode::f4) return 4;
+    const bool faster = k_in >= 16 && m_out >= 16 && out_plane >= min_plane && s.N >= max_threads();
+    return !faster ? 0 : out_plane >= kF4MinPlane ? 4 : 2;
 }
 
 int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
-// U (16, R, K) = G g G^T for every (row, col) pair, g the 3x3 kernel w[o, c] (forward: row o,
-// col c) or, for the input gradient (flip), w[o, c] turned 180 degrees at row c, col o.
-// G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. Returns false on inf or NaN.
-bool transform_weights(const float* w, int OC, int C, bool flip, float* U) {
+// U (a*a, R, K) = G g G^T for every (row, col) pair, a = m + 2, g the 3x3 kernel w[o, c]
+// (forward: row o, col c) or, for the input gradient (flip), w[o, c] turned 180 degrees at row c,
+// col o. Computed in double, rounded once. Returns false on inf or NaN.
+//   m = 2: G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+//   m = 4: G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6],
+//               [1/24, -1/12, 1/6], [0, 0, 1]]
+bool transform_weights(const float* w, int OC, int C, bool flip, int m, float* U) {
+    static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    static const double G4[6][3] = {{1.0 / 4, 0, 0},         {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                    {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    const int a = m + 2;
     const int R = flip ? C : OC, K = flip ? OC : C;
     const int64_t plane = static_cast<int64_t>(R) * K;
     float check = 0.0f;
     for (int o = 0; o < OC; ++o)
         for (int c = 0; c < C; ++c) {
             const float* src = w + (static_cast<int64_t>(o) * C + c) * 9;
-            float g[3][3];
+            double g[3][3], gg[6][3];
             for (int i = 0; i < 3; ++i)
                 for (int j = 0; j < 3; ++j) g[i][j] = flip ? src[(2 - i) * 3 + (2 - j)] : src[i * 3 + j];
-            float gg[4][3];  // G g
-            for (int j = 0; j < 3; ++j) {
-                const float outer = g[0][j] + g[2][j];
-                gg[0][j] = g[0][j];
-                gg[1][j] = 0.5f * (outer + g[1][j]);
-                gg[2][j] = 0.5f * (outer - g[1][j]);
-                gg[3][j] = g[2][j];
-            }
-            const int64_t at = flip ? static_cast<int64_t>(c) * K + o : static_cast<int64_t>(o) * K + c;
-            for (int p = 0; p < 4; ++p) {  // (G g) G^T
-                const float outer = gg[p][0] + gg[p][2];
-                const float u[4] = {gg[p][0], 0.5f * (outer + gg[p][1]), 0.5f * (outer - gg[p][1]), gg[p][2]};
-                for (int q = 0; q < 4; ++q) {
-                    U[(p * 4 + q) * plane + at] = u[q];
-                    check += u[q] * 0.0f;
+            for (int p = 0; p < a; ++p)  // G g
+                for (int j = 0; j < 3; ++j) {
+                    const double* G = m == 2 ? G2[p] : G4[p];
+                    gg[p][j] = G[0] * g[0][j] + G[1] * g[1][j] + G[2] * g[2][j];
                 }
-            }
+            const int64_t at = flip ? static_cast<int64_t>(c) * K + o : static_cast<int64_t>(o) * K + c;
+            for (int p = 0; p < a; ++p)  // (G g) G^T
+                for (int q = 0; q < a; ++q) {
+                    const double* G = m == 2 ? G2[q] : G4[q];
+                    const float u = static_cast<float>(gg[p][0] * G[0] + gg[p][1] * G[1] + gg[p][2] * G[2]);
+                    U[(p * a + q) * plane + at] = u;
+                    check += u * 0.0f;
+                }
         }
     return check == 0.0f;
 }
@@ -137,34 +153,39 @@ bool transform_weights(const float* w, int OC, int C, bool flip, float* U) {
 // 32->64 on 13x13, batch 128: 5.9 / 8.8, 5.5 / 7.2, 5.6 / 7.2; 64->64 on 36x36, batch 32: 21.0 /
 // 20.9, 18.9 / 21.2, 17.7 / 18.9; 32->64 on 74x74: 50.8 / 52.8, 45.7 / 47.4, 42.9 / 49.5.)
 constexpr int kGroupTiles = 384;
+// F(4x4, 3x3), 36 points per tile: 128 tiles gave 37.7 / 61.8 ms (74x74 layer forward / input
+// grad), 256 tiles 36.0 / 50.4
+constexpr int kGroupTiles4 = 256;
 
 // One Winograd correlation: in planes (N, Cin, H, W) padded by (PH, PW), out planes
 // (N, Cout, OH, OW), of which rows < OHc and columns < OWc are computed.
 struct Plan {
     int N, Cin, H, W, PH, PW;
     int Cout, OH, OW;
+    int m, nxi;       // output tile size (2 or 4), points per tile ((m + 2)^2)
     int TH, TW, TWv;  // tiles computed; TW rounded up to whole vector blocks
     int G, band;      // images per group; tile rows per GEMM batch
     int64_t ld;       // row stride of V and M: a batch's tiles plus slack for the last block's spill
     int OHb, OWb;     // an output plane as computed (whole tiles)
 
-    Plan(int n, int cin, int h, int w, int ph, int pw, int cout, int oh, int ow, int ohc, int owc)
-        : N(n), Cin(cin), H(h), W(w), PH(ph), PW(pw), Cout(cout), OH(oh), OW(ow) {
-        TH = (ohc + 1) / 2;
-        TW = (owc + 1) / 2;
+    Plan(int n, int cin, int h, int w, int ph, int pw, int cout, int oh, int ow, int ohc, int owc, int tile)
+        : N(n), Cin(cin), H(h), W(w), PH(ph), PW(pw), Cout(cout), OH(oh), OW(ow), m(tile) {
+        nxi = (m + 2) * (m + 2);
+        TH = (ohc + m - 1) / m;
+        TW = (owc + m - 1) / m;
         TWv = round_up(TW, kLanes);
-        const int per_image = TH * TW;
-        G = std::clamp(kGroupTiles / per_image, 1, N);
-        band = G > 1 ? TH : std::clamp(kGroupTiles / TW, 1, TH);
+        const int group_tiles = m == 2 ? kGroupTiles : kGroupTiles4, per_image = TH * TW;
+        G = std::clamp(group_tiles / per_image, 1, N);
+        band = G > 1 ? TH : std::clamp(group_tiles / TW, 1, TH);
         ld = G * band * TW + kLanes;
-        OHb = 2 * TH;
-        OWb = 2 * TW;
+        OHb = m * TH;
+        OWb = m * TW;
     }
     // an output channel's (OHb, OWb) plane and room for its last row's spill (place_tiles: bands
     // are placed after the channels after them, so the room is per channel); an image's block
-    int64_t chan() const { return static_cast<int64_t>(OHb) * OWb + 2 * (TWv - TW); }
+    int64_t chan() const { return static_cast<int64_t>(OHb) * OWb + m * (TWv - TW); }
     int64_t block() const { return Cout * chan(); }
-    int64_t work() const { return wino::input_work(band, TW, TWv); }
+    int64_t work() const { return m == 2 ? wino::input_work(band, TW, TWv) : wino::input_work4(band, TW, TWv); }
 };
 
 // A group's buffers: grow-only per thread, as the GEMM's packing buffers (fresh pages on every
@@ -176,9 +197,9 @@ thread_local gemm::Scratch tl_v, tl_m, tl_yt, tl_blocks, tl_work, tl_gy;
 struct Buffers {
     float *v, *m, *yt, *blocks, *work, *gy;
     Buffers(const Plan& p, int64_t gy_floats)
-        : v(tl_v.get(16 * p.Cin * p.ld)),
-          m(tl_m.get(16 * p.Cout * p.ld)),
-          yt(tl_yt.get(4 * p.ld)),
+        : v(tl_v.get(p.nxi * p.Cin * p.ld)),
+          m(tl_m.get(p.nxi * p.Cout * p.ld)),
+          yt(tl_yt.get(p.m * p.m * p.ld)),
           blocks(tl_blocks.get(p.G * p.block())),
           work(tl_work.get(p.work())),
           gy(tl_gy.get(std::max<int64_t>(gy_floats, 1))) {
@@ -186,10 +207,10 @@ struct Buffers {
     }
 };
 
-// The 16 products of a batch of T tiles: M_xi (R, T) = U_xi (R, K) @ V_xi (K, T), row strides ld.
+// The nxi products of a batch of T tiles: M_xi (R, T) = U_xi (R, K) @ V_xi (K, T), row strides ld.
 // (One place for the multiply step: a reduced-precision variant would replace this.)
-void multiply_tiles(const float* U, const float* V, float* M, int R, int K, int T, int64_t ld) {
-    for (int xi = 0; xi < 16; ++xi)
+void multiply_tiles(int nxi, const float* U, const float* V, float* M, int R, int K, int T, int64_t ld) {
+    for (int xi = 0; xi < nxi; ++xi)
         sgemm(false, false, R, T, K, U + xi * static_cast<int64_t>(R) * K, K, V + xi * K * ld, static_cast<int>(ld),
               0.0f, M + xi * R * ld, static_cast<int>(ld), nullptr, false);
 }
@@ -198,21 +219,25 @@ void multiply_tiles(const float* U, const float* V, float* M, int R, int K, int 
 // in + g * in_img + c * in_chan. Returns false on a non-finite input.
 bool run_group(const Plan& p, const wino::TileKernels& k, const float* U, const float* bias, bool relu,
                const float* in, int64_t in_img, int64_t in_chan, int G, Buffers& b) {
+    const bool f4 = p.m == 4;
+    const auto input_tiles = f4 ? k.input_tiles4 : k.input_tiles;
+    const auto output_tiles = f4 ? k.output_tiles4 : k.output_tiles;
+    const auto place_tiles = f4 ? k.place_tiles4 : k.place_tiles;
     for (int th0 = 0; th0 < p.TH; th0 += p.band) {
         const int th1 = std::min(p.TH, th0 + p.band), per_image = (th1 - th0) * p.TW;
         float check = 0.0f;
         for (int g = 0; g < G; ++g)  // images in order: a tile row's spill lands on later tiles
             for (int c = 0; c < p.Cin; ++c)
-                check += k.input_tiles(in + g * in_img + c * in_chan, p.H, p.W, p.PH, p.PW, th0, th1, p.TW, p.TWv,
+                check += input_tiles(in + g * in_img + c * in_chan, p.H, p.W, p.PH, p.PW, th0, th1, p.TW, p.TWv,
                                        b.v + c * p.ld + g * per_image, p.Cin * p.ld, b.work);
         if (check != 0.0f) return false;
-        multiply_tiles(U, b.v, b.m, p.Cout, p.Cin, G * per_image, p.ld);
-        for (int o = 0; o < p.Cout; ++o) {  // yt (4, ld): the band's outputs tile by tile, then in place
-            k.output_tiles(b.m + o * p.ld, p.Cout * p.ld, G * per_image, bias ? bias[o] : 0.0f, relu,
+        multiply_tiles(p.nxi, U, b.v, b.m, p.Cout, p.Cin, G * per_image, p.ld);
+        for (int o = 0; o < p.Cout; ++o) {  // yt (m*m, ld): the band's outputs tile by tile, then in place
+            output_tiles(b.m + o * p.ld, p.Cout * p.ld, G * per_image, bias ? bias[o] : 0.0f, relu,
                            b.yt, p.ld);
             for (int g = 0; g < G; ++g)
-                k.place_tiles(b.yt, p.ld, g * per_image, th1 - th0, p.TW, p.TWv,
-                              b.blocks + g * p.block() + o * p.chan() + 2 * th0 * p.OWb, p.OWb);
+                place_tiles(b.yt, p.ld, g * per_image, th1 - th0, p.TW, p.TWv,
+                            b.blocks + g * p.block() + o * p.chan() + p.m * th0 * p.OWb, p.OWb);
         }
     }
     return true;
@@ -280,28 +305,32 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
 
 }  // namespace
 
-bool winograd_forward_wanted(const Conv2dShape& s) { return winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0); }
+bool winograd_forward_wanted(const Conv2dShape& s) {
+    return winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0) != 0;
+}
 
 bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                       const ConvOutputSink* sink) {
-    if (!winograd_forward_wanted(s)) return false;
+    const int tile = winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0);
+    if (tile == 0) return false;
     // a 2x2 pool with floor reads only the even part: the last odd row/column is not computed
     const bool even = sink && sink->reads_even_part();
     const int ohc = even ? s.OH / 2 * 2 : s.OH, owc = even ? s.OW / 2 * 2 : s.OW;
     if (ohc == 0 || owc == 0) return false;
-    const Plan p(s.N, s.C, s.H, s.W, s.PH, s.PW, s.OC, s.OH, s.OW, ohc, owc);
-    std::unique_ptr<float[]> U(new float[16 * static_cast<int64_t>(s.OC) * s.C]);
-    if (!transform_weights(w, s.OC, s.C, false, U.get())) return false;
+    const Plan p(s.N, s.C, s.H, s.W, s.PH, s.PW, s.OC, s.OH, s.OW, ohc, owc, tile);
+    std::unique_ptr<float[]> U(new float[p.nxi * static_cast<int64_t>(s.OC) * s.C]);
+    if (!transform_weights(w, s.OC, s.C, false, tile, U.get())) return false;
     return run(p, U.get(), bias, relu, Input{x, nullptr}, y, sink);
 }
 
 bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
                          float* gx) {
-    if (!winograd_wanted(s, s.OC, s.C, int64_t{s.H} * s.W, 16 * 16)) return false;
+    const int tile = winograd_wanted(s, s.OC, s.C, int64_t{s.H} * s.W, 16 * 16);
+    if (tile == 0) return false;
     // gx (C, H, W) = full correlation of gy (OC, OH, OW), padded by 2 - P, with the turned weights
-    const Plan p(s.N, s.OC, s.OH, s.OW, 2 - s.PH, 2 - s.PW, s.C, s.H, s.W, s.H, s.W);
-    std::unique_ptr<float[]> U(new float[16 * static_cast<int64_t>(s.OC) * s.C]);
-    if (!transform_weights(w, s.OC, s.C, true, U.get())) return false;
+    const Plan p(s.N, s.OC, s.OH, s.OW, 2 - s.PH, 2 - s.PW, s.C, s.H, s.W, s.H, s.W, tile);
+    std::unique_ptr<float[]> U(new float[p.nxi * static_cast<int64_t>(s.OC) * s.C]);
+    if (!transform_weights(w, s.OC, s.C, true, tile, U.get())) return false;
     return run(p, U.get(), nullptr, false, Input{gy, gy ? nullptr : source}, gx, nullptr);
 }
 

@@ -1,7 +1,7 @@
-// Winograd F(2x2, 3x3) convolution for 3x3 stride-1 layers (fp32): the forward and the input
-// gradient, with 16 GEMMs over transformed tiles instead of 9 taps per output (2.25x fewer
-// multiply-adds on whole tiles). conv2d.cpp calls these first and runs its direct path when
-// they decline (return false).
+// Winograd convolution for 3x3 stride-1 layers (fp32): the forward and the input gradient, with
+// F(2x2, 3x3) (16 GEMMs over transformed tiles, 2.25x fewer multiply-adds than 9 taps per output
+// on whole tiles) or on large planes F(4x4, 3x3) (36 GEMMs, 4x fewer). conv2d.cpp calls these
+// first and runs its direct path when they decline (return false).
 #pragma once
 #include <cstdint>
 
@@ -10,9 +10,11 @@
 namespace deepkern::cpu {
 
 // DEEPKERN_WINOGRAD, read at every call: auto (default, also when unset or empty: where measured
-// faster, see winograd_wanted in conv2d_winograd.cpp), on (every shape it can do: 3x3, stride 1,
-// padding <= 2) or off. Another value throws std::invalid_argument (ValueError in Python).
-enum class WinogradMode { automatic, on, off };
+// faster, F(4x4, 3x3) on large planes, see winograd_wanted in conv2d_winograd.cpp), on (every
+// shape it can do: 3x3, stride 1, padding <= 2, with F(2x2, 3x3), the more accurate), off, or
+// f2 / f4 (every shape it can do with that tile size: f2 is on; for tests and benchmarks).
+// Another value throws std::invalid_argument (ValueError in Python).
+enum class WinogradMode { automatic, on, off, f2, f4 };
 WinogradMode winograd_mode();
 
 // Whether winograd_forward runs this layer (mode and shape; it may still decline on non-finite data)
@@ -43,6 +45,12 @@ struct TileKernels {
     void (*output_tiles)(const float* m, int64_t m_xi, int T, float bias, bool relu, float* yt, int64_t ldy);
     void (*place_tiles)(const float* yt, int64_t ldy, int64_t t0, int rows, int TW, int TWv, float* out,
                         int64_t ldo);
+    // the same for F(4x4, 3x3) (conv2d_winograd_tiles4.hpp)
+    float (*input_tiles4)(const float* x, int H, int W, int PH, int PW, int th0, int th1, int TW, int TWv, float* v,
+                          int64_t v_xi, float* work);
+    void (*output_tiles4)(const float* m, int64_t m_xi, int T, float bias, bool relu, float* yt, int64_t ldy);
+    void (*place_tiles4)(const float* yt, int64_t ldy, int64_t t0, int rows, int TW, int TWv, float* out,
+                         int64_t ldo);
 };
 const TileKernels& generic_tiles();  // conv2d_winograd.cpp
 const TileKernels& avx2_tiles();     // conv2d_winograd_avx2.cpp

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "cpu/conv2d_winograd.hpp"
+#include "cpu/conv2d_winograd_tiles4.hpp"  // F(4x4, 3x3)
 
 namespace deepkern::cpu::wino {
 namespace {
@@ -153,6 +154,9 @@ TileKernels make_tile_kernels() {
     k.input_tiles = input_tiles;
     k.output_tiles = output_tiles;
     k.place_tiles = place_tiles;
+    k.input_tiles4 = input_tiles4;
+    k.output_tiles4 = output_tiles4;
+    k.place_tiles4 = place_tiles4;
     return k;
 }
 
