@@ -1,13 +1,13 @@
-"""Winograd F(2x2, 3x3) against the direct conv2d (DEEPKERN_WINOGRAD=on / off) on the seed CNN's and the
-150x150 network's 3x3 layers, and training samples/s of both networks (issue P12).
+"""Winograd F(2x2, 3x3) / F(4x4, 3x3) against the direct conv2d (DEEPKERN_WINOGRAD=f2 / f4 / auto / off) on the
+seed CNN's and the 150x150 network's 3x3 layers, and training samples/s of both networks (issue P12).
 
     PYTHONPATH=python python benchmarks/measure_winograd.py [--threads 1 2] [--seconds 1] [--rounds 5]
         [--skip-layers] [--skip-training] [--cpu-time]
 
-DEEPKERN_WINOGRAD is read at every call, so the two modes alternate inside each round of one process
-(paired rounds: load from other users of the machine hits both alike). Each cell is the median over
+DEEPKERN_WINOGRAD is read at every call, so the modes alternate inside each round of one process (paired
+rounds, the order reversed every other round: load from other users of the machine hits all alike). Each cell is the median over
 rounds of per-call medians. The input gradient is not a call of its own: "bwd" is conv2d_backward with
-the input gradient, "bwd -dX" without it (the same in both modes), so dX is about their difference.
+the input gradient, "bwd -dX" without it (the same in every mode), so dX is about their difference.
 The training rows compare auto (the default, Winograd where the shape rule picks it) with off.
 ``--cpu-time`` (one thread) times the calling thread's CPU time and keeps the best round instead of the
 median: on a machine other jobs keep busy, time spent descheduled then stays out of the numbers.
@@ -51,7 +51,7 @@ def median_time(fn: Callable[[], None], seconds: float) -> float:
 
 
 def paired(cases: Dict[str, Callable[[], None]], seconds: float, rounds: int,
-           modes: Tuple[str, str] = ("on", "off")) -> Dict[Tuple[str, str], float]:
+           modes: Tuple[str, ...]) -> Dict[Tuple[str, str], float]:
     """Median over rounds of each (case, mode)'s median time; modes alternate inside each round."""
     runs: Dict[Tuple[str, str], List[float]] = {}
     for r in range(rounds):
@@ -79,16 +79,16 @@ def layer_cases(shape: Tuple[int, int, int, int], oc: int) -> Dict[str, Callable
 
 def layers_table(threads: int, seconds: float, rounds: int) -> None:
     print(f"\nthreads {threads}, {CLOCK.__name__}, load average before: {os.getloadavg()}")
-    print("| layer | case | on ms | off ms | off / on |")
-    print("|---|---|---:|---:|---:|")
+    modes = ("f2", "f4", "auto", "off")
+    print("| layer | case | " + " | ".join(f"{m} ms" for m in modes) + " | off / auto |")
+    print("|---|---|" + "---:|" * (len(modes) + 1))
     for name, shape, oc in LAYERS:
-        t = paired(layer_cases(shape, oc), seconds, rounds)
-        for case in ("fwd", "fused fwd", "bwd", "bwd -dX"):
-            on, off = t[(case, "on")] * 1e3, t[(case, "off")] * 1e3
-            print(f"| {name} | {case} | {on:.2f} | {off:.2f} | {off / on:.2f}x |")
-        dx_on = t[("bwd", "on")] - t[("bwd -dX", "on")]
-        dx_off = t[("bwd", "off")] - t[("bwd -dX", "off")]
-        print(f"| {name} | dX (bwd - bwd -dX) | {dx_on * 1e3:.2f} | {dx_off * 1e3:.2f} | {dx_off / dx_on:.2f}x |")
+        t = paired(layer_cases(shape, oc), seconds, rounds, modes)
+        for m in modes:
+            t[("dX (bwd - bwd -dX)", m)] = t[("bwd", m)] - t[("bwd -dX", m)]
+        for case in ("fwd", "fused fwd", "bwd", "bwd -dX", "dX (bwd - bwd -dX)"):
+            ms = [t[(case, m)] * 1e3 for m in modes]
+            print(f"| {name} | {case} | " + " | ".join(f"{v:.2f}" for v in ms) + f" | {ms[-1] / ms[-2]:.2f}x |")
 
 
 def training_table(threads: int, seconds: float, rounds: int) -> None:
