@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/parallel.hpp"
+#include "cpu/conv2d_winograd.hpp"  // winograd_mode
 #include "cpu/conv2d_winograd_wgrad_tiles.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
@@ -32,17 +33,6 @@ const TileKernels& generic_tiles() { return kTileKernels; }
 }  // namespace wgrad
 
 namespace {
-
-// replace with conv2d_winograd.hpp's winograd_mode() at merge
-enum class WinogradMode { off, on, automatic };
-WinogradMode winograd_mode() {
-    const char* env = std::getenv("DEEPKERN_WINOGRAD");
-    const std::string v = env ? env : "";
-    if (v.empty() || v == "auto") return WinogradMode::automatic;
-    if (v == "on") return WinogradMode::on;
-    if (v == "off") return WinogradMode::off;
-    throw std::invalid_argument("DEEPKERN_WINOGRAD must be 'auto', 'on' or 'off', got '" + v + "'");
-}
 
 // 3x3, stride 1, padding <= 2 (a wider padding would give tiles made of padding only), and a
 // non-empty problem (the direct path handles the empty ones)
@@ -230,7 +220,8 @@ bool output_transform(const Conv2dShape& s, const Plan& p, const float* m, float
 bool winograd_wgrad_applies(const Conv2dShape& s) {
     const WinogradMode mode = winograd_mode();
     if (mode == WinogradMode::off || !geometry_allows(s)) return false;
-    return mode == WinogradMode::on || measured_faster(s);
+    // on, f2, f4: wherever the geometry allows (the weight gradient has one tile size)
+    return mode != WinogradMode::automatic || measured_faster(s);
 }
 
 bool conv2d_winograd_wgrad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,

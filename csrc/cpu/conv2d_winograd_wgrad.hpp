@@ -16,8 +16,9 @@
 namespace deepkern::cpu {
 
 // Whether the Winograd weight gradient runs for this layer under DEEPKERN_WINOGRAD (read at each
-// call): "off" never, "on" wherever the geometry allows it (3x3, stride 1, padding <= 2), "auto"
-// (the default) where it measured faster. A bad value throws std::invalid_argument.
+// call, conv2d_winograd.hpp's winograd_mode): "off" never, "on" (or "f2" / "f4") wherever the
+// geometry allows it (3x3, stride 1, padding <= 2), "auto" (the default) where it measured
+// faster. A bad value throws std::invalid_argument.
 bool winograd_wgrad_applies(const Conv2dShape& s);
 
 // gw (OC, C, 3, 3) and gb (OC,) or null, overwritten, from gy (N, OC, OH, OW) or (gy null) the
