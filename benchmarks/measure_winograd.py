@@ -6,8 +6,8 @@ seed CNN's and the 150x150 network's 3x3 layers, and training samples/s of both 
 
 DEEPKERN_WINOGRAD is read at every call, so the modes alternate inside each round of one process (paired
 rounds, the order reversed every other round: load from other users of the machine hits all alike). Each
-cell is the median over rounds of per-call medians. The input gradient is not a call of its own: "bwd" is conv2d_backward with
-the input gradient, "bwd -dX" without it (the same in every mode), so dX is about their difference.
+cell is the median over rounds of per-call medians. The input gradient is not a call of its own: "bwd" is
+conv2d_backward with the input gradient, "bwd -dX" without it, so dX is about their difference.
 The training rows compare auto (the default, Winograd where the shape rule picks it) with off.
 ``--cpu-time`` (one thread) times the calling thread's CPU time and keeps the best round instead of the
 median: on a machine other jobs keep busy, time spent descheduled then stays out of the numbers.
