@@ -62,6 +62,11 @@ namespace conv2d_isa {
 void im2col_s1_avx512(const Conv2dShape& s, const float* x, float* cols, int64_t ld);
 // x is overwritten (no zero fill needed)
 void col2im_s1_avx512(const Conv2dShape& s, const float* cols, int64_t ld, float* x);
+// dcols (CKK, n), row stride ldc, = w^T (CKK, OC) @ gy (OC, n), row stride ldg, for w (OC, CKK):
+// the products of gradients that are 0 skipped (conv2d_sparse_grad_avx512.cpp). The same bits as
+// the AVX-512 GEMM's product for a finite w.
+void column_grad_sparse_avx512(int CKK, int n, int OC, const float* w, const float* gy, int64_t ldg, float* dcols,
+                               int64_t ldc);
 }  // namespace conv2d_isa
 
 }  // namespace deepkern::cpu

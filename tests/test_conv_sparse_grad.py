@@ -1,0 +1,118 @@
+"""The conv backward's column gradient with the zero gradients' products skipped
+(csrc/cpu/conv2d_sparse_grad_avx512.cpp: taken when at most a third of gy is not zero, as behind a
+2x2 max-pool). Its sums are the AVX-512 GEMM's chains with the zero terms left out, so the input
+gradient must equal the GEMM path's bit for bit; the AVX2 GEMM (the same chains) gives the
+reference bits here, since the sparse kernel only runs with the AVX-512 GEMM."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deepkern as dk
+from deepkern import backends, ops
+
+from .conftest import randn
+
+needs_cpu = pytest.mark.skipif(not backends.available("cpu"), reason="the C++ backend is not built")
+
+# (N, C, H, W, OC, K, padding): the seed CNN's conv2; CKK = C*K*K with a partial last vector (45,
+# 99), over one pass of 384 taps (576: two passes), pixels per group not a multiple of 16, one
+# output channel, padding, a 2x2 kernel, more images than chunks
+CASES = [
+    (16, 32, 13, 13, 64, 3, 0),
+    (3, 5, 9, 11, 7, 3, 1),
+    (2, 11, 12, 10, 9, 3, 0),
+    (2, 64, 9, 9, 16, 3, 0),
+    (5, 4, 8, 7, 1, 3, 2),
+    (4, 6, 10, 12, 5, 2, 0),
+    (19, 8, 7, 9, 12, 3, 1),
+]
+IDS = [f"{n}x{c}x{h}x{w}-{oc}k{k}p{p}" for n, c, h, w, oc, k, p in CASES]
+
+
+@pytest.fixture
+def avx512_gemm():
+    from deepkern import _cpu
+    if _cpu.simd_variant() != "avx512" or _cpu.gemm_variant() != "avx512":
+        pytest.skip("the sparse column gradient runs with the AVX-512 variants only")
+    backends.set_backend("cpu")
+    yield _cpu
+    backends.set_backend(None)
+    _cpu.set_gemm_variant("auto")
+
+
+def _gemm_path(_cpu, fn):
+    _cpu.set_gemm_variant("avx2")
+    try:
+        return fn()
+    finally:
+        _cpu.set_gemm_variant("auto")
+
+
+def _layer(rng, case):
+    n, c, h, w, oc, k, p = case
+    return randn(rng, n, c, h, w), randn(rng, oc, c, k, k) * 0.5, randn(rng, oc), p
+
+
+@needs_cpu
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_pooled_layer_input_gradient_has_the_gemm_bits(avx512_gemm, rng, case):
+    x, w, b, p = _layer(rng, case)
+    out, route = ops.conv2d_relu(x, w, b, 1, p, True)
+    g = randn(rng, *out.shape)
+    g.flat[::7] = -0.0                       # signed zeros are zeros
+    g.flat[3] = np.nan                       # a NaN gradient is not zero: it reaches its window's taps
+    if g.size > 10:
+        g.flat[10] = np.inf
+    got = ops.conv2d_relu_backward(g, x, w, out, route, 1, p, bias=True)
+    want = _gemm_path(avx512_gemm, lambda: ops.conv2d_relu_backward(g, x, w, out, route, 1, p, bias=True))
+    for a, e, what in zip(got, want, ("gx", "gw", "gb")):
+        np.testing.assert_array_equal(a, e, err_msg=what)
+    assert np.isnan(got[0]).any()
+    # and the plain ops on the same (mostly zero) gradient
+    a = ops.relu(ops.conv2d(x, w, b, 1, p))
+    plain = ops.conv2d_backward(ops.relu_backward(ops.max_pool2d_backward(g, a, 2), a), x, w, 1, p, bias=True)
+    np.testing.assert_array_equal(plain[0], got[0])
+
+
+@needs_cpu
+def test_sparse_and_dense_gradients_of_the_plain_backward(avx512_gemm, rng):
+    x, w, _, p = _layer(rng, CASES[1])
+    oh, ow = x.shape[2] + 2 * p - 2, x.shape[3] + 2 * p - 2
+    for keep in (0.1, 0.3, 0.6, 1.0):        # below and above the one-third switch
+        g = randn(rng, x.shape[0], w.shape[0], oh, ow) * (rng.random((x.shape[0], w.shape[0], oh, ow)) < keep)
+        got = ops.conv2d_backward(g.astype(np.float32), x, w, 1, p, bias=True)
+        want = _gemm_path(avx512_gemm, lambda: ops.conv2d_backward(g.astype(np.float32), x, w, 1, p, bias=True))
+        for a, e in zip(got, want):
+            np.testing.assert_array_equal(a, e)
+
+
+@needs_cpu
+def test_non_finite_weights_take_the_gemm(avx512_gemm, rng):
+    """An infinite weight times a zero gradient is NaN in the dense product: the sparse kernel would
+    skip it, so a non-finite w sends the call to the GEMM."""
+    x, w, b, p = _layer(rng, CASES[0])
+    out, route = ops.conv2d_relu(x, w, b, 1, p, True)
+    w[0, 0, 1, 1] = np.inf
+    g = randn(rng, *out.shape)
+    got = ops.conv2d_relu_backward(g, x, w, out, route, 1, p, bias=True)
+    want = _gemm_path(avx512_gemm, lambda: ops.conv2d_relu_backward(g, x, w, out, route, 1, p, bias=True))
+    np.testing.assert_array_equal(got[0], want[0])
+    assert np.isnan(got[0][:, 0]).mean() > 0.5   # channel 0: inf * 0 at most of its pixels
+
+
+@needs_cpu
+def test_the_thread_count_does_not_change_a_bit(avx512_gemm, rng):
+    x, w, b, p = _layer(rng, CASES[6])
+    out, route = ops.conv2d_relu(x, w, b, 1, p, True)
+    g = randn(rng, *out.shape)
+    before = dk.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            dk.set_num_threads(threads)
+            runs.append(ops.conv2d_relu_backward(g, x, w, out, route, 1, p, bias=True)[0])
+    finally:
+        dk.set_num_threads(before)
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other, runs[0])
