@@ -52,17 +52,7 @@ float input_tiles(const float* x, int H, int W, int PH, int PW, int th0, int th1
     float* ro = re + 4 * half;    // (4, half)
     float* band = ro + 4 * half;  // (in_rows, wp): band[i, j] = x[row0 + i, j - PW]
     float check[kLanes] = {};
-    for (int i = 0; i < in_rows; ++i) {
-        const int h = row0 + i;
-        float* dst = band + static_cast<int64_t>(i) * wp;
-#pragma omp simd
-        for (int j = 0; j < wp; ++j) dst[j] = 0.0f;
-        if (h < 0 || h >= H) continue;
-        const float* xr = x + static_cast<int64_t>(h) * W;
-        const int n = W < wp - PW ? W : wp - PW;
-#pragma omp simd
-        for (int j = 0; j < n; ++j) dst[PW + j] = xr[j];
-    }
+    copy_band(x, H, W, PW, row0, in_rows, wp, band);
     for (int i = 0; i < in_rows; ++i) {
         const float* src = band + static_cast<int64_t>(i) * wp;
         float* r = (i % 2 ? ro : re) + (i / 2) * static_cast<int64_t>(TW);

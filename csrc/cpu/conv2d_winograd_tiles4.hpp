@@ -14,6 +14,22 @@
 namespace deepkern::cpu::wino {
 namespace {
 
+// band (in_rows, wp) = the plane x (H, W) rows [row0, row0 + in_rows) inside a zero border: band[i, j] =
+// x[row0 + i, j - PW], 0 outside x (both tile sizes' input transforms read their band of rows from it)
+inline void copy_band(const float* x, int H, int W, int PW, int row0, int in_rows, int wp, float* band) {
+    for (int i = 0; i < in_rows; ++i) {
+        const int h = row0 + i;
+        float* dst = band + static_cast<int64_t>(i) * wp;
+#pragma omp simd
+        for (int j = 0; j < wp; ++j) dst[j] = 0.0f;
+        if (h < 0 || h >= H) continue;
+        const float* xr = x + static_cast<int64_t>(h) * W;
+        const int n = W < wp - PW ? W : wp - PW;
+#pragma omp simd
+        for (int j = 0; j < n; ++j) dst[PW + j] = xr[j];
+    }
+}
+
 // Row stride of the padded band input_tiles4 copies the input rows into
 inline int padded_width4(int TWv) { return 4 * (TWv + kLanes); }
 
@@ -49,17 +65,7 @@ float input_tiles4(const float* x, int H, int W, int PH, int PW, int th0, int th
     float* cls = work;               // (4 classes, 6, half)
     float* band = cls + 24 * half;   // (in_rows, wp): band[i, j] = x[row0 + i, j - PW]
     float check[kLanes] = {};
-    for (int i = 0; i < in_rows; ++i) {
-        const int h = row0 + i;
-        float* dst = band + static_cast<int64_t>(i) * wp;
-#pragma omp simd
-        for (int j = 0; j < wp; ++j) dst[j] = 0.0f;
-        if (h < 0 || h >= H) continue;
-        const float* xr = x + static_cast<int64_t>(h) * W;
-        const int n = W < wp - PW ? W : wp - PW;
-#pragma omp simd
-        for (int j = 0; j < n; ++j) dst[PW + j] = xr[j];
-    }
+    copy_band(x, H, W, PW, row0, in_rows, wp, band);
     for (int i = 0; i < in_rows; ++i) {
         const float* src = band + static_cast<int64_t>(i) * wp;
         float* r = cls + (i % 4) * 6 * half + (i / 4) * static_cast<int64_t>(TW);
