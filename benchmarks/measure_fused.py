@@ -17,7 +17,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -63,13 +63,15 @@ def train_step(model: nn.Module, x: np.ndarray, y: np.ndarray) -> Callable[[], N
 CLOCK = time.perf_counter
 
 
-def median_time(fn: Callable[[], None], seconds: float) -> float:
+def median_time(fn: Callable[[], None], seconds: float, clock: Optional[Callable[[], float]] = None) -> float:
+    """Median of fn's times (clock: this module's CLOCK unless given) over `seconds`, at least 5 calls."""
+    clock = clock or CLOCK
     fn()
     times, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end or len(times) < 5:
-        t0 = CLOCK()
+        t0 = clock()
         fn()
-        times.append(CLOCK() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 

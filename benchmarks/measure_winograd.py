@@ -25,6 +25,7 @@ import numpy as np
 import deepkern as dk
 from deepkern import ops
 from deepkern._bench import training as bench
+from measure_fused import median_time
 
 # (name, x shape, out channels)
 LAYERS = [
@@ -40,16 +41,6 @@ CLOCK = time.perf_counter
 ACROSS_ROUNDS = statistics.median
 
 
-def median_time(fn: Callable[[], None], seconds: float) -> float:
-    fn()
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 5:
-        t0 = CLOCK()
-        fn()
-        times.append(CLOCK() - t0)
-    return statistics.median(times)
-
-
 def paired(cases: Dict[str, Callable[[], None]], seconds: float, rounds: int,
            modes: Tuple[str, ...]) -> Dict[Tuple[str, str], float]:
     """Median over rounds of each (case, mode)'s median time; modes alternate inside each round."""
@@ -58,7 +49,7 @@ def paired(cases: Dict[str, Callable[[], None]], seconds: float, rounds: int,
         for name, fn in cases.items():
             for mode in modes if r % 2 == 0 else modes[::-1]:
                 os.environ["DEEPKERN_WINOGRAD"] = mode
-                runs.setdefault((name, mode), []).append(median_time(fn, seconds))
+                runs.setdefault((name, mode), []).append(median_time(fn, seconds, CLOCK))
     os.environ.pop("DEEPKERN_WINOGRAD", None)
     return {key: ACROSS_ROUNDS(v) for key, v in runs.items()}
 
