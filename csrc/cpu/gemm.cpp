@@ -59,10 +59,10 @@ void gemm_serial(const KernelSet& ks, const Problem& p) {
         for (int64_t pc = 0; pc < p.K; pc += KC) {
             const int kc = static_cast<int>(std::min<int64_t>(KC, p.K - pc));
             const bool last = pc + kc == p.K;
-            if (!a_in_place) pack_a(p, MR, static_cast<int>(ic), mc, static_cast<int>(pc), kc, pa);
+            if (!a_in_place) pack_a(ks, p, static_cast<int>(ic), mc, static_cast<int>(pc), kc, pa);
             for (int64_t jc = 0; jc < p.N; jc += NC) {
                 const int nc = static_cast<int>(std::min<int64_t>(NC, p.N - jc));
-                if (!b_in_place) pack_b(p, NR, static_cast<int>(pc), kc, static_cast<int>(jc), nc, pb);
+                if (!b_in_place) pack_b(ks, p, static_cast<int>(pc), kc, static_cast<int>(jc), nc, pb);
                 const Slivers sl(mc, MR);
                 for (int sv = 0; sv < sl.count; ++sv) {
                     const int m = sl.rows(sv);

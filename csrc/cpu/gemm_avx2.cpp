@@ -124,7 +124,7 @@ void kernel(int K, const Operands& op, float* C, int64_t ldc, int m, int n, cons
 
 // The 6 x KC sliver of A (9 KiB at KC = 384) stays in L1; the KC x NC block of B in L2.
 const KernelSet& avx2_kernels() {
-    static const KernelSet k{"avx2", kMR, kNR, 384, 384, 2016, &kernel};
+    static const KernelSet k{"avx2", kMR, kNR, 384, 384, 2016, &kernel, &transpose_copy_sse};
     return k;
 }
 

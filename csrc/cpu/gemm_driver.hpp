@@ -96,11 +96,11 @@ Layout choose_layout(const KernelSet& ks, const Problem& p);
 
 // Packs op(A)[i0:i0+mc, k0:k0+kc] as slivers (see Slivers), sliver s at dst + s*MR*kc, each
 // (kc, MR) k-major. Rows past a sliver's height are left unset: the kernels never read them.
-void pack_a(const Problem& p, int MR, int i0, int mc, int k0, int kc, float* dst);
+void pack_a(const KernelSet& ks, const Problem& p, int i0, int mc, int k0, int kc, float* dst);
 
 // Packs op(B)[k0:k0+kc, j0:j0+nc] as slivers of NR columns, each (kc, NR) k-major, sliver js at
 // dst + js*NR*kc; columns past nc in the last sliver are left unset (the kernels never read them).
-void pack_b(const Problem& p, int NR, int k0, int kc, int j0, int nc, float* dst);
+void pack_b(const KernelSet& ks, const Problem& p, int k0, int kc, int j0, int nc, float* dst);
 
 // Where the kernel reads A for rows [i, i+m) and the K block at k0 when A is read in place.
 inline void a_in_place_operand(const Problem& p, int i, int64_t k0, Operands& op) {

@@ -41,12 +41,21 @@ struct Operands {
 using MicroKernel = void (*)(int K, const Operands& op, float* C, int64_t ldc, int m, int n,
                              const Epilogue& ep);
 
-// One instruction-set variant: its tile and cache-block sizes and its micro-kernel.
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: the transposing copy that packs
+// a row-major A and a transposed B k-major (a copy: every variant gives the same bits).
+using TransposeCopy = void (*)(const float* src, int64_t ld_src, int rows, int cols, float* dst, int64_t ld_dst);
+
+// The baseline one, in 4 x 4 SSE blocks (gemm_pack.cpp): for the variants without AVX-512.
+void transpose_copy_sse(const float* src, int64_t ld_src, int rows, int cols, float* dst, int64_t ld_dst);
+
+// One instruction-set variant: its tile and cache-block sizes, its micro-kernel and the transpose
+// its packing uses.
 struct KernelSet {
     const char* name;  // "avx512", "avx2", "scalar"
     int MR, NR;        // register tile: rows of A, columns of B
     int KC, NC, MC;    // cache blocks: K depth, B block columns (L2), A block rows (L3)
     MicroKernel kernel;
+    TransposeCopy transpose;
 };
 
 // Each is defined in its own translation unit; only call the AVX ones on a CPU that has them.

@@ -16,9 +16,10 @@ inline void store_lanes(float* d, __m128 x, int n) {
     if (n == 3) _mm_store_ss(d + 2, _mm_movehl_ps(x, x));
 }
 
-// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: a transposing copy in
-// 4 x 4 SSE blocks (baseline x86-64), used to pack A rows and transposed-B rows k-major.
-void transpose_copy(const float* src, int64_t ld_src, int rows, int cols, float* dst, int64_t ld_dst) {
+}  // namespace
+
+// 4 x 4 SSE blocks (baseline x86-64)
+void transpose_copy_sse(const float* src, int64_t ld_src, int rows, int cols, float* dst, int64_t ld_dst) {
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
         const float* s0 = src + r * ld_src;
@@ -66,6 +67,8 @@ void transpose_copy(const float* src, int64_t ld_src, int rows, int cols, float*
     }
 }
 
+namespace {
+
 // Below this many multiply-adds the operands are read in place where the layout allows it
 // (packing would cost about as much as the product).
 constexpr int64_t kSmallMacs = 48 * 48 * 48;
@@ -74,13 +77,14 @@ constexpr int64_t kInPlaceBBytes = 512 * 1024;
 
 }  // namespace
 
-void pack_a(const Problem& p, int MR, int i0, int mc, int k0, int kc, float* dst) {
+void pack_a(const KernelSet& ks, const Problem& p, int i0, int mc, int k0, int kc, float* dst) {
+    const int MR = ks.MR;
     const Slivers sl(mc, MR);
     for (int s = 0; s < sl.count; ++s) {
         const int ir = sl.start(s), rows = sl.rows(s);
         float* d = dst + static_cast<int64_t>(s) * MR * kc;
         if (!p.ta) {  // A is (M, K): rows of A become columns of the sliver
-            transpose_copy(p.A + (i0 + ir) * p.lda + k0, p.lda, rows, kc, d, MR);
+            ks.transpose(p.A + (i0 + ir) * p.lda + k0, p.lda, rows, kc, d, MR);
         } else {      // A is (K, M): each k already holds the sliver's rows contiguously
             const float* a = p.A + static_cast<int64_t>(k0) * p.lda + i0 + ir;
             for (int k = 0; k < kc; ++k)  // rows <= MR floats: an inline loop, not a memcpy call
@@ -89,7 +93,8 @@ void pack_a(const Problem& p, int MR, int i0, int mc, int k0, int kc, float* dst
     }
 }
 
-void pack_b(const Problem& p, int NR, int k0, int kc, int j0, int nc, float* dst) {
+void pack_b(const KernelSet& ks, const Problem& p, int k0, int kc, int j0, int nc, float* dst) {
+    const int NR = ks.NR;
     for (int jr = 0; jr < nc; jr += NR) {
         const int cols = std::min(NR, nc - jr);
         float* d = dst + static_cast<int64_t>(jr) * kc;
@@ -98,7 +103,7 @@ void pack_b(const Problem& p, int NR, int k0, int kc, int j0, int nc, float* dst
             for (int k = 0; k < kc; ++k)  // cols <= NR floats: an inline loop, not a memcpy call
                 for (int c = 0; c < cols; ++c) d[k * NR + c] = s[k * p.ldb + c];
         } else {      // B is (N, K): rows of B become columns of the sliver
-            transpose_copy(p.B + (j0 + jr) * p.ldb + k0, p.ldb, cols, kc, d, NR);
+            ks.transpose(p.B + (j0 + jr) * p.ldb + k0, p.ldb, cols, kc, d, NR);
         }
     }
 }

@@ -84,7 +84,7 @@ void kernel(int K, const Operands& op, float* C, int64_t ldc, int m, int n, cons
 }  // namespace
 
 const KernelSet& scalar_kernels() {
-    static const KernelSet k{"scalar", kMR, kNR, 256, 256, 2016, &kernel};
+    static const KernelSet k{"scalar", kMR, kNR, 256, 256, 2016, &kernel, &transpose_copy_sse};
     return k;
 }
 

@@ -209,7 +209,7 @@ private:
     // Sliver s (of the band) over all of K: (K, MR), K block q at q * kc * MR.
     void pack_band_sliver(int band, int s) const {
         const int sv = band_first(band) + s;
-        pack_a(p_, ks_.MR, sl_.start(sv), sl_.rows(sv), 0, p_.K,
+        pack_a(ks_, p_, sl_.start(sv), sl_.rows(sv), 0, p_.K,
                pa_ + static_cast<int64_t>(s) * ks_.MR * p_.K);
     }
 
@@ -226,7 +226,7 @@ private:
         const int k0 = q * pl_.kc, kcq = std::min(pl_.kc, p_.K - k0);
         const int cols = std::min(kPackTiles * ks_.NR, st.ncj - jt0 * ks_.NR);
         float* dst = group_buffer(t) + int64_t{q - st.q0} * pl_.ncp * pl_.kc + int64_t{jt0} * ks_.NR * kcq;
-        pack_b(p_, ks_.NR, k0, kcq, st.jc + jt0 * ks_.NR, cols, dst);
+        pack_b(ks_, p_, k0, kcq, st.jc + jt0 * ks_.NR, cols, dst);
     }
 
     // A's operand for sliver s of the band (sv overall, rows from i) and the K block at k0.
@@ -238,7 +238,7 @@ private:
             op.a_stride = ks_.MR;
         } else {  // a_per_chunk: this chunk is the sliver's only user
             float* a = tl_sliver_a.get(static_cast<size_t>(ks_.MR) * pl_.kc);
-            pack_a(p_, ks_.MR, i, m, static_cast<int>(k0), kcq, a);
+            pack_a(ks_, p_, i, m, static_cast<int>(k0), kcq, a);
             op.A = a;
             op.a_stride = ks_.MR;
         }
@@ -254,7 +254,7 @@ private:
             const int64_t k0 = int64_t{q} * pl_.kc;
             const int kcq = static_cast<int>(std::min<int64_t>(pl_.kc, p_.K - k0));
             const bool last = k0 + kcq == p_.K;
-            pack_b(p_, NR, static_cast<int>(k0), kcq, jt_lo * NR, cols, b);
+            pack_b(ks_, p_, static_cast<int>(k0), kcq, jt_lo * NR, cols, b);
             for (int s = 0; s < sl_.count; ++s) {
                 const int i = sl_.start(s), m = sl_.rows(s);
                 Operands op{};
