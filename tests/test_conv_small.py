@@ -102,6 +102,33 @@ def test_fused_layer_matches_the_reference_and_the_unfused_ops(cpu, rng, case):
 
 
 @needs_avx512
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_routed_weight_gradient_keeps_the_plain_ops_bits(cpu, rng, case):
+    """Behind the pool the weight gradient reads the pooled gradient and the routes and leaves the
+    zero products out: its sums must still be the plain conv2d_backward's bit for bit, with -0, NaN,
+    +-inf and extreme values in the pooled gradient, windows whose ReLU passes nothing, and an
+    infinity in x (then the whole conv output gradient is built and multiplied: 0 * inf is NaN)."""
+    x, w, b, padding = _inputs(rng, case)
+    b -= 1.0   # many windows below zero: their routes pass no gradient
+    g = None
+    for poison_x in (False, True):
+        if poison_x:
+            x.flat[rng.integers(0, x.size)] = np.inf
+        out, route = ops.conv2d_relu(x, w, b, 1, padding, True)
+        if g is None:
+            g = randn(rng, *out.shape)
+            flat = g.reshape(-1)
+            special = np.array([-0.0, 0.0, np.nan, np.inf, -np.inf, 3e38, -1e-38, 1e-45], np.float32)
+            flat[rng.choice(flat.size, size=min(flat.size, special.size), replace=False)] = special[:min(flat.size, 8)]
+        got = ops.conv2d_relu_backward(g, x, w, out, route, 1, padding, bias=True, input_grad=False)
+        a = ops.relu(ops.conv2d(x, w, b, 1, padding))
+        plain = ops.conv2d_backward(ops.relu_backward(ops.max_pool2d_backward(g, a, 2), a), x, w, 1, padding,
+                                    bias=True, input_grad=False)
+        np.testing.assert_array_equal(got[1], plain[1], err_msg=f"gw, inf in x: {poison_x}")
+        np.testing.assert_array_equal(got[2], plain[2], err_msg=f"gb, inf in x: {poison_x}")
+
+
+@needs_avx512
 @pytest.mark.parametrize("case", CASES[:4] + CASES[6:7], ids=IDS[:4] + IDS[6:7])
 def test_weight_gradient_against_the_reference(cpu, rng, case):
     x, w, _, padding = _inputs(rng, case)

@@ -152,13 +152,6 @@ float sum(const float* x, int n) {
     return total;
 }
 
-// No infinity or NaN in x (n floats)
-bool all_finite(const float* x, int64_t n) {
-    float check = 0.0f;  // x - x is 0 for a finite x, NaN for an infinity or NaN
-    for (int64_t i = 0; i < n; ++i) check += x[i] - x[i];
-    return check == 0.0f;
-}
-
 // Whether at most a third of gy (OC rows of n, row stride n) is not zero: the column gradient's
 // products of zeros are then skipped (seed CNN conv2 behind its pool: ~20% not zero; its fused
 // backward at 2 threads, 128 images, medians: 8.37 -> 6.99 ms; the skipped work costs about twice
@@ -378,7 +371,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     // Behind a 2x2 pool most of gy is zero: the column gradient then skips those products, with
     // the AVX-512 GEMM's bits (so only when that GEMM is the one in use, and w is finite)
     const bool sparse_ok = gx && !direct && gemm_variant() == "avx512" && simd_isa() == SimdIsa::avx512 &&
-                           all_finite(w, static_cast<int64_t>(w_size));
+                           conv2d_parts::all_finite(w, static_cast<int64_t>(w_size));
     const int group = direct ? 1 : images_per_gemm(s, ckk);
     const bool rows512 = avx512_rows(s);
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
@@ -537,6 +530,12 @@ void conv2d_parts::to_columns(const Conv2dShape& s, const float* x, float* cols,
 
 void conv2d_parts::from_columns(const Conv2dShape& s, const float* cols, int64_t ld, float* x) {
     cpu::from_columns(s, avx512_rows(s), cols, ld, x);
+}
+
+bool conv2d_parts::all_finite(const float* x, int64_t n) {
+    float check = 0.0f;  // x - x is 0 for a finite x, NaN for an infinity or NaN
+    for (int64_t i = 0; i < n; ++i) check += x[i] - x[i];
+    return check == 0.0f;
 }
 
 void conv2d_parts::row_sums(const float* rows, int OC, int n, int64_t ld, float* sums, bool add) {

@@ -33,6 +33,13 @@ struct ConvGradSource {
     // the output gradient of images [n0, n0 + G) as dst (OC, G*OH*OW), row stride ld: image
     // n0 + g's (OH, OW) plane of channel o at dst + o * ld + g * OH*OW
     virtual void images(int n0, int G, float* dst, int64_t ld) const = 0;
+    // Behind a 2x2 max-pool: the pooled gradient gy (N, OC, OH / 2, OW / 2) and its routes
+    // (conv2d_fused.hpp), from which images() builds the conv output gradient; else null
+    struct Pooled {
+        const float* gy;
+        const uint8_t* route;
+    };
+    virtual Pooled pooled() const { return {nullptr, nullptr}; }
     virtual ~ConvGradSource() = default;
 };
 
@@ -54,6 +61,8 @@ void to_columns(const Conv2dShape& s, const float* x, float* cols, int64_t ld);
 void from_columns(const Conv2dShape& s, const float* cols, int64_t ld, float* x);
 // sums[o] (+)= the sum of row o of rows (OC, n), row stride ld; add: accumulate onto sums
 void row_sums(const float* rows, int OC, int n, int64_t ld, float* sums, bool add);
+// no infinity or NaN among x's n floats
+bool all_finite(const float* x, int64_t n);
 }  // namespace conv2d_parts
 
 namespace conv2d_isa {

@@ -57,6 +57,8 @@ public:
             }
     }
 
+    Pooled pooled() const override { return {gy_, route_}; }
+
 private:
     const Conv2dShape& s_;
     const float* gy_;

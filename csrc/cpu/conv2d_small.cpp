@@ -80,13 +80,17 @@ void conv2d_small_weight_grad(const Conv2dShape& s, const float* gy, const ConvG
     for (int c = 0; c < s.C; ++c)
         for (int i = 0; i < s.KH; ++i)
             for (int j = 0; j < s.KW; ++j) offsets.push_back((c * Hp + i) * Wp + j);
+    // Behind a 2x2 max-pool: the pooled gradient and routes read directly (conv2d_small.hpp), while x is finite
+    const ConvGradSource::Pooled pooled = source ? source->pooled() : ConvGradSource::Pooled{nullptr, nullptr};
+    const bool routed = pooled.gy && conv2d_parts::all_finite(x, s.N * x_img);
+    const int64_t pooled_img = static_cast<int64_t>(s.OC) * (s.OH / 2) * (s.OW / 2);
     // Chunks of consecutive images, a count that depends on N only, each with its own lane sums
     constexpr int64_t kMostChunks = 16;
     const int64_t chunks = std::min<int64_t>(s.N, kMostChunks);
     const int64_t lanes_per_chunk = static_cast<int64_t>(s.OC) * taps * kLanes, bias_per_chunk = s.OC * kLanes;
     std::vector<float> lanes(chunks * lanes_per_chunk, 0.0f), bias_lanes(gb ? chunks * bias_per_chunk : 0, 0.0f);
     parallel_chunks(chunks, [&](int64_t k) {
-        std::vector<float> xp(padded ? s.C * Hp * Wp : 0, 0.0f), gy_image(source ? s.OC * ohw : 0);
+        std::vector<float> xp(padded ? s.C * Hp * Wp : 0, 0.0f), gy_image(source && !routed ? s.OC * ohw : 0);
         for (int64_t n = s.N * k / chunks; n < s.N * (k + 1) / chunks; ++n) {
             const float* xn = x + n * x_img;
             if (padded) {  // the image inside a zero border (the border stays 0)
@@ -96,9 +100,10 @@ void conv2d_small_weight_grad(const Conv2dShape& s, const float* gy, const ConvG
                                     xp.data() + (c * Hp + h + s.PH) * Wp + s.PW);
                 xn = xp.data();
             }
-            const float* gyn = gy ? gy + n * s.OC * ohw : gy_image.data();
-            if (source) source->images(static_cast<int>(n), 1, gy_image.data(), ohw);
-            conv2d_isa::small_weight_grad_image_avx512({taps, s.OC, s.OH, s.OW, offsets.data(), gyn, xn, Wp,
+            const float* gyn = gy ? gy + n * s.OC * ohw : routed ? pooled.gy + n * pooled_img : gy_image.data();
+            const uint8_t* route = routed ? pooled.route + n * pooled_img : nullptr;
+            if (source && !routed) source->images(static_cast<int>(n), 1, gy_image.data(), ohw);
+            conv2d_isa::small_weight_grad_image_avx512({taps, s.OC, s.OH, s.OW, offsets.data(), gyn, route, xn, Wp,
                                                         lanes.data() + k * lanes_per_chunk,
                                                         gb ? bias_lanes.data() + k * bias_per_chunk : nullptr});
         }

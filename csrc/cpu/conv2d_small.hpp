@@ -15,9 +15,15 @@
 // and the columns for a product whose C tile is mostly empty. Here lanes run along output rows,
 // each lane accumulating its own column of products for every (channel, tap), and the 16 lane
 // sums are added at the end. The order of every sum depends on the shapes only (never on the
-// thread count), and the fused layer's gradient (built from its routes) and the plain
-// conv2d_backward go through the same sums, so they agree bit for bit; the other SIMD variants
-// use the GEMM path, which sums in another order (equal to rounding).
+// thread count). Behind the fused layer's 2x2 max-pool each lane's column gets at most one
+// non-zero gradient per pair of rows (the two rows of a window column belong to one window, whose
+// route picks one tap): there the kernel reads the pooled gradient and the routes directly and
+// makes one multiply-add per pair of rows, of the routed row's x, instead of building the conv
+// output gradient and multiplying its zeros too. Leaving out a zero's product changes no bit of a
+// sum while x is finite (a lane's running sum is never -0, so adding +-0 leaves it as it is);
+// with an infinity or NaN in x (0 * inf is NaN) the gradient is built and multiplied whole. So
+// the fused layer's gradient and the plain conv2d_backward's agree bit for bit; the other SIMD
+// variants use the GEMM path, which sums in another order (equal to rounding).
 #pragma once
 
 #include <cstdint>
@@ -63,7 +69,8 @@ void small_relu_pool_rows_avx512(const SmallConvRows& a, int ph0, int ph1);
 struct SmallWeightGradImage {
     int taps, OC, OH, OW;
     const int64_t* offsets;  // (taps): where tap (c, i, j) reads in xp from output pixel (0, 0)
-    const float* gy;         // (OC, OH * OW)
+    const float* gy;         // (OC, OH * OW), or with route: the pooled gradient (OC, OH / 2 * OW / 2)
+    const uint8_t* route;    // (OC, OH / 2 * OW / 2): the 2x2 max-pool's routes (conv2d_fused.hpp), or null
     const float* xp;         // (C, Hp, Wp): the zero-padded image (the image itself without padding)
     int64_t Wp;
     float* lanes;            // (OC, taps, 16): each lane's running sum of gw, accumulated onto

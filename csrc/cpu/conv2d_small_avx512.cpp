@@ -60,24 +60,46 @@ void window_step(const SmallConvRows& a, int ph, int pw0, __mmask16 mask, int o0
     }
 }
 
+// The running lane sums of channels [o0, o0 + NO) and taps [t0, t0 + TB) (and of the bias with the
+// first tap block) held in registers while a kernel adds one image's products
+template <int NO, int TB>
+struct LaneSums {
+    __m512 acc[NO][TB], bacc[NO];
+    LaneSums(const SmallWeightGradImage& a, int o0, int t0) {
+        const bool with_bias = a.bias_lanes && t0 == 0;
+#pragma GCC unroll 2
+        for (int o = 0; o < NO; ++o) {
+#pragma GCC unroll 9
+            for (int t = 0; t < TB; ++t) acc[o][t] = _mm512_loadu_ps(a.lanes + ((o0 + o) * a.taps + t0 + t) * kLanes);
+            bacc[o] = with_bias ? _mm512_loadu_ps(a.bias_lanes + (o0 + o) * kLanes) : _mm512_setzero_ps();
+        }
+    }
+    void store(const SmallWeightGradImage& a, int o0, int t0) const {
+#pragma GCC unroll 2
+        for (int o = 0; o < NO; ++o) {
+#pragma GCC unroll 9
+            for (int t = 0; t < TB; ++t) _mm512_storeu_ps(a.lanes + ((o0 + o) * a.taps + t0 + t) * kLanes, acc[o][t]);
+            if (a.bias_lanes && t0 == 0) _mm512_storeu_ps(a.bias_lanes + (o0 + o) * kLanes, bacc[o]);
+        }
+    }
+};
+
 // lanes[o][t] (+)= per-lane sums of gy[o] * x shifted by tap t, for channels [o0, o0 + NO) and
 // taps [t0, t0 + TB); bias_lanes (+)= gy when given (with the first tap block only)
 template <int NO, int TB>
 void weight_grad_block(const SmallWeightGradImage& a, int o0, int t0) {
     const int64_t ohw = static_cast<int64_t>(a.OH) * a.OW;
-    const bool with_bias = a.bias_lanes && t0 == 0;
-    __m512 acc[NO][TB], bacc[NO];
-#pragma GCC unroll 2
-    for (int o = 0; o < NO; ++o) {
-#pragma GCC unroll 9
-        for (int t = 0; t < TB; ++t) acc[o][t] = _mm512_loadu_ps(a.lanes + ((o0 + o) * a.taps + t0 + t) * kLanes);
-        bacc[o] = with_bias ? _mm512_loadu_ps(a.bias_lanes + (o0 + o) * kLanes) : _mm512_setzero_ps();
-    }
+    const bool with_bias = a.bias_lanes && t0 == 0;  // the bias sums go with the first tap block
+    LaneSums<NO, TB> sums(a, o0, t0);
+    auto& acc = sums.acc;
+    auto& bacc = sums.bacc;
     const int64_t* off = a.offsets + t0;
-    for (int y = 0; y < a.OH; ++y)
-        for (int c0 = 0; c0 < a.OW; c0 += kLanes) {
-            const int n = a.OW - c0 < kLanes ? a.OW - c0 : kLanes;
-            const __mmask16 mask = static_cast<__mmask16>(n == kLanes ? 0xFFFFu : (1u << n) - 1u);
+    // columns outside, rows inside: each lane sums its column's products row by row, the order the
+    // routed kernel below keeps while it leaves out the zeros
+    for (int c0 = 0; c0 < a.OW; c0 += kLanes) {
+        const int n = a.OW - c0 < kLanes ? a.OW - c0 : kLanes;
+        const __mmask16 mask = static_cast<__mmask16>(n == kLanes ? 0xFFFFu : (1u << n) - 1u);
+        for (int y = 0; y < a.OH; ++y) {
             __m512 g[NO];
 #pragma GCC unroll 2
             for (int o = 0; o < NO; ++o) {
@@ -92,27 +114,81 @@ void weight_grad_block(const SmallWeightGradImage& a, int o0, int t0) {
                 for (int o = 0; o < NO; ++o) acc[o][t] = _mm512_fmadd_ps(g[o], xv, acc[o][t]);
             }
         }
-#pragma GCC unroll 2
-    for (int o = 0; o < NO; ++o) {
-#pragma GCC unroll 9
-        for (int t = 0; t < TB; ++t) _mm512_storeu_ps(a.lanes + ((o0 + o) * a.taps + t0 + t) * kLanes, acc[o][t]);
-        if (with_bias) _mm512_storeu_ps(a.bias_lanes + (o0 + o) * kLanes, bacc[o]);
     }
+    sums.store(a, o0, t0);
+}
+
+// The same sums behind a 2x2 max-pool, from the pooled gradient and its routes (a.route): per pair
+// of output rows 2ph, 2ph + 1 and 16 columns c0 + l (8 windows, two lanes each), lane l's one
+// possibly non-zero gradient is its window's pooled gradient where the route picks column parity
+// l % 2 (and any tap at all: kNoRoute passes none), multiplied with x of the row the route picks.
+// Per pair of rows: NO gradients, 2 x vectors per tap, NO blends and NO FMAs per tap (the dense
+// kernel: 2 x vectors and 2 * NO FMAs). Rows and columns the pool leaves out get no gradient.
+template <int NO, int TB>
+void routed_weight_grad_block(const SmallWeightGradImage& a, int o0, int t0) {
+    const int PH = a.OH / 2, PW = a.OW / 2;
+    const int64_t plane = static_cast<int64_t>(PH) * PW;
+    const bool with_bias = a.bias_lanes && t0 == 0;  // the bias sums go with the first tap block
+    const __m512i pair = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);  // lane -> window
+    const __m512i parity = _mm512_set_epi32(1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+    const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2);
+    const __m512i no_route = _mm512_set1_epi32(kNoRoute);
+    LaneSums<NO, TB> sums(a, o0, t0);
+    auto& acc = sums.acc;
+    auto& bacc = sums.bacc;
+    const int64_t* off = a.offsets + t0;
+    for (int w0 = 0; w0 < PW; w0 += kLanes / 2) {  // windows [w0, w0 + 8): columns [2 w0, 2 w0 + 16)
+        const int nw = PW - w0 < kLanes / 2 ? PW - w0 : kLanes / 2;
+        const __mmask16 windows = static_cast<__mmask16>((1u << nw) - 1u);
+        const __mmask16 lanes = static_cast<__mmask16>((1u << (2 * nw)) - 1u);
+        for (int ph = 0; ph < PH; ++ph) {
+            __m512 g[NO];
+            __mmask16 lower[NO];  // lanes whose gradient is in row 2ph + 1
+#pragma GCC unroll 2
+            for (int o = 0; o < NO; ++o) {
+                const int64_t at = (o0 + o) * plane + static_cast<int64_t>(ph) * PW + w0;
+                const __m512 gw = _mm512_permutexvar_ps(pair, _mm512_maskz_loadu_ps(windows, a.gy + at));
+                const __m512i to = _mm512_permutexvar_epi32(
+                    pair, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(windows, a.route + at)));
+                const __mmask16 passes = _mm512_mask_cmpneq_epi32_mask(
+                    _mm512_cmpeq_epi32_mask(_mm512_and_si512(to, one), parity), to, no_route);
+                g[o] = _mm512_maskz_mov_ps(passes & lanes, gw);
+                lower[o] = _mm512_test_epi32_mask(to, two);
+                if (with_bias) bacc[o] = _mm512_add_ps(bacc[o], g[o]);
+            }
+            const float* upper_row = a.xp + 2 * ph * a.Wp + 2 * w0;
+#pragma GCC unroll 9
+            for (int t = 0; t < TB; ++t) {
+                const __m512 xu = _mm512_maskz_loadu_ps(lanes, upper_row + off[t]);
+                const __m512 xl = _mm512_maskz_loadu_ps(lanes, upper_row + a.Wp + off[t]);
+#pragma GCC unroll 2
+                for (int o = 0; o < NO; ++o)
+                    acc[o][t] = _mm512_fmadd_ps(g[o], _mm512_mask_blend_ps(lower[o], xu, xl), acc[o][t]);
+            }
+        }
+    }
+    sums.store(a, o0, t0);
 }
 
 constexpr int kTapBlock = 9;  // taps per pass: 2 x 9 accumulators, 2 gradients and an x vector in registers
 using WeightGradBlock = void (*)(const SmallWeightGradImage&, int, int);
 
-template <int NO, int... TB>
+template <int NO, bool Routed, int... TB>
 constexpr std::array<WeightGradBlock, sizeof...(TB)> weight_grad_blocks(std::integer_sequence<int, TB...>) {
-    return {&weight_grad_block<NO, TB + 1>...};
+    if constexpr (Routed)
+        return {&routed_weight_grad_block<NO, TB + 1>...};
+    else
+        return {&weight_grad_block<NO, TB + 1>...};
 }
 
 }  // namespace
 
 void small_weight_grad_image_avx512(const SmallWeightGradImage& a) {
-    constexpr auto two = weight_grad_blocks<2>(std::make_integer_sequence<int, kTapBlock>{});
-    constexpr auto one = weight_grad_blocks<1>(std::make_integer_sequence<int, kTapBlock>{});
+    constexpr auto taps = std::make_integer_sequence<int, kTapBlock>{};
+    constexpr auto two_dense = weight_grad_blocks<2, false>(taps), one_dense = weight_grad_blocks<1, false>(taps);
+    constexpr auto two_routed = weight_grad_blocks<2, true>(taps), one_routed = weight_grad_blocks<1, true>(taps);
+    const auto& two = a.route ? two_routed : two_dense;
+    const auto& one = a.route ? one_routed : one_dense;
     for (int t0 = 0; t0 < a.taps; t0 += kTapBlock) {
         const int tb = a.taps - t0 < kTapBlock ? a.taps - t0 : kTapBlock;
         int o0 = 0;
