@@ -2,7 +2,7 @@
 seed CNN's and the 150x150 network's 3x3 layers, and training samples/s of both networks (issue P12).
 
     PYTHONPATH=python python benchmarks/measure_winograd.py [--threads 1 2] [--seconds 1] [--rounds 5]
-        [--skip-layers] [--skip-training] [--cpu-time]
+        [--skip-layers] [--skip-training] [--cpu-time] [--bf16]
 
 DEEPKERN_WINOGRAD is read at every call, so the modes alternate inside each round of one process (paired
 rounds, the order reversed every other round: load from other users of the machine hits all alike). Each
@@ -11,6 +11,8 @@ conv2d_backward with the input gradient, "bwd -dX" without it, so dX is about th
 The training rows compare auto (the default, Winograd where the shape rule picks it) with off.
 ``--cpu-time`` (one thread) times the calling thread's CPU time and keeps the best round instead of the
 median: on a machine other jobs keep busy, time spent descheduled then stays out of the numbers.
+``--bf16`` runs the modes in bf16 precision (``dk.precision("bf16")``: bf16 Winograd, or off: the bf16 im2col
+GEMMs) beside fp32's auto, in the same paired rounds.
 """
 from __future__ import annotations
 
@@ -48,8 +50,9 @@ def paired(cases: Dict[str, Callable[[], None]], seconds: float, rounds: int,
     for r in range(rounds):
         for name, fn in cases.items():
             for mode in modes if r % 2 == 0 else modes[::-1]:
-                os.environ["DEEPKERN_WINOGRAD"] = mode
-                runs.setdefault((name, mode), []).append(median_time(fn, seconds, CLOCK))
+                precision, _, os.environ["DEEPKERN_WINOGRAD"] = mode.rpartition(" ")  # "[bf16 ]<mode>"
+                with dk.precision(precision or "fp32"):
+                    runs.setdefault((name, mode), []).append(median_time(fn, seconds, CLOCK))
     os.environ.pop("DEEPKERN_WINOGRAD", None)
     return {key: ACROSS_ROUNDS(v) for key, v in runs.items()}
 
@@ -68,10 +71,10 @@ def layer_cases(shape: Tuple[int, int, int, int], oc: int) -> Dict[str, Callable
     }
 
 
-def layers_table(threads: int, seconds: float, rounds: int) -> None:
+def layers_table(threads: int, seconds: float, rounds: int, bf16: bool) -> None:
     print(f"\nthreads {threads}, {CLOCK.__name__}, load average before: {os.getloadavg()}")
-    modes = ("f2", "f4", "auto", "off")
-    print("| layer | case | " + " | ".join(f"{m} ms" for m in modes) + " | off / auto |")
+    modes = ("bf16 f2", "bf16 f4", "auto", "bf16 auto", "bf16 off") if bf16 else ("f2", "f4", "auto", "off")
+    print("| layer | case | " + " | ".join(f"{m} ms" for m in modes) + f" | {modes[-1]} / {modes[-2]} |")
     print("|---|---|" + "---:|" * (len(modes) + 1))
     for name, shape, oc in LAYERS:
         t = paired(layer_cases(shape, oc), seconds, rounds, modes)
@@ -103,6 +106,7 @@ def main() -> None:
     p.add_argument("--skip-layers", action="store_true")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--cpu-time", action="store_true", help="one thread, its CPU time, best round")
+    p.add_argument("--bf16", action="store_true", help="the layers in bf16 precision, fp32's auto beside them")
     args = p.parse_args()
     global CLOCK, ACROSS_ROUNDS
     if args.cpu_time:
@@ -111,7 +115,7 @@ def main() -> None:
     for threads in args.threads:
         dk.set_num_threads(threads)
         if not args.skip_layers:
-            layers_table(threads, args.seconds, args.rounds)
+            layers_table(threads, args.seconds, args.rounds, args.bf16)
         if not args.skip_training:
             training_table(threads, args.seconds, args.rounds)
 

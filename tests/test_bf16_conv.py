@@ -7,6 +7,9 @@ float64 reference of the *rounded* operands only fp32 summation is left: at most
 K * 2^-24 * sum |a b| over the K terms an output sums (bound used: twice that). K is C*KH*KW for
 the forward, N*OH*OW for the weight gradient and OC*KH*KW for the input gradient (the products
 plus col2im's additions of the taps). The bias gradient has no products: an fp32 sum of gy.
+These bounds describe the im2col path, which rounds x, w (and gy) themselves: the tests that use them run
+with ``DEEPKERN_WINOGRAD=off``. 3x3 stride-1 layers that run bf16 Winograd round the transformed tiles and
+weights instead: test_bf16_winograd.py.
 """
 from __future__ import annotations
 
@@ -71,8 +74,14 @@ def r64(a: np.ndarray) -> np.ndarray:
     return round_bf16(a).astype(np.float64)
 
 
+@pytest.fixture
+def im2col(monkeypatch):
+    """The bf16 im2col path everywhere (3x3 stride-1 layers would otherwise run bf16 Winograd)."""
+    monkeypatch.setenv("DEEPKERN_WINOGRAD", "off")
+
+
 @pytest.mark.parametrize("geometry", SHAPES, ids=IDS)
-def test_forward_matches_rounded_reference(geometry, rng):
+def test_forward_matches_rounded_reference(geometry, rng, im2col):
     x, w, b, _, stride, padding = case(rng, geometry)
     with dk.precision("bf16"):
         got = ops.conv2d(x, w, b, stride, padding)
@@ -88,7 +97,7 @@ def test_forward_matches_rounded_reference(geometry, rng):
 
 
 @pytest.mark.parametrize("geometry", SHAPES, ids=IDS)
-def test_gradients_match_rounded_reference(geometry, rng):
+def test_gradients_match_rounded_reference(geometry, rng, im2col):
     x, w, _, g, stride, padding = case(rng, geometry)
     with dk.precision("bf16"):
         gx, gw, gb = ops.conv2d_backward(g, x, w, stride, padding, bias=True)
@@ -129,9 +138,11 @@ def test_nan_and_inf_propagate_like_fp32(rng):
         assert np.isnan(a).any(), name
 
 
+@pytest.mark.parametrize("winograd", ["off", "on"])   # pinned: auto's choice depends on images per thread
 @pytest.mark.parametrize("geometry", [SHAPES[7], SHAPES[8], ((2, 16, 13, 13), (64, 16, 3, 3), (1, 1), (0, 0))],
                          ids=["seed-conv2", "partial-groups", "two-images"])
-def test_same_bits_for_any_thread_count_and_simd_variant(geometry, rng):
+def test_same_bits_for_any_thread_count_and_simd_variant(geometry, rng, monkeypatch, winograd):
+    monkeypatch.setenv("DEEPKERN_WINOGRAD", winograd)
     x, w, b, g, stride, padding = case(rng, geometry)
     before = dk.get_num_threads()
     runs = []

@@ -21,6 +21,7 @@
 #include <memory>
 
 #include "common/parallel.hpp"
+#include "cpu/conv2d_winograd.hpp"
 #include "cpu/gemm_bf16.hpp"
 
 namespace deepkern::cpu {
@@ -47,6 +48,7 @@ int images_per_group(const Conv2dShape& s, int64_t ckk) {
 // conv2d_forward_bf16 into y, or (sink) handing each image's (OC, OH, OW) block to sink; relu: max(., 0) in the store
 void forward_impl(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                   const ConvOutputSink* sink) {
+    if (winograd_forward(s, x, w, bias, relu, y, sink, true)) return;  // 3x3 stride-1 layers, bf16 products
     const int64_t ckk = static_cast<int64_t>(s.C) * s.KH * s.KW, P = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = s.OC * P;
     auto wp = scratch<uint32_t>(bf16::packed_a_pairs(s.OC, ckk));  // W (OC, CKK) as A panels
@@ -71,6 +73,8 @@ void forward_impl(const Conv2dShape& s, const float* x, const float* w, const fl
 // conv2d_backward_bf16 with the output gradient read from gy or (gy null) built by source
 void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
                    const float* w, float* gx, float* gw, float* gb) {
+    // the input gradient by bf16 Winograd where it applies; the GEMMs below then give gw and gb only
+    if (gx && winograd_input_grad(s, gy, source, w, gx, true)) gx = nullptr;
     const int64_t ckk = static_cast<int64_t>(s.C) * s.KH * s.KW, P = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = s.OC * P, w_size = s.OC * ckk;
     const int group = images_per_group(s, ckk);

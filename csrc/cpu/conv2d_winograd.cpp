@@ -34,6 +34,7 @@
 
 #include "common/parallel.hpp"
 #include "cpu/conv2d_winograd_tiles.hpp"
+#include "cpu/gemm_bf16.hpp"
 #include "cpu/gemm_driver.hpp"  // gemm::Scratch
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
@@ -99,14 +100,22 @@ bool winograd_fits(const Conv2dShape& s) {
 // conv2 on 13x13 forward 5.3 / 5.7, pooled 4.1 / 5.8, input grad 7.1 / 10.4.) Its rounding errors
 // are about 10x F(2x2)'s (transforms with 4, 5 and 8; see tests/test_conv_winograd.py).
 constexpr int64_t kF4MinPlane = 32 * 32;
+// bf16 (products rounded to bf16; the alternative is the bf16 im2col GEMM, conv2d_bf16.cpp): the
+// same layers, always with F(2x2, 3x3). 1 thread, CPU time, best of 3, bf16 F(2x2) / F(4x4) / bf16
+// im2col (fp32 auto) in ms: seed conv2 13x13 forward 4.30 / 6.10 / 4.50 (5.76), pooled 3.83 / 5.94 /
+// 4.34, input grad 6.9 / 10.2 / 3.3; 32 -> 64 on 74x74 forward 30.2 / 32.6 / 57.6 (38.0), input grad
+// 39 / 40 / 77; 64 -> 64 on 36x36 forward 13.8 / 16.3 / 23.1 (22.7); 64 -> 64 on 17x17 forward 3.4 /
+// 4.7 / 4.2, pooled 2.4 / 3.9 / 4.1. F(4x4) is no faster in bf16 (the products are half the cost,
+// the transforms are not) and rounding its transformed values costs ~6x F(2x2)'s error (up to ~20x
+// at single outputs; bf16's 2^-8 times the magnitudes its constants 4, 5 and 8 build up).
 
-int winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane, int64_t min_plane) {
+int winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane, int64_t min_plane, bool bf16) {
     const WinogradMode mode = winograd_mode();
     if (mode == WinogradMode::off || !winograd_fits(s)) return 0;
     if (mode == WinogradMode::f2 || mode == WinogradMode::on) return 2;
     if (mode == WinogradMode::f4) return 4;
     const bool faster = k_in >= 16 && m_out >= 16 && out_plane >= min_plane && s.N >= max_threads();
-    return !faster ? 0 : out_plane >= kF4MinPlane ? 4 : 2;
+    return !faster ? 0 : !bf16 && out_plane >= kF4MinPlane ? 4 : 2;
 }
 
 int round_up(int v, int to) { return (v + to - 1) / to * to; }
@@ -192,32 +201,62 @@ struct Plan {
 // call cost more than the transforms). Written before read but for the lanes past the last
 // tile, which only ever reach lanes past it again; work is zeroed per call, so those lanes are
 // finite (they feed no result, but NaN garbage would trip the non-finite check).
-thread_local gemm::Scratch tl_v, tl_m, tl_yt, tl_blocks, tl_work, tl_gy;
+thread_local gemm::Scratch tl_v, tl_m, tl_yt, tl_blocks, tl_work, tl_gy, tl_vp;
 
 struct Buffers {
     float *v, *m, *yt, *blocks, *work, *gy;
-    Buffers(const Plan& p, int64_t gy_floats)
+    uint32_t* vp;  // bf16: one V_xi (Cin, ld) packed as the bf16 GEMM's B panels; else null
+    Buffers(const Plan& p, int64_t gy_floats, bool bf16)
         : v(tl_v.get(p.nxi * p.Cin * p.ld)),
           m(tl_m.get(p.nxi * p.Cout * p.ld)),
           yt(tl_yt.get(p.m * p.m * p.ld)),
           blocks(tl_blocks.get(p.G * p.block())),
           work(tl_work.get(p.work())),
-          gy(tl_gy.get(std::max<int64_t>(gy_floats, 1))) {
+          gy(tl_gy.get(std::max<int64_t>(gy_floats, 1))),
+          // 32-bit pairs in a float buffer: malloc'd memory, only ever accessed as uint32_t
+          vp(bf16 ? reinterpret_cast<uint32_t*>(tl_vp.get(bf16::packed_b_pairs(p.Cin, p.ld))) : nullptr) {
         std::fill(work, work + p.work(), 0.0f);
     }
 };
 
-// The nxi products of a batch of T tiles: M_xi (R, T) = U_xi (R, K) @ V_xi (K, T), row strides ld.
-// (One place for the multiply step: a reduced-precision variant would replace this.)
-void multiply_tiles(int nxi, const float* U, const float* V, float* M, int R, int K, int T, int64_t ld) {
+// The transformed weights U (nxi, R, K), and in bf16 the same rounded and packed once per call as
+// the bf16 GEMM's A panels: Up (nxi, packed_a_pairs(R, K)) pairs (null in fp32)
+struct Weights {
+    const float* U;
+    const uint32_t* Up;
+};
+
+Weights pack_weights(const float* U, int nxi, int R, int K, bool bf16, std::unique_ptr<uint32_t[]>& Up) {
+    if (!bf16) return {U, nullptr};
+    const int64_t per_xi = bf16::packed_a_pairs(R, K);
+    Up.reset(new uint32_t[nxi * per_xi]);
     for (int xi = 0; xi < nxi; ++xi)
-        sgemm(false, false, R, T, K, U + xi * static_cast<int64_t>(R) * K, K, V + xi * K * ld, static_cast<int>(ld),
-              0.0f, M + xi * R * ld, static_cast<int>(ld), nullptr, false);
+        bf16::pack_a_all(R, K, U + xi * static_cast<int64_t>(R) * K, K, 1, Up.get() + xi * per_xi);
+    return {U, Up.get()};
+}
+
+// The nxi products of a batch of T tiles: M_xi (R, T) = U_xi (R, K) @ V_xi (K, T), row strides ld.
+// The one place for the multiply step: fp32 through sgemm, or (w.Up set) in bf16: V_xi rounded to
+// bf16 while it is packed into vp (packed_b_pairs(K, ld) pairs), products summed in fp32.
+void multiply_tiles(int nxi, const Weights& w, const float* V, float* M, int R, int K, int T, int64_t ld,
+                    uint32_t* vp) {
+    const int64_t up_xi = bf16::packed_a_pairs(R, K);
+    for (int xi = 0; xi < nxi; ++xi) {
+        const float* v = V + xi * K * ld;
+        float* m = M + xi * R * ld;
+        if (w.Up) {
+            bf16::pack_b_all(K, T, v, ld, 1, vp);
+            bf16::gemm_packed(R, T, K, w.Up + xi * up_xi, vp, m, ld, false);
+        } else {
+            sgemm(false, false, R, T, K, w.U + xi * static_cast<int64_t>(R) * K, K, v, static_cast<int>(ld), 0.0f, m,
+                  static_cast<int>(ld), nullptr, false);
+        }
+    }
 }
 
 // Images [n0, n0 + G) into out blocks (G, Cout, chan): in planes (g, c) at
 // in + g * in_img + c * in_chan. Returns false on a non-finite input.
-bool run_group(const Plan& p, const wino::TileKernels& k, const float* U, const float* bias, bool relu,
+bool run_group(const Plan& p, const wino::TileKernels& k, const Weights& U, const float* bias, bool relu,
                const float* in, int64_t in_img, int64_t in_chan, int G, Buffers& b) {
     const bool f4 = p.m == 4;
     const auto input_tiles = f4 ? k.input_tiles4 : k.input_tiles;
@@ -231,7 +270,7 @@ bool run_group(const Plan& p, const wino::TileKernels& k, const float* U, const 
                 check += input_tiles(in + g * in_img + c * in_chan, p.H, p.W, p.PH, p.PW, th0, th1, p.TW, p.TWv,
                                        b.v + c * p.ld + g * per_image, p.Cin * p.ld, b.work);
         if (check != 0.0f) return false;
-        multiply_tiles(p.nxi, U, b.v, b.m, p.Cout, p.Cin, G * per_image, p.ld);
+        multiply_tiles(p.nxi, U, b.v, b.m, p.Cout, p.Cin, G * per_image, p.ld, b.vp);
         for (int o = 0; o < p.Cout; ++o) {  // yt (m*m, ld): the band's outputs tile by tile, then in place
             output_tiles(b.m + o * p.ld, p.Cout * p.ld, G * per_image, bias ? bias[o] : 0.0f, relu,
                            b.yt, p.ld);
@@ -261,7 +300,7 @@ struct Input {
 
 // Runs the plan over all images; each image's block goes to sink, or is copied into out.
 // Returns false (having stopped early) on a non-finite input or weight.
-bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, float* out,
+bool run(const Plan& p, const Weights& U, const float* bias, bool relu, Input in, float* out,
          const ConvOutputSink* sink) {
     gemm_variant();  // a bad DEEPKERN_GEMM (and below DEEPKERN_SIMD) throws here, not inside the parallel region
     const wino::TileKernels& k = tiles();
@@ -293,11 +332,11 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
     const int64_t gy_floats = in.source ? p.Cin * p.G * plane : 0;
     if (can_parallel() && groups >= max_threads()) {
         parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-            Buffers b(p, gy_floats);
+            Buffers b(p, gy_floats, U.Up != nullptr);
             for (int64_t gi = g0; gi < g1; ++gi) group(static_cast<int>(gi), b);
         });
     } else {
-        Buffers b(p, gy_floats);
+        Buffers b(p, gy_floats, U.Up != nullptr);
         for (int gi = 0; gi < groups; ++gi) group(gi, b);
     }
     return !bad.load();
@@ -305,13 +344,13 @@ bool run(const Plan& p, const float* U, const float* bias, bool relu, Input in, 
 
 }  // namespace
 
-bool winograd_forward_wanted(const Conv2dShape& s) {
-    return winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0) != 0;
+bool winograd_forward_wanted(const Conv2dShape& s, bool bf16) {
+    return winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0, bf16) != 0;
 }
 
 bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
-                      const ConvOutputSink* sink) {
-    const int tile = winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0);
+                      const ConvOutputSink* sink, bool bf16) {
+    const int tile = winograd_wanted(s, s.C, s.OC, int64_t{s.OH} * s.OW, 0, bf16);
     if (tile == 0) return false;
     // a 2x2 pool with floor reads only the even part: the last odd row/column is not computed
     const bool even = sink && sink->reads_even_part();
@@ -320,18 +359,21 @@ bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, cons
     const Plan p(s.N, s.C, s.H, s.W, s.PH, s.PW, s.OC, s.OH, s.OW, ohc, owc, tile);
     std::unique_ptr<float[]> U(new float[p.nxi * static_cast<int64_t>(s.OC) * s.C]);
     if (!transform_weights(w, s.OC, s.C, false, tile, U.get())) return false;
-    return run(p, U.get(), bias, relu, Input{x, nullptr}, y, sink);
+    std::unique_ptr<uint32_t[]> Up;
+    return run(p, pack_weights(U.get(), p.nxi, s.OC, s.C, bf16, Up), bias, relu, Input{x, nullptr}, y, sink);
 }
 
 bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
-                         float* gx) {
-    const int tile = winograd_wanted(s, s.OC, s.C, int64_t{s.H} * s.W, 16 * 16);
+                         float* gx, bool bf16) {
+    const int tile = winograd_wanted(s, s.OC, s.C, int64_t{s.H} * s.W, 16 * 16, bf16);
     if (tile == 0) return false;
     // gx (C, H, W) = full correlation of gy (OC, OH, OW), padded by 2 - P, with the turned weights
     const Plan p(s.N, s.OC, s.OH, s.OW, 2 - s.PH, 2 - s.PW, s.C, s.H, s.W, s.H, s.W, tile);
     std::unique_ptr<float[]> U(new float[p.nxi * static_cast<int64_t>(s.OC) * s.C]);
     if (!transform_weights(w, s.OC, s.C, true, tile, U.get())) return false;
-    return run(p, U.get(), nullptr, false, Input{gy, gy ? nullptr : source}, gx, nullptr);
+    std::unique_ptr<uint32_t[]> Up;
+    return run(p, pack_weights(U.get(), p.nxi, s.C, s.OC, bf16, Up), nullptr, false, Input{gy, gy ? nullptr : source},
+               gx, nullptr);
 }
 
 }  // namespace deepkern::cpu

@@ -18,21 +18,24 @@ enum class WinogradMode { automatic, on, off, f2, f4 };
 WinogradMode winograd_mode();
 
 // Whether winograd_forward runs this layer (mode and shape; it may still decline on non-finite data)
-bool winograd_forward_wanted(const Conv2dShape& s);
+bool winograd_forward_wanted(const Conv2dShape& s, bool bf16 = false);
 
 // conv2d_forward by Winograd: y (N, OC, OH, OW), or each image's (OC, OH, OW) block handed to
 // sink (bias added; relu: max(., 0), NaN kept). Returns false, having written nothing the direct
 // path does not overwrite, when the mode or shape rules it out or x, w hold an inf or NaN (the
 // transforms would turn inf into NaN where the direct sum gives inf): the caller then runs the
 // direct path. A sink may have been given some images already: it must accept them again.
+// bf16: the transforms stay fp32, the transformed tiles and weights are rounded to bf16 for the
+// products (the bf16 GEMM, fp32 sums; only with bf16_available()); the caller's direct path is
+// then the bf16 one (conv2d_bf16.cpp), and auto chooses by bf16's own measurements.
 bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
-                      const ConvOutputSink* sink);
+                      const ConvOutputSink* sink, bool bf16 = false);
 
 // The input gradient gx (N, C, H, W) of conv2d_forward from gy (N, OC, OH, OW), or from source
 // when gy is null: the full correlation of gy with the weights turned 180 degrees, by the same
 // Winograd kernel. Returns false (gx then holds nothing useful) as winograd_forward.
 bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
-                         float* gx);
+                         float* gx, bool bf16 = false);
 
 namespace wino {
 
