@@ -16,7 +16,9 @@ S + mean S, as test_conv_winograd.py's fp32 bound). Bound: k u (S + mean S) with
 average over a tile's outputs and up to 256 S at its last one (points +-2, constants 4, 5, 8): k = 160 >=
 2 x 76.6 (measured worst 40; the worst case, 512, would bound nothing), which is why auto never picks it
 in bf16. The im2col path (``DEEPKERN_WINOGRAD=off``) rounds x and w instead: error <= 2u S, k = 4
-(measured worst 1.0).
+(measured worst 1.0). The weight gradient (F(3x3, 2x2), one tile size, conv2d_winograd_wgrad.cpp) rounds
+its transformed input and gradient tiles: the same argument with its transforms gives weights of up to
+9 S (the sum over every output position of |gy| |x| for a tap), k = 20 >= 2 x 9 (measured worst 2.6).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ pytestmark = [pytest.mark.skipif(_cpu is None, reason="the C++ CPU backend is no
 
 U_BF16 = 2.0 ** -8
 BOUND = {"f2": 16, "f4": 160, "off": 4}  # k of the docstring's bound (2), in units of u
+BOUND_W = {"f2": 20, "f4": 20, "off": 4}  # the same for the weight gradient
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 
@@ -101,17 +104,22 @@ def test_error_bound_against_the_exact_convolution(rng, monkeypatch, case, tile)
     g = randn(rng, *ops.conv2d(x, w, None, 1, p).shape)
     with mode(monkeypatch, tile), dk.precision("bf16"):
         y = ops.conv2d(x, w, b, 1, p)
-        gx = ops.conv2d_backward(g, x, w, 1, p, bias=True)[0]
+        gx, gw, _ = ops.conv2d_backward(g, x, w, 1, p, bias=True)
     with mode(monkeypatch, tile):
         fp32 = ops.conv2d(x, w, b, 1, p)
+        fp32_gw = ops.conv2d_backward(g, x, w, 1, p)[1]
     k = BOUND[tile] * U_BF16 / EPS32  # _assert_within's k is in units of fp32's eps
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
     want = ref.conv2d(x64, w64, b.astype(np.float64), (1, 1), (p, p))
     _assert_within(y, want, _forward_scale(x, w, p), k, f"bf16 {tile} forward")
-    want = ref.conv2d_backward(g.astype(np.float64), x64, w64, (1, 1), (p, p), False)[0]
-    _assert_within(gx, want, _input_grad_scale(g, x, w, p), k, f"bf16 {tile} input gradient")
+    g64 = g.astype(np.float64)
+    want = ref.conv2d_backward(g64, x64, w64, (1, 1), (p, p), False)
+    _assert_within(gx, want[0], _input_grad_scale(g, x, w, p), k, f"bf16 {tile} input gradient")
+    scale = ref.conv2d_backward(np.abs(g64), np.abs(x64), w64, (1, 1), (p, p), False)[1]
+    _assert_within(gw, want[1], scale, BOUND_W[tile] * U_BF16 / EPS32, f"bf16 {tile} weight gradient")
     if x.size > 4:  # bf16 mode really rounds: not the fp32 result
         assert not np.array_equal(y, fp32)
+        assert not np.array_equal(gw, fp32_gw)
 
 
 

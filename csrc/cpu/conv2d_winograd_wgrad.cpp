@@ -24,6 +24,7 @@
 #include "common/parallel.hpp"
 #include "cpu/conv2d_winograd.hpp"  // winograd_mode
 #include "cpu/conv2d_winograd_wgrad_tiles.hpp"
+#include "cpu/gemm_bf16.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/simd_variant.hpp"
 
@@ -119,7 +120,7 @@ void add_rows(const float* rows, int64_t m, int n, float* sums) {
 
 // One chunk: units [u_lo, u_hi) accumulated into m (16 planes of M) and gb_part (OC,) if wanted.
 void run_chunk(const Conv2dShape& s, const Plan& p, const float* gy, const ConvGradSource* source,
-               const float* x, int64_t u_lo, int64_t u_hi, float* m, float* gb_part) {
+               const float* x, int64_t u_lo, int64_t u_hi, float* m, float* gb_part, bool bf16) {
     const wgrad::TileKernels& k = tile_kernels();
     const int64_t ohw = static_cast<int64_t>(s.OH) * s.OW, hw = static_cast<int64_t>(s.H) * s.W;
     const int64_t us = static_cast<int64_t>(s.OC) * p.tcap, vs = static_cast<int64_t>(s.C) * p.tcap;
@@ -127,6 +128,9 @@ void run_chunk(const Conv2dShape& s, const Plan& p, const float* gy, const ConvG
     auto xt = scratch(static_cast<size_t>(2 * p.band + 2) * (2 * p.TW + 2) * s.C);  // a unit's input rows
     auto gt = scratch(static_cast<size_t>(2 * p.band) * 2 * p.TW * s.OC);           // its gradient rows
     auto gy_image = scratch(source ? static_cast<size_t>(s.OC * ohw) : 0);
+    const int mm = p.oc_rows ? s.OC : s.C, mn = p.oc_rows ? s.C : s.OC;  // bf16: packing buffers of a product
+    std::unique_ptr<uint32_t[]> ap(new uint32_t[bf16 ? bf16::packed_a_pairs(mm, p.tcap) : 0]);
+    std::unique_ptr<uint32_t[]> bp(new uint32_t[bf16 ? bf16::packed_b_pairs(p.tcap, mn) : 0]);
     if (gb_part) std::fill(gb_part, gb_part + s.OC, 0.0f);
 
     int filled = 0;      // tiles in the buffer
@@ -151,7 +155,10 @@ void run_chunk(const Conv2dShape& s, const Plan& p, const float* gy, const ConvG
             a.A = p.oc_rows ? ux : vx;
             a.B = p.oc_rows ? vx : ux;
             a.C = m + xi * static_cast<int64_t>(s.OC) * s.C;
-            sgemm(a);
+            if (bf16)
+                gemm_bf16_buffered(a.M, a.N, a.K, a.A, 1, a.M, a.B, a.N, 1, a.C, a.ldc, !first, ap.get(), bp.get());
+            else
+                sgemm(a);
         }
         filled = 0;
         first = false;
@@ -225,7 +232,7 @@ bool winograd_wgrad_applies(const Conv2dShape& s) {
 }
 
 bool conv2d_winograd_wgrad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
-                           float* gw, float* gb) {
+                           float* gw, float* gb, bool bf16) {
     const Plan p = make_plan(s);
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
     auto partial_m = scratch(static_cast<size_t>(p.chunks * p.m_size));  // each chunk overwrites its own
@@ -233,7 +240,7 @@ bool conv2d_winograd_wgrad(const Conv2dShape& s, const float* gy, const ConvGrad
     parallel_chunks(p.chunks, [&](int64_t k) {
         const int64_t lo = p.units * k / p.chunks, hi = p.units * (k + 1) / p.chunks;
         run_chunk(s, p, gy, source, x, lo, hi, partial_m.get() + k * p.m_size,
-                  gb ? partial_b.get() + k * s.OC : nullptr);
+                  gb ? partial_b.get() + k * s.OC : nullptr, bf16);
     });
     // the partials added in chunk order into the first, in blocks of contiguous entries
     constexpr int64_t kSumBlock = 4096;

@@ -18,15 +18,17 @@ namespace deepkern::cpu {
 // Whether the Winograd weight gradient runs for this layer under DEEPKERN_WINOGRAD (read at each
 // call, conv2d_winograd.hpp's winograd_mode): "off" never, "on" (or "f2" / "f4") wherever the
 // geometry allows it (3x3, stride 1, padding <= 2), "auto" (the default) where it measured
-// faster. A bad value throws std::invalid_argument.
+// faster (the same layers in bf16, conv2d_bf16.cpp). A bad value throws std::invalid_argument.
 bool winograd_wgrad_applies(const Conv2dShape& s);
 
 // gw (OC, C, 3, 3) and gb (OC,) or null, overwritten, from gy (N, OC, OH, OW) or (gy null) the
 // source's image groups, and x (N, C, H, W). Returns false, with gw and gb unspecified, when a
 // non-finite value appeared (inf/NaN in gy or x, or an overflow): the transforms can turn inf
 // into NaN (inf - inf) where the direct sum gives inf, so the caller then computes both directly.
+// bf16: the 16 long-K products on the transformed planes rounded to bf16 (gemm_bf16_buffered, fp32
+// sums; only with bf16_available()), the transforms and gb in fp32 as without it.
 bool conv2d_winograd_wgrad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
-                           float* gw, float* gb);
+                           float* gw, float* gb, bool bf16 = false);
 
 namespace wgrad {
 // The transforms, one build per SIMD variant (conv2d_winograd_wgrad_tiles.hpp).

@@ -110,4 +110,13 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, in
     bf16::gemm_packed(M, N, K, Ap.get(), Bp.get(), C, ldc, false, bias, nullptr, relu);
 }
 
+void gemm_bf16_buffered(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
+                        int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, uint32_t* ap,
+                        uint32_t* bp) {
+    require_bf16();
+    bf16::pack_a_all(M, K, A, a_rs, a_cs, ap);
+    bf16::pack_b_all(K, N, B, b_rs, b_cs, bp);
+    bf16::gemm_packed(M, N, K, ap, bp, C, ldc, accumulate);
+}
+
 }  // namespace deepkern::cpu

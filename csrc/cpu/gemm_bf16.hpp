@@ -21,6 +21,13 @@ void require_bf16();
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
                int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, const float* bias = nullptr, bool relu = false);
 
+// gemm_bf16 without a bias, into caller-owned packing buffers ap (bf16::packed_a_pairs(M, K)
+// pairs) and bp (bf16::packed_b_pairs(K, N)), for products repeated in a loop; accumulate: C += the
+// product (K > 0). Threads as bf16::gemm_packed (serial inside a parallel chunk).
+void gemm_bf16_buffered(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
+                        int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, uint32_t* ap,
+                        uint32_t* bp);
+
 namespace bf16 {
 // Defined in gemm_bf16_avx512bf16.cpp (built with -mavx512bf16); call only when the CPU has it.
 constexpr int MR = 14, NR = 32;   // register tile: 14 rows x 32 columns = 28 zmm accumulators

@@ -155,6 +155,16 @@ void pack_k_rows(const float* src, int64_t rs, int64_t cs, int64_t rows, int wid
 }  // namespace
 
 void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t rows, int64_t K, uint32_t* out, uint32_t* tmp) {
+    if (a_rs == 1 && a_cs != 1) {   // the rows run along memory (a transposed operand): pair p is two runs
+        const int64_t Kp = (K + 1) / 2;
+        const __mmask16 k = (__mmask16)((1u << rows) - 1), panel = (__mmask16)((1u << MR) - 1);   // rows <= MR
+        for (int64_t p = 0; p < Kp; ++p) {
+            const __m512 lo = _mm512_maskz_loadu_ps(k, A + 2 * p * a_cs);
+            const __m512 hi = 2 * p + 1 < K ? _mm512_maskz_loadu_ps(k, A + (2 * p + 1) * a_cs) : _mm512_setzero_ps();
+            _mm512_mask_storeu_epi32(out + p * MR, panel, pairs_of(lo, hi));   // rows >= `rows` zero
+        }
+        return;
+    }
     pack_k_rows(A, a_rs, a_cs, rows, MR, K, out, tmp);
 }
 
