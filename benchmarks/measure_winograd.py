@@ -85,17 +85,20 @@ def layers_table(threads: int, seconds: float, rounds: int, bf16: bool) -> None:
             print(f"| {name} | {case} | " + " | ".join(f"{v:.2f}" for v in ms) + f" | {ms[-1] / ms[-2]:.2f}x |")
 
 
-def training_table(threads: int, seconds: float, rounds: int) -> None:
-    print(f"\nthreads {threads}, load average before: {os.getloadavg()}")
-    print("| network | batch | auto samples/s | off samples/s | auto / off |")
-    print("|---|---:|---:|---:|---:|")
+def training_table(threads: int, seconds: float, rounds: int, bf16: bool) -> None:
+    print(f"\nthreads {threads}, {CLOCK.__name__}, load average before: {os.getloadavg()}")
+    modes = ("auto", "bf16 auto", "bf16 off") if bf16 else ("auto", "off")
+    print("| network | batch | " + " | ".join(f"{m} samples/s" for m in modes) + " | "
+          + " | ".join(f"{m} / {modes[0]}" for m in modes[1:]) + " |")
+    print("|---|---:|" + "---:|" * (2 * len(modes) - 1))
     for kind, batch in (("cnn", 128), ("cnn150", 32)):
         step = bench.deepkern_train_step(kind)
         data = bench.train_data(kind, batch)
         xb, yb = data[0]
-        t = paired({"step": lambda: step(xb, yb)}, seconds, rounds, ("auto", "off"))
-        on, off = batch / t[("step", "auto")], batch / t[("step", "off")]
-        print(f"| {kind} | {batch} | {on:,.0f} | {off:,.0f} | {on / off:.2f}x |")
+        t = paired({"step": lambda: step(xb, yb)}, seconds, rounds, modes)
+        rate = [batch / t[("step", m)] for m in modes]
+        print(f"| {kind} | {batch} | " + " | ".join(f"{r:,.0f}" for r in rate) + " | "
+              + " | ".join(f"{r / rate[0]:.2f}x" for r in rate[1:]) + " |")
 
 
 def main() -> None:
@@ -117,7 +120,7 @@ def main() -> None:
         if not args.skip_layers:
             layers_table(threads, args.seconds, args.rounds, args.bf16)
         if not args.skip_training:
-            training_table(threads, args.seconds, args.rounds)
+            training_table(threads, args.seconds, args.rounds, args.bf16)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,8 @@ def test_error_bound_against_the_exact_convolution(rng, monkeypatch, case, tile)
 
 def test_auto_picks_f2_where_fp32_picks_winograd(rng, monkeypatch):
     """auto in bf16: F(2x2) (never F(4x4)) on the layers fp32's auto runs by Winograd; the input gradient
-    off below 16x16 planes; off for 3 input channels. off is the bf16 im2col path (rounds x and w)."""
+    off below 16x16 planes; off for 3 input channels. The weight gradient by Winograd (on fp32's rule) only
+    where the input gradient is not left to the im2col GEMMs, which make gw beside it for less."""
     before = dk.get_num_threads()
     dk.set_num_threads(2)
     try:
@@ -135,12 +136,16 @@ def test_auto_picks_f2_where_fp32_picks_winograd(rng, monkeypatch):
             results = {}
             for name in ("auto", "on", "off", "f2", "f4"):
                 with mode(monkeypatch, name), dk.precision("bf16"):
-                    results[name] = (ops.conv2d(x, w, None, 1, 0), ops.conv2d_backward(g, x, w, 1, 0)[0])
+                    results[name] = (ops.conv2d(x, w, None, 1, 0), *ops.conv2d_backward(g, x, w, 1, 0)[:2],
+                                     ops.conv2d_backward(g, x, w, 1, 0, input_grad=False)[1])
             np.testing.assert_array_equal(results["auto"][0], results[expect][0])
             np.testing.assert_array_equal(results["auto"][1], results[expect_dx][1])
+            np.testing.assert_array_equal(results["auto"][2], results[expect_dx][2])   # gw with gx
+            np.testing.assert_array_equal(results["auto"][3], results["on" if c > 3 else "off"][3])  # without
             np.testing.assert_array_equal(results["on"][0], results["f2"][0])
             for a, b in (("f2", "off"), ("f4", "off"), ("f2", "f4")):  # the paths round differently
                 assert not np.array_equal(results[a][0], results[b][0])
+            assert not np.array_equal(results["on"][3], results["off"][3])
     finally:
         dk.set_num_threads(before)
 

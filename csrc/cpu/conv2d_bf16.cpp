@@ -13,6 +13,8 @@
 // As in conv2d.cpp, chunks of groups (a count that depends on the shapes only) accumulate their
 // own partial gW, added in chunk order, so the bits do not depend on the thread count; every
 // output of the forward and of dcols is summed by one GEMM tile in a fixed k order.
+// 3x3 stride-1 layers go to bf16 Winograd first (forward, input gradient, weight gradient, each
+// where its rule picks it); what it declines (mode, shape, non-finite data) runs here.
 #include "cpu/conv2d_bf16.hpp"
 
 #include <algorithm>
@@ -75,13 +77,14 @@ void forward_impl(const Conv2dShape& s, const float* x, const float* w, const fl
 void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
                    const float* w, float* gx, float* gw, float* gb) {
     // 3x3 stride-1 layers by bf16 Winograd where they apply (a non-finite value leaves the work to the
-    // GEMMs below): the input gradient (conv2d_winograd.hpp), gw and gb (conv2d_winograd_wgrad.hpp).
-    // The weight gradient's auto rule is fp32's: against the bf16 GEMMs here (1 thread, CPU time, best
-    // of 3, Winograd / im2col in ms) seed conv2 4.9 / 5.7, 32 -> 64 on 74x74 45 / 64, 64 -> 64 on 36x36
-    // 14 / 27, on 17x17 4.3 / 4.4; 3 -> 32 on 150x150 (excluded: fewer than 8 channels) 39 / 21.
+    // GEMMs below): the input gradient (conv2d_winograd.hpp), then gw and gb
+    // (conv2d_winograd_wgrad.hpp) on fp32's rule, but only when the input gradient does not run here:
+    // the GEMMs' pass below makes gw beside gx for less than a pass of its own (1 thread, CPU time,
+    // Winograd / im2col in ms; without gx: seed conv2 4.9 / 5.7, fused 4.62 / 4.69, 32 -> 64 on 74x74
+    // 45 / 64, 64 -> 64 on 36x36 14 / 27, on 17x17 4.3 / 4.4; seed conv2's fused backward with gx
+    // by im2col 8.95 with a Winograd gw, 8.42 without).
     if (gx && winograd_input_grad(s, gy, source, w, gx, true)) gx = nullptr;
-    if (gw && winograd_wgrad_applies(s) && conv2d_winograd_wgrad(s, gy, source, x, gw, gb, true)) gw = gb = nullptr;
-    if (!gx && !gw) return;
+    if (gw && !gx && winograd_wgrad_applies(s) && conv2d_winograd_wgrad(s, gy, source, x, gw, gb, true)) return;
     const int64_t ckk = static_cast<int64_t>(s.C) * s.KH * s.KW, P = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = s.OC * P, w_size = s.OC * ckk;
     const int group = images_per_group(s, ckk);
@@ -95,14 +98,14 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
         wtp = scratch<uint32_t>(bf16::packed_a_pairs(ckk, s.OC));
         bf16::pack_a_all(ckk, s.OC, w, 1, ckk, wtp.get());
     }
-    auto partial = scratch<float>(gw ? chunks * w_size : 0);  // (chunks, CKK, OC), each written by its first group
+    auto partial = scratch<float>(chunks * w_size);  // (chunks, CKK, OC), each written by its first group
     auto partial_b = scratch<float>(gb ? chunks * s.OC : 0);   // (chunks, OC)
 
     parallel_chunks(chunks, [&](int64_t k) {  // a chunk's products run serially on its thread
         auto cols = scratch<float>(ckk * widest);                              // (CKK, G*P), then dcols
         auto gy_group = scratch<float>(group > 1 || source ? s.OC * widest : 0);  // (OC, G*P)
-        auto colp = scratch<uint32_t>(gw ? bf16::packed_a_pairs(ckk, widest) : 0);  // cols as A panels
-        auto gyt = scratch<uint32_t>(gw ? bf16::packed_b_pairs(widest, s.OC) : 0);  // gy^T as B panels
+        auto colp = scratch<uint32_t>(bf16::packed_a_pairs(ckk, widest));      // cols as A panels
+        auto gyt = scratch<uint32_t>(bf16::packed_b_pairs(widest, s.OC));      // gy^T as B panels
         auto gyp = scratch<uint32_t>(gx ? bf16::packed_b_pairs(s.OC, widest) : 0);  // gy as B panels
         float* part = partial.get() + k * w_size;
         const int64_t g_lo = groups * k / chunks, g_hi = groups * (k + 1) / chunks;
@@ -117,16 +120,14 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
                         std::memcpy(gy_group.get() + o * ld + g * P, gyb + g * y_img + o * P, sizeof(float) * P);
                 gyb = gy_group.get();
             }
-            if (gw) {  // gW^T (CKK, OC) (+)= cols (CKK, G*P) @ gyb^T (G*P, OC)
-                for (int64_t g = 0; g < G; ++g)
-                    conv2d_parts::to_columns(s, x + (n0 + g) * x_img, cols.get() + g * P, ld);
-                bf16::pack_a_all(ckk, ld, cols.get(), ld, 1, colp.get());
-                bf16::pack_b_all(ld, s.OC, gyb, 1, ld, gyt.get());
-                bf16::gemm_packed(ckk, s.OC, ld, colp.get(), gyt.get(), part, s.OC, gi > g_lo);
-            }
+            for (int64_t g = 0; g < G; ++g) conv2d_parts::to_columns(s, x + (n0 + g) * x_img, cols.get() + g * P, ld);
+            // gW^T (CKK, OC) (+)= cols (CKK, G*P) @ gyb^T (G*P, OC)
+            bf16::pack_a_all(ckk, ld, cols.get(), ld, 1, colp.get());
+            bf16::pack_b_all(ld, s.OC, gyb, 1, ld, gyt.get());
+            bf16::gemm_packed(ckk, s.OC, ld, colp.get(), gyt.get(), part, s.OC, gi > g_lo);
             if (gb) conv2d_parts::row_sums(gyb, s.OC, static_cast<int>(ld), ld, partial_b.get() + k * s.OC, gi > g_lo);
             if (!gx) continue;  // no input gradient wanted
-            // dcols (CKK, G*P) = W^T (CKK, OC) @ gyb (OC, G*P), into cols (packed already, if gw), then col2im
+            // dcols (CKK, G*P) = W^T (CKK, OC) @ gyb (OC, G*P), into cols (already packed), then col2im
             bf16::pack_b_all(s.OC, ld, gyb, ld, 1, gyp.get());
             bf16::gemm_packed(ckk, ld, s.OC, wtp.get(), gyp.get(), cols.get(), ld, false);
             for (int64_t g = 0; g < G; ++g) conv2d_parts::from_columns(s, cols.get() + g * P, ld, gx + (n0 + g) * x_img);
@@ -134,7 +135,6 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     });
     // the partials summed in chunk order into the first, in blocks of contiguous entries
     constexpr int64_t kSumBlock = 4096;
-    if (!gw) return;  // (gw and gb are cleared together above: no gb without gw)
     if (chunks > 1)
         parallel_for(0, (w_size + kSumBlock - 1) / kSumBlock, 1, [&](int64_t b0, int64_t b1) {
             float* first = partial.get();

@@ -1,7 +1,8 @@
 // conv2d (NCHW cross-correlation) with bf16 products and fp32 sums: the conv2d.cpp GEMMs run
-// through the AVX512-BF16 GEMM (gemm_bf16.hpp). Same arguments and results as conv2d.hpp's
-// kernels up to bf16 rounding of the GEMM operands; throws std::runtime_error when
-// bf16_available() is false.
+// through the AVX512-BF16 GEMM (gemm_bf16.hpp), and 3x3 stride-1 layers where DEEPKERN_WINOGRAD
+// picks it through bf16 Winograd (conv2d_winograd.hpp, conv2d_winograd_wgrad.hpp: the transformed
+// tiles and weights rounded instead of x and w). Same arguments and results as conv2d.hpp's
+// kernels up to that rounding; throws std::runtime_error when bf16_available() is false.
 #pragma once
 
 #include "cpu/conv2d.hpp"

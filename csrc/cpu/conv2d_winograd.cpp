@@ -21,6 +21,10 @@
 // NaN iff an input is inf or NaN. The weight transform checks U the same way. On either the call
 // declines and the caller runs the direct path: results on non-finite data are exactly the
 // direct path's.
+//
+// bf16 (conv2d_bf16.cpp calls with bf16 = true): the same transforms in fp32; U is rounded to bf16
+// and packed once per call, each V_xi while it is packed for its product, and the 16 products run
+// on the bf16 GEMM (vdpbf16ps, fp32 sums): multiply_tiles is the one place that differs.
 #include "cpu/conv2d_winograd.hpp"
 
 #include <algorithm>

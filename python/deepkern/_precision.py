@@ -3,7 +3,10 @@
 With ``"bf16"`` every matmul and conv2d of the ``cpu`` backend (forward, input gradient and
 weight gradient; the dense and convolution layers) rounds the operands of its products to
 bfloat16 (round to nearest even) and sums the products in fp32 with the AVX512-BF16
-``vdpbf16ps`` instruction: about twice the multiplies per cycle. Weights, gradients, biases and
+``vdpbf16ps`` instruction: about twice the multiplies per cycle. The operands are the inputs
+(x, w, the output gradient) for matmuls and im2col convolutions, and the fp32-transformed tiles
+and weights for the 3x3 stride-1 convolutions that run Winograd (``DEEPKERN_WINOGRAD``, as in
+fp32; ``off`` keeps every convolution on im2col). Weights, gradients, biases and
 optimizer state stay fp32 (the "master weights"); only the products are narrower (a bias
 gradient is a plain fp32 sum). Pooling, normalisation and the elementwise kernels stay fp32,
 and so do the other backends. A layer's backward runs in the precision its forward ran in.
