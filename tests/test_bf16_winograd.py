@@ -31,6 +31,7 @@ from deepkern import backends, ops
 from deepkern.backends import numpy as ref
 
 from .conftest import randn
+from . import test_conv_winograd as fp32_tests
 from .test_bf16 import bf16_switched_off, needs_bf16, round_bf16
 from .test_conv_winograd import EPS32, IDS, SHAPES, _assert_within, _forward_scale, _input_grad_scale, _inputs, mode
 
@@ -197,18 +198,10 @@ def test_same_bits_for_any_thread_count_and_simd_variant(rng, monkeypatch, case,
 @pytest.mark.parametrize("pool", [True, False])
 @pytest.mark.parametrize("case", [SHAPES[3], SHAPES[7], SHAPES[9], SHAPES[11]], ids=[IDS[3], IDS[7], IDS[9], IDS[11]])
 def test_the_fused_layer_equals_the_unfused_ops_bit_for_bit(rng, monkeypatch, case, pool, tile):
-    """Odd outputs (the pool skips the last row/column): the pool sink gets conv2d's bf16 Winograd values."""
-    x, w, b, p = _inputs(rng, case)
-    with mode(monkeypatch, tile), dk.precision("bf16"):
-        out, route = ops.conv2d_relu(x, w, b, 1, p, pool)
-        a = ops.relu(ops.conv2d(x, w, b, 1, p))
-        np.testing.assert_array_equal(out, ops.max_pool2d(a, 2) if pool else a)
-        g = randn(rng, *out.shape)
-        got = ops.conv2d_relu_backward(g, x, w, out, route, 1, p, bias=True)
-        ga = ops.max_pool2d_backward(g, a, 2) if pool else g
-        want = ops.conv2d_backward(ops.relu_backward(ga, a), x, w, 1, p, bias=True)
-    for e, f in zip(got, want):
-        np.testing.assert_array_equal(e, f)
+    """Odd outputs (the pool skips the last row/column): the pool sink gets conv2d's bf16 Winograd values
+    (test_conv_winograd.py's test, run in bf16)."""
+    with dk.precision("bf16"):
+        fp32_tests.test_the_fused_layer_equals_the_unfused_ops_bit_for_bit(None, rng, monkeypatch, case, pool, tile)
 
 
 def test_refused_when_bf16_is_unavailable(rng, monkeypatch):

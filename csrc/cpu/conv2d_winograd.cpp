@@ -109,9 +109,10 @@ constexpr int64_t kF4MinPlane = 32 * 32;
 // im2col (fp32 auto) in ms: seed conv2 13x13 forward 4.30 / 6.10 / 4.50 (5.76), pooled 3.83 / 5.94 /
 // 4.34, input grad 6.9 / 10.2 / 3.3; 32 -> 64 on 74x74 forward 30.2 / 32.6 / 57.6 (38.0), input grad
 // 39 / 40 / 77; 64 -> 64 on 36x36 forward 13.8 / 16.3 / 23.1 (22.7); 64 -> 64 on 17x17 forward 3.4 /
-// 4.7 / 4.2, pooled 2.4 / 3.9 / 4.1. F(4x4) is no faster in bf16 (the products are half the cost,
-// the transforms are not) and rounding its transformed values costs ~6x F(2x2)'s error (up to ~20x
-// at single outputs; bf16's 2^-8 times the magnitudes its constants 4, 5 and 8 build up).
+// 4.7 / 4.2, pooled 2.4 / 3.9 / 4.1. A second run (lower load): 74x74 forward 31.0 / 27.3, 36x36
+// 12.2 / 11.7, 17x17 3.2 / 4.9. F(4x4) is at best ~10% faster in bf16 (the products are half the
+// cost, the transforms are not) and rounding its transformed values costs ~6x F(2x2)'s error (up to
+// ~20x at single outputs; bf16's 2^-8 times the magnitudes its constants 4, 5 and 8 build up).
 
 int winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane, int64_t min_plane, bool bf16) {
     const WinogradMode mode = winograd_mode();
