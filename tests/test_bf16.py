@@ -59,6 +59,17 @@ def test_gemm_bf16_matches_rounded_reference(m, n, k, trans_a, trans_b):
 
 
 @needs_bf16
+@pytest.mark.parametrize("m,k", [(1, 3), (13, 7), (14, 64), (15, 33), (29, 1025)])
+def test_gemm_bf16_packs_a_transposed_a_to_the_same_bits(m, k):
+    """A (M, K) read along its columns (trans_a: the vector pair packing of pack_a) or along its rows
+    (row_pairs and the register transpose): the same rounded operands, so the same bits."""
+    rng = np.random.default_rng(m + k)
+    at = rng.standard_normal((k, m)).astype(np.float32)
+    b = rng.standard_normal((k, 40)).astype(np.float32)
+    np.testing.assert_array_equal(_cpu.gemm_bf16(at, b, True), _cpu.gemm_bf16(np.ascontiguousarray(at.T), b))
+
+
+@needs_bf16
 def test_gemm_bf16_reads_strided_views_and_empty_k():
     rng = np.random.default_rng(1)
     big = rng.standard_normal((40, 90)).astype(np.float32)
