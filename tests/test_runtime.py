@@ -152,6 +152,25 @@ def test_pool_runs_each_chunk_once_across_back_to_back_jobs(threads):
     assert int(out.stdout.strip()) == 0, "chunks run twice or unfinished when their job returned"
 
 
+@pytest.mark.parametrize("yield_us", ["1000", "0"])
+def test_idle_workers_go_to_sleep(yield_us):
+    # After a job the workers poll, then yield their core while watching for the next job
+    # (DEEPKERN_YIELD_US), then sleep: an idle process must not keep burning a core. Measured as
+    # the process's CPU time over 0.5 s of idleness after a burst of products (4 threads, so
+    # 3 workers): polling for ever would cost ~1.5 s of CPU, the bound is 0.15 s.
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR, DEEPKERN_NUM_THREADS="4", DEEPKERN_YIELD_US=yield_us)
+    code = (
+        "import time, numpy as np\n"
+        "from deepkern import ops\n"
+        "a = np.ones((256, 256), np.float32)\n"
+        "for _ in range(50): ops.matmul(a, a)\n"
+        "t0 = time.process_time(); time.sleep(0.5)\n"
+        "print(time.process_time() - t0)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip()) < 0.15, "idle workers kept a core busy"
+
+
 def test_kernel_exception_in_a_chunk_propagates(restore_threads):
     dk.set_num_threads(2)
     x = np.ones((64, 3, 8, 8), np.float32)
