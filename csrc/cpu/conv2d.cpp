@@ -27,6 +27,7 @@
 
 #include "common/parallel.hpp"
 #include "cpu/conv2d_small.hpp"
+#include "cpu/conv2d_sparse_wgrad.hpp"
 #include "cpu/conv2d_winograd.hpp"
 #include "cpu/conv2d_winograd_wgrad.hpp"
 #include "cpu/matmul.hpp"
@@ -354,6 +355,12 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
     // 3x3 stride-1 layers: gw and gb through Winograd F(3x3, 2x2) (conv2d_winograd_wgrad.hpp); a
     // non-finite value there leaves both to the paths below (the same result as without it)
+    // Behind a pool most of gy is zero: gw and gb from its non-zeros alone (conv2d_sparse_wgrad.hpp),
+    // unless more than a third are not zero or a value is not finite
+    if (gw && sparse_wgrad_wanted(s) && conv2d_sparse_wgrad(s, gy, source, x, gw, gb)) {
+        if (!gx) return;
+        gw = gb = nullptr;  // only the input gradient is left for the GEMMs
+    }
     if (gw && winograd_wgrad_applies(s) && conv2d_winograd_wgrad(s, gy, source, x, gw, gb)) {
         if (!gx) return;
         gw = gb = nullptr;  // only the input gradient is left for the GEMMs

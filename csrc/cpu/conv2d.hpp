@@ -40,6 +40,13 @@ struct ConvGradSource {
         const uint8_t* route;
     };
     virtual Pooled pooled() const { return {nullptr, nullptr}; }
+    // Optional sparse form (the pooled layers' route source has it): image n's channel o
+    // gradients that are not zero (a NaN is not zero) as pixels (oh * OW + ow) and values, each
+    // array with room for OH*OW + 16; returns their number, or -1 without this form. Window order:
+    // the 2x2 windows row by row (ph, pw < OH / 2, OW / 2), each row-major; then an odd last
+    // column's pixels (rows < 2 * (OH / 2)), then an odd last row's (conv2d_sparse_wgrad.cpp
+    // scans a dense gradient in this order).
+    virtual int nonzeros(int n, int o, int32_t* pixel, float* value) const { return -1; }
     virtual ~ConvGradSource() = default;
 };
 

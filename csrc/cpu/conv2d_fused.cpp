@@ -58,6 +58,13 @@ public:
     }
 
     Pooled pooled() const override { return {gy_, route_}; }
+    // The routed gradients of image n, channel o that are not zero, in window order (ConvGradSource):
+    // one per window at most, and the rows and columns in no window get none
+    int nonzeros(int n, int o, int32_t* pixel, float* value) const override {
+        const int PH = s_.OH / 2, PW = s_.OW / 2;
+        const int64_t at = (static_cast<int64_t>(n) * s_.OC + o) * PH * PW;
+        return max2x2_route_nonzeros(gy_ + at, route_ + at, s_.OW, PH, PW, pixel, value);
+    }
 
 private:
     const Conv2dShape& s_;

@@ -209,6 +209,22 @@ void max2x2_route_backward_plane(const float* gy, const uint8_t* route, float* g
         max2x2_route_backward_plane_generic(gy, route, g, ld, H, W, PH, PW);
 }
 
+int max2x2_route_nonzeros(const float* gy, const uint8_t* route, int OW, int PH, int PW, int32_t* pixel,
+                          float* value) {
+    if (avx512()) return pool_isa::max2x2_route_nonzeros_avx512(gy, route, OW, PH, PW, pixel, value);
+    int count = 0;
+    for (int ph = 0; ph < PH; ++ph) {
+        const float* gr = gy + static_cast<int64_t>(ph) * PW;
+        const uint8_t* rr = route + static_cast<int64_t>(ph) * PW;
+        for (int pw = 0; pw < PW; ++pw) {  // no branch per entry: the routes are random
+            pixel[count] = (2 * ph + (rr[pw] >> 1)) * OW + 2 * pw + (rr[pw] & 1);
+            value[count] = gr[pw];
+            count += rr[pw] != kNoRoute && gr[pw] != 0.0f;
+        }
+    }
+    return count;
+}
+
 // x is (N, C, H, W), y is (N, C, OH, OW)
 void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y) {
     const int64_t planes = static_cast<int64_t>(s.N) * s.C, hw = static_cast<int64_t>(s.H) * s.W;
