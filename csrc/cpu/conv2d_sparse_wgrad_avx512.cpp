@@ -12,6 +12,9 @@
 
 #include "cpu/conv2d_sparse_wgrad.hpp"
 
+// GCC would otherwise fuse the intrinsics' multiply and add into an FMA
+#pragma GCC optimize("fp-contract=off")
+
 namespace deepkern::cpu::sparse_wgrad {
 namespace {
 
