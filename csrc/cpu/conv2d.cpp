@@ -164,6 +164,44 @@ bool mostly_zero(const float* gy, int OC, int n) {
     return 3 * nonzero <= total;
 }
 
+// The non-zero gradients of a group of images as per-pixel lists, for the sparse column gradient
+// when a source lists each channel's non-zeros (the fused pooled layer): no dense gy to build and
+// scan. Pixel q = g * P + p of the group has count[q] channels chan[q * OC + t], increasing, with
+// values grad[q * OC + t]: the lists a scan of the dense gy gives, so the sums have its bits.
+struct GroupLists {
+    std::vector<int32_t> chan, count, pixel;
+    std::vector<float> grad, value;
+
+    // false when the source has no such form or more than a third of the gradients are not zero
+    // (mostly_zero's rule: the GEMM is then the faster)
+    bool build(const ConvGradSource& source, const Conv2dShape& s, int n0, int G) {
+        const int P = s.OH * s.OW, OC = s.OC;
+        const size_t q_all = static_cast<size_t>(G) * P;
+        if (chan.size() < q_all * OC) {
+            chan.resize(q_all * OC);
+            grad.resize(q_all * OC);
+            count.resize(q_all);
+            pixel.resize(P + 16);  // ConvGradSource::nonzeros: room for 16 more
+            value.resize(P + 16);
+        }
+        std::fill(count.begin(), count.begin() + q_all, 0);
+        int64_t nonzero = 0;
+        for (int g = 0; g < G; ++g)
+            for (int o = 0; o < OC; ++o) {  // channels in increasing order: each pixel's list is sorted
+                const int n = source.nonzeros(n0 + g, o, pixel.data(), value.data());
+                if (n < 0) return false;
+                nonzero += n;
+                for (int t = 0; t < n; ++t) {
+                    const int64_t q = static_cast<int64_t>(g) * P + pixel[t];
+                    const int64_t at = q * OC + count[q]++;
+                    chan[at] = o;
+                    grad[at] = value[t];
+                }
+            }
+        return 3 * nonzero <= static_cast<int64_t>(OC) * static_cast<int64_t>(q_all);
+    }
+};
+
 // A 1x1, stride-1, unpadded convolution reads the image itself as its column matrix.
 bool cols_are_input(const Conv2dShape& s) {
     return s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && s.PH == 0 && s.PW == 0;
@@ -410,6 +448,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     struct Scratch {
         std::unique_ptr<float[]> cols;      // the group's im2col; then (once gW has read it) its dcols
         std::unique_ptr<float[]> gy_group;  // gy of the group's images side by side
+        GroupLists lists;                   // or, for the sparse column gradient, the source's non-zeros
     };
     auto chunk = [&](int k, Scratch& sc) {
         const int g_lo = static_cast<int>(static_cast<int64_t>(groups) * k / chunks);
@@ -420,6 +459,14 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
             const int n0 = gi * group, G = std::min(group, s.N - n0);
             const int ld = G * ohw;  // columns of this group's matrices
             const float beta = gi == g_lo ? 0.0f : 1.0f;
+            // only the input gradient left: straight from a source's non-zero lists where it has them
+            if (source && sparse_ok && !gw_part && !gb_part && sc.lists.build(*source, s, n0, G)) {
+                conv2d_isa::column_grad_lists_avx512(ckk, ld, w, sc.lists.chan.data(), sc.lists.grad.data(),
+                                                     sc.lists.count.data(), s.OC, sc.cols.get(), ld);
+                for (int g = 0; g < G; ++g)
+                    from_columns(s, rows512, sc.cols.get() + g * ohw, ld, gx + (n0 + g) * x_img);
+                continue;
+            }
             // gyb (OC, G*P)
             const float* gyb = source ? nullptr : gy + n0 * y_img;
             if (source) {
@@ -494,7 +541,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
     const size_t gy_size = group > 1 || source ? static_cast<size_t>(s.OC) * group * ohw : 0;
     parallel_chunks(chunks, [&](int64_t k) {  // each chunk's GEMMs run serially on its thread
-        Scratch sc{scratch(cols_size), scratch(gy_size)};
+        Scratch sc{scratch(cols_size), scratch(gy_size), GroupLists{}};
         chunk(static_cast<int>(k), sc);
     });
     if (!gw) return;  // only the input gradient was wanted

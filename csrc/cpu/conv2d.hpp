@@ -47,6 +47,8 @@ struct ConvGradSource {
     // column's pixels (rows < 2 * (OH / 2)), then an odd last row's (conv2d_sparse_wgrad.cpp
     // scans a dense gradient in this order).
     virtual int nonzeros(int n, int o, int32_t* pixel, float* value) const { return -1; }
+    // An upper bound on the number of non-zero gradients over all images, or -1 when unknown
+    virtual int64_t most_nonzeros() const { return -1; }
     virtual ~ConvGradSource() = default;
 };
 
@@ -83,6 +85,10 @@ void col2im_s1_avx512(const Conv2dShape& s, const float* cols, int64_t ld, float
 // the AVX-512 GEMM's product for a finite w.
 void column_grad_sparse_avx512(int CKK, int n, int OC, const float* w, const float* gy, int64_t ldg, float* dcols,
                                int64_t ldc);
+// The same product, the gradient given as per-pixel lists: pixel p (< n) has count[p] non-zero
+// channels chan[p * stride + t], in increasing order, with values grad[p * stride + t]
+void column_grad_lists_avx512(int CKK, int n, const float* w, const int32_t* chan, const float* grad,
+                              const int32_t* count, int64_t stride, float* dcols, int64_t ldc);
 }  // namespace conv2d_isa
 
 }  // namespace deepkern::cpu

@@ -28,20 +28,32 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kMostVectors = 24;  // taps per pass: accumulators + a gradient + a weight vector in registers
 
-// The non-zero gradients of a block of up to 16 pixels, per pixel l: count[l] channels in
-// increasing order, channel chan[l * stride + t] with gradient grad[l * stride + t]
-struct PixelLists {
+// Per-pixel lists of non-zero gradients: pixel l has count[l] channels, in increasing order,
+// channel chan[l * stride + t] with gradient grad[l * stride + t]
+struct ListsView {
+    const int32_t* chan;
+    const float* grad;
+    const int32_t* count;
+    int64_t stride;
+
+    ListsView from(int p0) const { return {chan + p0 * stride, grad + p0 * stride, count + p0, stride}; }
+};
+
+// The lists of a block of up to 16 pixels, built from a dense gradient
+struct BlockLists {
     int stride;  // OC rounded up to 16
     std::vector<float> g_t;      // (16, stride): the block's gradients, pixel-major
     std::vector<int32_t> chan;   // (16, stride)
     std::vector<float> grad;     // (16, stride)
-    int count[kLanes];
+    int32_t count[kLanes];
 
-    explicit PixelLists(int OC)
+    explicit BlockLists(int OC)
         : stride((OC + kLanes - 1) / kLanes * kLanes), g_t(static_cast<size_t>(kLanes) * stride),
           chan(static_cast<size_t>(kLanes) * stride), grad(static_cast<size_t>(kLanes) * stride) {}
 
-    // pixels [p0, p0 + np) of gy (OC rows, row stride ldg)
+    ListsView view() const { return {chan.data(), grad.data(), count, stride}; }
+
+    // pixels [p0, p0 + np) of gy (OC rows, row stride ldg); no branch per channel
     void build(int OC, const float* gy, int64_t ldg, int p0, int np) {
         for (int o0 = 0; o0 < OC; o0 += kLanes)  // g_t[l, o] = gy[o, p0 + l]
             simd::transpose16(gy + o0 * ldg + p0, ldg, np, OC - o0 < kLanes ? OC - o0 : kLanes, g_t.data() + o0, stride);
@@ -67,12 +79,12 @@ struct PixelLists {
 
 // The pass over taps [k0, k0 + 16 V) of the listed pixels: columns (np, 16 V) into cols
 template <int V>
-void pixel_columns(int CKK, int k0, const float* w, const PixelLists& lists, int np, float* cols) {
+void pixel_columns(int CKK, int k0, const float* w, const ListsView& lists, int np, float* cols) {
     const int left = CKK - k0 - kLanes * (V - 1);  // taps in the last vector, 1..16
     const __mmask16 last = static_cast<__mmask16>(left >= kLanes ? 0xFFFFu : (1u << left) - 1u);
     for (int l = 0; l < np; ++l) {
-        const int32_t* chan = lists.chan.data() + l * lists.stride;
-        const float* grad = lists.grad.data() + l * lists.stride;
+        const int32_t* chan = lists.chan + l * lists.stride;
+        const float* grad = lists.grad + l * lists.stride;
         __m512 acc[V];
 #pragma GCC unroll 24
         for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
@@ -90,11 +102,26 @@ void pixel_columns(int CKK, int k0, const float* w, const PixelLists& lists, int
     }
 }
 
-using PixelColumns = void (*)(int, int, const float*, const PixelLists&, int, float*);
+using PixelColumns = void (*)(int, int, const float*, const ListsView&, int, float*);
 
 template <int... V>
 constexpr std::array<PixelColumns, sizeof...(V)> pixel_column_passes(std::integer_sequence<int, V...>) {
     return {&pixel_columns<V + 1>...};
+}
+
+// dcols columns [p0, p0 + np) (CKK rows, row stride ldc) from the block's lists; cols is scratch
+// (16, 16 kMostVectors)
+void block_columns(int CKK, const float* w, const ListsView& lists, int p0, int np, float* cols, float* dcols,
+                   int64_t ldc) {
+    constexpr auto passes = pixel_column_passes(std::make_integer_sequence<int, kMostVectors>{});
+    for (int k0 = 0; k0 < CKK; k0 += kMostVectors * kLanes) {
+        const int taps = CKK - k0 < kMostVectors * kLanes ? CKK - k0 : kMostVectors * kLanes;
+        const int V = (taps + kLanes - 1) / kLanes;
+        passes[V - 1](CKK, k0, w, lists, np, cols);
+        for (int v = 0; v < V; ++v)  // (np, 16) of the pixel-major columns -> dcols rows k0 + 16 v
+            simd::transpose16(cols + kLanes * v, V * kLanes, taps - kLanes * v < kLanes ? taps - kLanes * v : kLanes, np,
+                              dcols + (k0 + kLanes * v) * ldc + p0, static_cast<int>(ldc));
+    }
 }
 
 }  // namespace
@@ -102,21 +129,23 @@ constexpr std::array<PixelColumns, sizeof...(V)> pixel_column_passes(std::intege
 // dcols (CKK, n), row stride ldc, = w^T (CKK, OC) @ gy (OC, n), row stride ldg, w (OC, CKK)
 void column_grad_sparse_avx512(int CKK, int n, int OC, const float* w, const float* gy, int64_t ldg, float* dcols,
                                int64_t ldc) {
-    constexpr auto passes = pixel_column_passes(std::make_integer_sequence<int, kMostVectors>{});
-    PixelLists lists(OC);
+    BlockLists lists(OC);
     std::vector<float> cols(static_cast<size_t>(kLanes) * kMostVectors * kLanes);  // (16, 16 V) pixel-major
     for (int p0 = 0; p0 < n; p0 += kLanes) {
         const int np = n - p0 < kLanes ? n - p0 : kLanes;
         lists.build(OC, gy, ldg, p0, np);
-        for (int k0 = 0; k0 < CKK; k0 += kMostVectors * kLanes) {
-            const int taps = CKK - k0 < kMostVectors * kLanes ? CKK - k0 : kMostVectors * kLanes;
-            const int V = (taps + kLanes - 1) / kLanes;
-            passes[V - 1](CKK, k0, w, lists, np, cols.data());
-            for (int v = 0; v < V; ++v)  // (np, 16) of the pixel-major columns -> dcols rows k0 + 16 v
-                simd::transpose16(cols.data() + kLanes * v, V * kLanes, taps - kLanes * v < kLanes ? taps - kLanes * v : kLanes,
-                                  np, dcols + (k0 + kLanes * v) * ldc + p0, static_cast<int>(ldc));
-        }
+        block_columns(CKK, w, lists.view(), p0, np, cols.data(), dcols, ldc);
     }
+}
+
+// dcols (CKK, n) as above, the gradient given as lists: pixel p's count[p] channels chan[p * stride + t]
+// (increasing) with values grad[p * stride + t]
+void column_grad_lists_avx512(int CKK, int n, const float* w, const int32_t* chan, const float* grad,
+                              const int32_t* count, int64_t stride, float* dcols, int64_t ldc) {
+    const ListsView lists{chan, grad, count, stride};
+    std::vector<float> cols(static_cast<size_t>(kLanes) * kMostVectors * kLanes);
+    for (int p0 = 0; p0 < n; p0 += kLanes)
+        block_columns(CKK, w, lists.from(p0), p0, n - p0 < kLanes ? n - p0 : kLanes, cols.data(), dcols, ldc);
 }
 
 }  // namespace deepkern::cpu::conv2d_isa

@@ -209,20 +209,21 @@ void max2x2_route_backward_plane(const float* gy, const uint8_t* route, float* g
         max2x2_route_backward_plane_generic(gy, route, g, ld, H, W, PH, PW);
 }
 
-int max2x2_route_nonzeros(const float* gy, const uint8_t* route, int OW, int PH, int PW, int32_t* pixel,
+int max2x2_route_nonzeros(const float* gy, const uint8_t* route, const int32_t* base, int n, int OW, int32_t* pixel,
                           float* value) {
-    if (avx512()) return pool_isa::max2x2_route_nonzeros_avx512(gy, route, OW, PH, PW, pixel, value);
+    if (avx512()) return pool_isa::max2x2_route_nonzeros_avx512(gy, route, base, n, OW, pixel, value);
     int count = 0;
-    for (int ph = 0; ph < PH; ++ph) {
-        const float* gr = gy + static_cast<int64_t>(ph) * PW;
-        const uint8_t* rr = route + static_cast<int64_t>(ph) * PW;
-        for (int pw = 0; pw < PW; ++pw) {  // no branch per entry: the routes are random
-            pixel[count] = (2 * ph + (rr[pw] >> 1)) * OW + 2 * pw + (rr[pw] & 1);
-            value[count] = gr[pw];
-            count += rr[pw] != kNoRoute && gr[pw] != 0.0f;
-        }
+    for (int k = 0; k < n; ++k) {  // no branch per entry: the routes are random
+        pixel[count] = base[k] + (route[k] >> 1) * OW + (route[k] & 1);
+        value[count] = gy[k];
+        count += route[k] != kNoRoute && gy[k] != 0.0f;
     }
     return count;
+}
+
+void max2x2_window_bases(int OW, int PH, int PW, int32_t* base) {
+    for (int ph = 0; ph < PH; ++ph)
+        for (int pw = 0; pw < PW; ++pw) base[ph * PW + pw] = 2 * ph * OW + 2 * pw;
 }
 
 // x is (N, C, H, W), y is (N, C, OH, OW)

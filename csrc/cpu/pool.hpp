@@ -29,11 +29,14 @@ void max2x2_relu_plane(const float* x, int64_t ld, float* y, uint8_t* route, int
 void max2x2_route_backward_plane(const float* gy, const uint8_t* route, float* g, int64_t ld, int H, int W,
                                  int PH, int PW);
 // The routed gradients that are not zero (a NaN is not zero) of a plane gy (PH, PW), route (PH,
-// PW), as pixels of the un-pooled plane (OW columns): (2 ph + r / 2) * OW + 2 pw + r % 2, and their
-// values, in window order (row-major over (ph, pw)); returns their number. pixel and value need
-// room for PH*PW + 16 (whole-vector stores).
-int max2x2_route_nonzeros(const float* gy, const uint8_t* route, int OW, int PH, int PW, int32_t* pixel,
+// PW), as pixels of the un-pooled plane (OW columns) and their values, in window order (row-major
+// over (ph, pw)); returns their number. base (PH*PW) holds each window's first pixel,
+// 2 ph * OW + 2 pw (max2x2_window_bases); window k's gradient goes to base[k] + (r / 2) * OW + r % 2.
+// pixel and value need room for PH*PW + 16 (whole-vector stores).
+int max2x2_route_nonzeros(const float* gy, const uint8_t* route, const int32_t* base, int n, int OW, int32_t* pixel,
                           float* value);
+// base (PH*PW) for max2x2_route_nonzeros
+void max2x2_window_bases(int OW, int PH, int PW, int32_t* base);
 
 namespace pool_isa {
 // pool_avx512.cpp: call only when the AVX-512 SIMD variant is active (simd_variant.hpp).
@@ -45,8 +48,8 @@ void max2x2_plane_avx512(const float* x, float* y, int W, int OH, int OW);
 void max2x2_relu_plane_avx512(const float* x, int64_t ld, float* y, uint8_t* route, int PH, int PW);
 void max2x2_route_backward_plane_avx512(const float* gy, const uint8_t* route, float* g, int64_t ld, int H,
                                         int W, int PH, int PW);
-int max2x2_route_nonzeros_avx512(const float* gy, const uint8_t* route, int OW, int PH, int PW, int32_t* pixel,
-                                 float* value);
+int max2x2_route_nonzeros_avx512(const float* gy, const uint8_t* route, const int32_t* base, int n, int OW,
+                                 int32_t* pixel, float* value);
 }  // namespace pool_isa
 
 }  // namespace deepkern::cpu

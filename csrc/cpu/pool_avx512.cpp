@@ -137,29 +137,25 @@ void max2x2_route_backward_plane_avx512(const float* gy, const uint8_t* route, f
     zero_uncovered(g, ld, H, W, PH, PW);
 }
 
-// gy (PH, PW) and route -> the routed non-zeros in window order (pool.hpp's max2x2_route_nonzeros)
-int max2x2_route_nonzeros_avx512(const float* gy, const uint8_t* route, int OW, int PH, int PW, int32_t* pixel,
-                                 float* value) {
-    const __m512i two_lanes = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+// gy (n,), route (n,) and the windows' first pixels base (n,) -> the routed non-zeros (pool.hpp's
+// max2x2_route_nonzeros), 16 windows per step
+int max2x2_route_nonzeros_avx512(const float* gy, const uint8_t* route, const int32_t* base, int n, int OW,
+                                 int32_t* pixel, float* value) {
     const __m512i no_route = _mm512_set1_epi32(kNoRoute), ow = _mm512_set1_epi32(OW), one = _mm512_set1_epi32(1);
     int count = 0;
-    for (int ph = 0; ph < PH; ++ph) {
-        const float* gr = gy + static_cast<int64_t>(ph) * PW;
-        const uint8_t* rr = route + static_cast<int64_t>(ph) * PW;
-        for (int w0 = 0; w0 < PW; w0 += 16) {
-            const __mmask16 mask = window_mask(PW - w0 < 16 ? PW - w0 : 16);
-            const __m512i r = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, rr + w0));
-            const __m512 g = _mm512_maskz_loadu_ps(mask, gr + w0);
-            const __mmask16 take = _mm512_mask_cmpneq_epi32_mask(mask, r, no_route) &
-                                   _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_NEQ_UQ);  // a NaN is not zero
-            // (2 ph + r / 2) * OW + 2 (w0 + lane) + r % 2
-            __m512i at = _mm512_add_epi32(_mm512_set1_epi32(2 * ph * OW + 2 * w0), two_lanes);
-            at = _mm512_add_epi32(at, _mm512_mullo_epi32(_mm512_srli_epi32(r, 1), ow));
-            at = _mm512_add_epi32(at, _mm512_and_si512(r, one));
-            _mm512_storeu_si512(pixel + count, _mm512_maskz_compress_epi32(take, at));
-            _mm512_storeu_ps(value + count, _mm512_maskz_compress_ps(take, g));
-            count += __builtin_popcount(take);
-        }
+    for (int k0 = 0; k0 < n; k0 += 16) {
+        const __mmask16 mask = window_mask(n - k0 < 16 ? n - k0 : 16);
+        const __m512i r = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, route + k0));
+        const __m512 g = _mm512_maskz_loadu_ps(mask, gy + k0);
+        const __mmask16 take = _mm512_mask_cmpneq_epi32_mask(mask, r, no_route) &
+                               _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_NEQ_UQ);  // a NaN is not zero
+        // base + (r / 2) * OW + r % 2
+        __m512i at = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, base + k0),
+                                      _mm512_mullo_epi32(_mm512_srli_epi32(r, 1), ow));
+        at = _mm512_add_epi32(at, _mm512_and_si512(r, one));
+        _mm512_storeu_si512(pixel + count, _mm512_maskz_compress_epi32(take, at));
+        _mm512_storeu_ps(value + count, _mm512_maskz_compress_ps(take, g));
+        count += __builtin_popcount(take);
     }
     return count;
 }
