@@ -142,6 +142,17 @@ def test_the_fused_and_plain_weight_gradients_have_the_emulated_bits(cpu, rng, c
         np.testing.assert_array_equal(got[1], want_w, err_msg=f"gw ({what})")
         np.testing.assert_array_equal(got[2], want_b, err_msg=f"gb ({what})")
     np.testing.assert_array_equal(fused[0], plain[0])
+    # the input gradient from the routes' per-pixel lists (pixel-major columns for stride 1) has the
+    # GEMM's bits: the AVX2 GEMM (the same chains) when the AVX-512 one is in use
+    from deepkern import _cpu
+    if _cpu.gemm_variant() == "avx512":
+        _cpu.set_gemm_variant("avx2")
+        try:
+            gemm = ops.conv2d_relu_backward(g, x, w, out, route, s, p, bias=True)
+        finally:
+            _cpu.set_gemm_variant("auto")
+        np.testing.assert_array_equal(fused[0], gemm[0])
+        np.testing.assert_array_equal(fused[1], gemm[1])
     # and the float64 reference, within rounding
     want = ref.conv2d_backward(dense, x, w, (s, s), (p, p), True)
     assert_close(fused[1], want[1], rtol=1e-4, atol=1e-4, what="gw")
