@@ -99,16 +99,20 @@ public:
         built_ = false;
     }
 
-    // channel o's non-zeros of the current image into pixel, value (room for OH*OW each)
+    // channel o's non-zeros of the current image into pixel, value (room for OH*OW + 16 each)
     int nonzeros(int o, int32_t* pixel, float* value) {
-        if (source_) {
-            const int count = source_->nonzeros(n_, o, pixel, value);
-            if (count >= 0) return count;
-            if (!built_) source_->images(n_, 1, dense_.get(), P_);
-            built_ = true;
-            return scan_nonzeros(dense_.get() + static_cast<int64_t>(o) * P_, s_.OH, s_.OW, pixel, value);
-        }
-        return scan_nonzeros(gy_ + (static_cast<int64_t>(n_) * s_.OC + o) * P_, s_.OH, s_.OW, pixel, value);
+        const int n = source_ ? source_->nonzeros(n_, o, pixel, value) : -1;
+        return n >= 0 ? n : scan_nonzeros(plane(o), s_.OH, s_.OW, pixel, value);
+    }
+
+    // how many of channel o's gradients of the current image are not zero (pixel, value: scratch)
+    int count(int o, int32_t* pixel, float* value) {
+        int n = source_ ? source_->nonzeros(n_, o, pixel, value) : -1;
+        if (n >= 0) return n;
+        const float* g = plane(o);
+        n = 0;
+        for (int p = 0; p < P_; ++p) n += g[p] != 0.0f;  // a NaN is not zero
+        return n;
     }
 
 private:
@@ -118,6 +122,14 @@ private:
     int P_, n_ = 0;
     std::unique_ptr<float[]> dense_;
     bool built_ = false;
+
+    // channel o's dense (OH, OW) plane of the current image: gy's, or the source's block (built once)
+    const float* plane(int o) {
+        if (!source_) return gy_ + (static_cast<int64_t>(n_) * s_.OC + o) * P_;
+        if (!built_) source_->images(n_, 1, dense_.get(), P_);
+        built_ = true;
+        return dense_.get() + static_cast<int64_t>(o) * P_;
+    }
 };
 
 // Whether at most a third of the gradients are not zero; counts per image in parallel and
@@ -134,7 +146,7 @@ bool mostly_zero(const Conv2dShape& s, const float* gy, const ConvGradSource* so
         for (int64_t n = n0; n < n1 && total.load(std::memory_order_relaxed) <= bound; ++n) {
             g.start(static_cast<int>(n));
             int64_t count = 0;
-            for (int o = 0; o < s.OC; ++o) count += g.nonzeros(o, pixel.data(), value.data());
+            for (int o = 0; o < s.OC; ++o) count += g.count(o, pixel.data(), value.data());
             total.fetch_add(count, std::memory_order_relaxed);
         }
     });
