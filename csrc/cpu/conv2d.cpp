@@ -169,17 +169,22 @@ bool mostly_zero(const float* gy, int OC, int n) {
 // scan. Pixel q = g * P + p of the group has count[q] channels chan[q * OC + t], increasing, with
 // values grad[q * OC + t]: the lists a scan of the dense gy gives, so the sums have its bits.
 struct GroupLists {
-    std::vector<int32_t> chan, count, pixel;
-    std::vector<float> grad, value;
+    // uninitialised (a zero fill of chan and grad would cost a pass per chunk): written before read
+    std::unique_ptr<int32_t[]> chan;
+    std::unique_ptr<float[]> grad;
+    size_t capacity = 0;
+    std::vector<int32_t> count, pixel;
+    std::vector<float> value;
 
     // false when the source has no such form or more than a third of the gradients are not zero
     // (mostly_zero's rule: the GEMM is then the faster)
     bool build(const ConvGradSource& source, const Conv2dShape& s, int n0, int G) {
         const int P = s.OH * s.OW, OC = s.OC;
         const size_t q_all = static_cast<size_t>(G) * P;
-        if (chan.size() < q_all * OC) {
-            chan.resize(q_all * OC);
-            grad.resize(q_all * OC);
+        if (capacity < q_all * OC) {
+            capacity = q_all * OC;
+            chan.reset(new int32_t[capacity]);
+            grad.reset(new float[capacity]);
             count.resize(q_all);
             pixel.resize(P + 16);  // ConvGradSource::nonzeros: room for 16 more
             value.resize(P + 16);
@@ -461,7 +466,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
             const float beta = gi == g_lo ? 0.0f : 1.0f;
             // only the input gradient left: straight from a source's non-zero lists where it has them
             if (source && sparse_ok && !gw_part && !gb_part && sc.lists.build(*source, s, n0, G)) {
-                conv2d_isa::column_grad_lists_avx512(ckk, ld, w, sc.lists.chan.data(), sc.lists.grad.data(),
+                conv2d_isa::column_grad_lists_avx512(ckk, ld, w, sc.lists.chan.get(), sc.lists.grad.get(),
                                                      sc.lists.count.data(), s.OC, sc.cols.get(), ld);
                 for (int g = 0; g < G; ++g)
                     from_columns(s, rows512, sc.cols.get() + g * ohw, ld, gx + (n0 + g) * x_img);
