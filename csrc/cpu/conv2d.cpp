@@ -31,6 +31,7 @@
 #include "cpu/conv2d_winograd.hpp"
 #include "cpu/conv2d_winograd_wgrad.hpp"
 #include "cpu/matmul.hpp"
+#include "cpu/pool.hpp"
 #include "cpu/simd_variant.hpp"
 
 namespace deepkern::cpu {
@@ -165,8 +166,7 @@ bool mostly_zero(const float* gy, int OC, int n) {
 }
 
 // The non-zero gradients of a group of images as per-pixel lists, for the sparse column gradient
-// when a source lists each channel's non-zeros (the fused pooled layer): no dense gy to build and
-// scan. Pixel q = g * P + p of the group has count[q] channels chan[q * OC + t], increasing, with
+// behind a pool (a source with the pooled form): no dense gy to build and scan. Pixel q = g * P + p of the group has count[q] channels chan[q * OC + t], increasing, with
 // values grad[q * OC + t]: the lists a scan of the dense gy gives, so the sums have its bits.
 struct GroupLists {
     // uninitialised (a zero fill of chan and grad would cost a pass per chunk): written before read
@@ -176,9 +176,9 @@ struct GroupLists {
     std::vector<int32_t> count, pixel;
     std::vector<float> value;
 
-    // false when the source has no such form or more than a third of the gradients are not zero
-    // (mostly_zero's rule: the GEMM is then the faster)
-    bool build(const ConvGradSource& source, const Conv2dShape& s, int n0, int G) {
+    // false when more than a third of the gradients are not zero (mostly_zero's rule: the GEMM is
+    // then the faster)
+    bool build(const conv2d_parts::PooledNonzeros& nonzeros, const Conv2dShape& s, int n0, int G) {
         const int P = s.OH * s.OW, OC = s.OC;
         const size_t q_all = static_cast<size_t>(G) * P;
         if (capacity < q_all * OC) {
@@ -186,15 +186,14 @@ struct GroupLists {
             chan.reset(new int32_t[capacity]);
             grad.reset(new float[capacity]);
             count.resize(q_all);
-            pixel.resize(P + 16);  // ConvGradSource::nonzeros: room for 16 more
+            pixel.resize(P + 16);  // PooledNonzeros: room for 16 more
             value.resize(P + 16);
         }
         std::fill(count.begin(), count.begin() + q_all, 0);
         int64_t nonzero = 0;
         for (int g = 0; g < G; ++g)
             for (int o = 0; o < OC; ++o) {  // channels in increasing order: each pixel's list is sorted
-                const int n = source.nonzeros(n0 + g, o, pixel.data(), value.data());
-                if (n < 0) return false;
+                const int n = nonzeros(n0 + g, o, pixel.data(), value.data());
                 nonzero += n;
                 for (int t = 0; t < n; ++t) {
                     const int64_t q = static_cast<int64_t>(g) * P + pixel[t];
@@ -424,6 +423,8 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
                            conv2d_parts::all_finite(w, static_cast<int64_t>(w_size));
     const int group = direct ? 1 : images_per_gemm(s, ckk);
     const bool rows512 = avx512_rows(s);
+    std::unique_ptr<conv2d_parts::PooledNonzeros> pooled_nonzeros;  // behind a pool: the routes' non-zeros
+    if (source && source->pooled().gy) pooled_nonzeros.reset(new conv2d_parts::PooledNonzeros(s, source->pooled()));
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
 
     // Work items are chunks: runs of consecutive groups of `group` images, each accumulating
@@ -465,7 +466,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
             const int ld = G * ohw;  // columns of this group's matrices
             const float beta = gi == g_lo ? 0.0f : 1.0f;
             // only the input gradient left: straight from a source's non-zero lists where it has them
-            if (source && sparse_ok && !gw_part && !gb_part && sc.lists.build(*source, s, n0, G)) {
+            if (pooled_nonzeros && sparse_ok && !gw_part && !gb_part && sc.lists.build(*pooled_nonzeros, s, n0, G)) {
                 conv2d_isa::column_grad_lists_avx512(ckk, ld, w, sc.lists.chan.get(), sc.lists.grad.get(),
                                                      sc.lists.count.data(), s.OC, sc.cols.get(), ld);
                 for (int g = 0; g < G; ++g)
@@ -595,6 +596,16 @@ bool conv2d_parts::all_finite(const float* x, int64_t n) {
     float check = 0.0f;  // x - x is 0 for a finite x, NaN for an infinity or NaN
     for (int64_t i = 0; i < n; ++i) check += x[i] - x[i];
     return check == 0.0f;
+}
+
+conv2d_parts::PooledNonzeros::PooledNonzeros(const Conv2dShape& s, ConvGradSource::Pooled pooled)
+    : PH_(s.OH / 2), PW_(s.OW / 2), OW_(s.OW), OC_(s.OC), pooled_(pooled), base_(static_cast<size_t>(PH_) * PW_) {
+    max2x2_window_bases(OW_, PH_, PW_, base_.data());
+}
+
+int conv2d_parts::PooledNonzeros::operator()(int n, int o, int32_t* pixel, float* value) const {
+    const int64_t at = (static_cast<int64_t>(n) * OC_ + o) * PH_ * PW_;
+    return max2x2_route_nonzeros(pooled_.gy + at, pooled_.route + at, base_.data(), PH_ * PW_, OW_, pixel, value);
 }
 
 void conv2d_parts::row_sums(const float* rows, int OC, int n, int64_t ld, float* sums, bool add) {

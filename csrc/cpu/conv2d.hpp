@@ -3,6 +3,7 @@
 
 #include "common/geometry.hpp"
 #include <cstdint>
+#include <vector>
 
 namespace deepkern::cpu {
 
@@ -40,15 +41,6 @@ struct ConvGradSource {
         const uint8_t* route;
     };
     virtual Pooled pooled() const { return {nullptr, nullptr}; }
-    // Optional sparse form (the pooled layers' route source has it): image n's channel o
-    // gradients that are not zero (a NaN is not zero) as pixels (oh * OW + ow) and values, each
-    // array with room for OH*OW + 16; returns their number, or -1 without this form. Window order:
-    // the 2x2 windows row by row (ph, pw < OH / 2, OW / 2), each row-major; then an odd last
-    // column's pixels (rows < 2 * (OH / 2)), then an odd last row's (conv2d_sparse_wgrad.cpp
-    // scans a dense gradient in this order).
-    virtual int nonzeros(int n, int o, int32_t* pixel, float* value) const { return -1; }
-    // An upper bound on the number of non-zero gradients over all images, or -1 when unknown
-    virtual int64_t most_nonzeros() const { return -1; }
     virtual ~ConvGradSource() = default;
 };
 
@@ -62,6 +54,23 @@ void conv2d_backward(const Conv2dShape& s, const ConvGradSource& gy_source, cons
                      float* gx, float* gw, float* gb);
 
 namespace conv2d_parts {
+// A pooled source's non-zero gradients (ConvGradSource::pooled), channel by channel, for the
+// kernels that skip the zeros (conv2d_sparse_wgrad.cpp, the column gradient's lists in conv2d.cpp)
+class PooledNonzeros {
+public:
+    PooledNonzeros(const Conv2dShape& s, ConvGradSource::Pooled pooled);
+    // image n, channel o: the routed gradients that are not zero (a NaN is not zero) as pixels
+    // (oh * OW + ow) and values, room for OH*OW + 16 each; returns their number. Window order: the
+    // 2x2 windows row by row, one gradient each at most (a dense plane is scanned in the same order
+    // where a window may hold more: row-major in the window, then an odd last column, an odd last row)
+    int operator()(int n, int o, int32_t* pixel, float* value) const;
+
+private:
+    int PH_, PW_, OW_, OC_;
+    ConvGradSource::Pooled pooled_;
+    std::vector<int32_t> base_;  // (PH*PW): each window's first pixel
+};
+
 // Pieces of the fp32 kernels that the other conv2d kernels (conv2d_bf16.cpp) reuse.
 // cols (C*KH*KW, OH*OW), row stride ld, from one image x (C, H, W); zero where a window hits
 // padding (the AVX-512 rows for stride 1 when that SIMD variant is active)

@@ -10,8 +10,6 @@
 // the GEMM's store and its mask is applied while the gradient is gathered.
 #include "cpu/conv2d_fused.hpp"
 
-#include <vector>
-
 #include "cpu/activation.hpp"
 #include "cpu/conv2d_bf16.hpp"
 #include "cpu/conv2d_small.hpp"
@@ -46,10 +44,7 @@ private:
 // The conv output gradient of a group of images from the pooled gradient gy (N, OC, PH, PW) and route
 class RouteSource final : public ConvGradSource {
 public:
-    RouteSource(const Conv2dShape& s, const float* gy, const uint8_t* route)
-        : s_(s), gy_(gy), route_(route), base_(static_cast<size_t>(s.OH / 2) * (s.OW / 2)) {
-        max2x2_window_bases(s.OW, s.OH / 2, s.OW / 2, base_.data());
-    }
+    RouteSource(const Conv2dShape& s, const float* gy, const uint8_t* route) : s_(s), gy_(gy), route_(route) {}
 
     void images(int n0, int G, float* dst, int64_t ld) const override {
         const int PH = s_.OH / 2, PW = s_.OW / 2;
@@ -63,22 +58,11 @@ public:
     }
 
     Pooled pooled() const override { return {gy_, route_}; }
-    // The routed gradients of image n, channel o that are not zero, in window order (ConvGradSource):
-    // one per window at most, and the rows and columns in no window get none
-    int nonzeros(int n, int o, int32_t* pixel, float* value) const override {
-        const int PH = s_.OH / 2, PW = s_.OW / 2;
-        const int64_t at = (static_cast<int64_t>(n) * s_.OC + o) * PH * PW;
-        return max2x2_route_nonzeros(gy_ + at, route_ + at, base_.data(), PH * PW, s_.OW, pixel, value);
-    }
-
-    // one gradient per 2x2 window at most
-    int64_t most_nonzeros() const override { return static_cast<int64_t>(s_.N) * s_.OC * (s_.OH / 2) * (s_.OW / 2); }
 
 private:
     const Conv2dShape& s_;
     const float* gy_;
     const uint8_t* route_;
-    std::vector<int32_t> base_;  // (PH*PW): each window's first pixel
 };
 
 // The conv output gradient of a group of images: gy (N, OC, OH, OW) where y > 0, else 0

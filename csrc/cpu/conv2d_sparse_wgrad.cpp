@@ -48,7 +48,7 @@ constexpr int64_t kPartialFloats = int64_t{1} << 22;  // 16 MiB for the partial 
 
 std::unique_ptr<float[]> scratch(size_t n) { return std::unique_ptr<float[]>(new float[n]); }
 
-// The non-zeros of one plane g (OH, OW) in ConvGradSource::nonzeros' window order (the 2x2
+// The non-zeros of one plane g (OH, OW) in conv2d_parts::PooledNonzeros' window order (the 2x2
 // windows, then an odd last column, then an odd last row): pixels and values, room for OH*OW each.
 // No branch per entry (one on a ~20% random condition mispredicts often).
 int scan_nonzeros(const float* g, int OH, int OW, int32_t* pixel, float* value) {
@@ -87,12 +87,14 @@ int any_non_finite(const float* x, int64_t n) {
     return bad;
 }
 
-// One image's gradient, channel by channel: from the source's sparse form, else from its dense
+// One image's gradient, channel by channel: from a pooled source's routes, else from its dense
 // (OC, OH*OW) block (built by the source once per image, or read from gy)
 class ImageGradient {
 public:
     ImageGradient(const Conv2dShape& s, const float* gy, const ConvGradSource* source)
-        : s_(s), gy_(gy), source_(source), P_(s.OH * s.OW), dense_(scratch(source ? static_cast<size_t>(s.OC) * P_ : 0)) {}
+        : s_(s), gy_(gy), source_(source), P_(s.OH * s.OW), dense_(scratch(source ? static_cast<size_t>(s.OC) * P_ : 0)) {
+        if (source && source->pooled().gy) pooled_.reset(new conv2d_parts::PooledNonzeros(s, source->pooled()));
+    }
 
     void start(int n) {
         n_ = n;
@@ -101,16 +103,15 @@ public:
 
     // channel o's non-zeros of the current image into pixel, value (room for OH*OW + 16 each)
     int nonzeros(int o, int32_t* pixel, float* value) {
-        const int n = source_ ? source_->nonzeros(n_, o, pixel, value) : -1;
-        return n >= 0 ? n : scan_nonzeros(plane(o), s_.OH, s_.OW, pixel, value);
+        if (pooled_) return (*pooled_)(n_, o, pixel, value);
+        return scan_nonzeros(plane(o), s_.OH, s_.OW, pixel, value);
     }
 
     // how many of channel o's gradients of the current image are not zero (pixel, value: scratch)
     int count(int o, int32_t* pixel, float* value) {
-        int n = source_ ? source_->nonzeros(n_, o, pixel, value) : -1;
-        if (n >= 0) return n;
+        if (pooled_) return (*pooled_)(n_, o, pixel, value);
         const float* g = plane(o);
-        n = 0;
+        int n = 0;
         for (int p = 0; p < P_; ++p) n += g[p] != 0.0f;  // a NaN is not zero
         return n;
     }
@@ -122,6 +123,7 @@ private:
     int P_, n_ = 0;
     std::unique_ptr<float[]> dense_;
     bool built_ = false;
+    std::unique_ptr<conv2d_parts::PooledNonzeros> pooled_;  // behind a pool: the routes' non-zeros
 
     // channel o's dense (OH, OW) plane of the current image: gy's, or the source's block (built once)
     const float* plane(int o) {
@@ -137,11 +139,11 @@ private:
 bool mostly_zero(const Conv2dShape& s, const float* gy, const ConvGradSource* source) {
     const int P = s.OH * s.OW;
     const int64_t bound = static_cast<int64_t>(s.N) * s.OC * P / 3;
-    if (source && source->most_nonzeros() >= 0 && source->most_nonzeros() <= bound) return true;  // no need to count
+    if (source && source->pooled().gy) return true;  // one gradient per 2x2 window at most: no need to count
     std::atomic<int64_t> total{0};
     parallel_for(0, s.N, 1, [&](int64_t n0, int64_t n1) {
         ImageGradient g(s, gy, source);
-        std::vector<int32_t> pixel(P + 16);  // ConvGradSource::nonzeros: room for 16 more
+        std::vector<int32_t> pixel(P + 16);  // PooledNonzeros: room for 16 more
         std::vector<float> value(P + 16);
         for (int64_t n = n0; n < n1 && total.load(std::memory_order_relaxed) <= bound; ++n) {
             g.start(static_cast<int>(n));
@@ -182,7 +184,7 @@ bool run_chunk(const Conv2dShape& s, const Plan& p, const float* gy, const ConvG
     const int P = s.OH * s.OW;
     const int64_t xt_size = static_cast<int64_t>(p.Hp) * p.Wp * s.C, row = static_cast<int64_t>(p.Wp) * s.C;
     auto xt = scratch(static_cast<size_t>(xt_size));
-    std::vector<int32_t> pixel(P + 16), at(P), window(P);  // ConvGradSource::nonzeros: room for 16 more
+    std::vector<int32_t> pixel(P + 16), at(P), window(P);  // PooledNonzeros: room for 16 more
     std::vector<float> value(P + 16);
     for (int oh = 0; oh < s.OH; ++oh)  // pixel (oh, ow)'s window starts at xt[oh * SH, ow * SW, 0]
         for (int ow = 0; ow < s.OW; ++ow)
