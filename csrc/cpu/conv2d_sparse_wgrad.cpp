@@ -8,6 +8,7 @@
 // and per output channel its non-zero gradients are listed (pixel order) and added with their
 // windows of xt. The partials are added in chunk order and gw' is reordered into gw.
 #include "cpu/conv2d_sparse_wgrad.hpp"
+#include "cpu/conv2d_sparse_wgrad_rows.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -23,23 +24,6 @@
 namespace deepkern::cpu {
 namespace {
 
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-// sparse_wgrad::add_windows_avx512 in plain C++: the same bits (each product rounded, then added,
-// in t order per element; no FMA contraction)
-void add_windows_generic(const int32_t* at, const float* value, int count, const float* xt, int64_t row, int KH,
-                         int span, float* acc) {
-    for (int i = 0; i < KH; ++i) {
-        float* a = acc + static_cast<int64_t>(i) * span;
-        for (int t = 0; t < count; ++t) {
-            const float g = value[t];
-            const float* src = xt + at[t] + i * row;
-#pragma omp simd
-            for (int e = 0; e < span; ++e) a[e] += g * src[e];
-        }
-    }
-}
-#pragma GCC pop_options
 
 using AddWindows = void (*)(const int32_t*, const float*, int, const float*, int64_t, int, int, float*);
 
@@ -177,7 +161,9 @@ Plan make_plan(const Conv2dShape& s) {
 // false if a value of x or a non-zero gradient is not finite
 bool run_chunk(const Conv2dShape& s, const Plan& p, const float* gy, const ConvGradSource* source, const float* x,
                int n_lo, int n_hi, float* part, float* gb_part) {
-    const AddWindows add = simd_isa() == SimdIsa::avx512 ? sparse_wgrad::add_windows_avx512 : add_windows_generic;
+    const AddWindows add = simd_isa() == SimdIsa::avx512 ? sparse_wgrad::add_windows_avx512
+                           : simd_isa() == SimdIsa::avx2 ? sparse_wgrad::add_windows_avx2
+                                                         : sparse_wgrad::add_windows_plain;
     const auto& copy = simd_isa() == SimdIsa::avx512 ? wgrad::avx512_tiles()
                        : simd_isa() == SimdIsa::avx2 ? wgrad::avx2_tiles()
                                                      : wgrad::generic_tiles();

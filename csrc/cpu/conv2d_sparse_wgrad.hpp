@@ -38,6 +38,9 @@ namespace sparse_wgrad {
 // each product rounded, then added. AVX-512 build (conv2d_sparse_wgrad_avx512.cpp).
 void add_windows_avx512(const int32_t* at, const float* value, int count, const float* xt, int64_t row, int KH,
                         int span, float* acc);
+// the plain C++ kernel (conv2d_sparse_wgrad_rows.hpp) built for AVX2 (conv2d_sparse_wgrad_avx2.cpp): the same bits
+void add_windows_avx2(const int32_t* at, const float* value, int count, const float* xt, int64_t row, int KH,
+                      int span, float* acc);
 }  // namespace sparse_wgrad
 
 }  // namespace deepkern::cpu
