@@ -88,11 +88,15 @@ void pixel_columns(int CKK, int k0, const float* w, const ListsView& lists, int 
         __m512 acc[V];
 #pragma GCC unroll 24
         for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-        for (int t = 0; t < lists.count[l]; ++t) {
+        const int count = lists.count[l];
+        for (int t = 0; t < count; ++t) {
             const __m512 g = _mm512_set1_ps(grad[t]);
             const float* wo = w + static_cast<int64_t>(chan[t]) * CKK + k0;
+            // the row after next: its channel is random, which the hardware prefetcher cannot guess
+            const float* ahead = w + static_cast<int64_t>(chan[t + 2 < count ? t + 2 : t]) * CKK + k0;
 #pragma GCC unroll 24
             for (int v = 0; v < V; ++v) {
+                _mm_prefetch(reinterpret_cast<const char*>(ahead + kLanes * v), _MM_HINT_T0);
                 const __m512 wv = v == V - 1 ? _mm512_maskz_loadu_ps(last, wo + kLanes * v) : _mm512_loadu_ps(wo + kLanes * v);
                 acc[v] = _mm512_fmadd_ps(wv, g, acc[v]);  // the GEMM's w * g + sum
             }
