@@ -378,6 +378,19 @@ void forward_impl(const Conv2dShape& s, const float* x, const float* w, const fl
     }
 }
 
+// gw and gb (or null) by a path of their own where one applies; true when one ran. In order: from the
+// non-zero gradients alone behind a pool (conv2d_sparse_wgrad.hpp), Winograd F(3x3, 2x2) for 3x3
+// stride-1 layers (conv2d_winograd_wgrad.hpp); both decline on non-finite values, leaving gw and gb
+// to the GEMMs (the same result as without them); few taps (a first layer) directly (conv2d_small.hpp).
+bool weight_grad_own_path(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
+                          float* gw, float* gb) {
+    if (sparse_wgrad_wanted(s) && conv2d_sparse_wgrad(s, gy, source, x, gw, gb)) return true;
+    if (winograd_wgrad_applies(s) && conv2d_winograd_wgrad(s, gy, source, x, gw, gb)) return true;
+    if (!conv2d_small_weight_grad_applies(s)) return false;
+    conv2d_small_weight_grad(s, gy, source, x, gw, gb);
+    return true;
+}
+
 // conv2d_backward with the output gradient read from gy, or (gy null) built by source
 void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
                    const float* w, float* gx, float* gw, float* gb) {
@@ -388,27 +401,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = static_cast<int64_t>(s.OC) * ohw;
     const size_t w_size = static_cast<size_t>(s.OC) * ckk;
     const bool direct = cols_are_input(s);
-    // Both operands of the weight-gradient GEMM hold the reduction (G*P) contiguously, so the one
-    // on the B side is transposed while packed, and so is the A side unless C is narrow (the
-    // driver reads A in place when C has at most two column tiles, 64 columns with AVX-512).
-    // Accumulating gW^T (CKK, OC) transposes gy (OC x G*P); gW (OC, CKK) transposes the columns
-    // (CKK x G*P). The transposed form wins unless OC is both wide and above CKK.
-    // With very few taps (the seed CNN's first layer: CKK = 9, OC = 32, P = 676) the transposed
-    // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
-    // 3x3 stride-1 layers: gw and gb through Winograd F(3x3, 2x2) (conv2d_winograd_wgrad.hpp); a
-    // non-finite value there leaves both to the paths below (the same result as without it)
-    // Behind a pool most of gy is zero: gw and gb from its non-zeros alone (conv2d_sparse_wgrad.hpp),
-    // unless more than a third are not zero or a value is not finite
-    if (gw && sparse_wgrad_wanted(s) && conv2d_sparse_wgrad(s, gy, source, x, gw, gb)) {
-        if (!gx) return;
-        gw = gb = nullptr;  // only the input gradient is left for the GEMMs
-    }
-    if (gw && winograd_wgrad_applies(s) && conv2d_winograd_wgrad(s, gy, source, x, gw, gb)) {
-        if (!gx) return;
-        gw = gb = nullptr;  // only the input gradient is left for the GEMMs
-    }
-    if (gw && conv2d_small_weight_grad_applies(s)) {  // few taps (a first layer): gw and gb directly
-        conv2d_small_weight_grad(s, gy, source, x, gw, gb);
+    if (gw && weight_grad_own_path(s, gy, source, x, gw, gb)) {
         if (!gx) return;
         gw = gb = nullptr;  // only the input gradient is left for the GEMMs
     }
@@ -416,6 +409,13 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
         if (gx) std::fill(gx, gx + s.N * x_img, 0.0f);
         return;
     }
+    // Both operands of the weight-gradient GEMM hold the reduction (G*P) contiguously, so the one
+    // on the B side is transposed while packed, and so is the A side unless C is narrow (the
+    // driver reads A in place when C has at most two column tiles, 64 columns with AVX-512).
+    // Accumulating gW^T (CKK, OC) transposes gy (OC x G*P); gW (OC, CKK) transposes the columns
+    // (CKK x G*P). The transposed form wins unless OC is both wide and above CKK.
+    // With very few taps (the seed CNN's first layer: CKK = 9, OC = 32, P = 676) the transposed
+    // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
     const bool gw_transposed = (s.OC <= 64 || s.OC <= ckk) && ckk >= 16;
     // Behind a 2x2 pool most of gy is zero: the column gradient then skips those products, with
     // the AVX-512 GEMM's bits (so only when that GEMM is the one in use, and w is finite)
