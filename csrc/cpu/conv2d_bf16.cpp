@@ -15,6 +15,12 @@
 // output of the forward and of dcols is summed by one GEMM tile in a fixed k order.
 // 3x3 stride-1 layers go to bf16 Winograd first (forward, input gradient, weight gradient, each
 // where its rule picks it); what it declines (mode, shape, non-finite data) runs here.
+// A backward whose output gradient is mostly zero (behind a 2x2 max-pool: at most one conv output
+// in four gets a gradient) runs fp32's instead, whose sparse paths leave the zeros' products out
+// (conv2d_sparse_wgrad.hpp, the column gradient's lists): fewer products than any bf16 path here
+// (seed CNN conv2: ~3x fewer), in fp32 at that. The same rule for a dense gradient with that many
+// zeros keeps the fused layer equal to the plain ops. Not where bf16 Winograd takes the input
+// gradient (larger planes), nor with DEEPKERN_WINOGRAD=off (the bf16 GEMMs, as before).
 #include "cpu/conv2d_bf16.hpp"
 
 #include <algorithm>
@@ -23,6 +29,7 @@
 #include <memory>
 
 #include "common/parallel.hpp"
+#include "cpu/conv2d_sparse_wgrad.hpp"
 #include "cpu/conv2d_winograd.hpp"
 #include "cpu/conv2d_winograd_wgrad.hpp"
 #include "cpu/gemm_bf16.hpp"
@@ -38,6 +45,15 @@ std::unique_ptr<T[]> scratch(int64_t n) {
 
 // No products at all (no image, no output or no input channel): the fp32 kernels give the result.
 bool no_products(const Conv2dShape& s) { return s.N == 0 || s.OC == 0 || s.C == 0; }
+
+// Whether the backward runs fp32's, whose sparse paths take this mostly-zero gradient (see the top):
+// in DEEPKERN_WINOGRAD's automatic mode (off keeps the bf16 im2col GEMMs, as before) and where the
+// input gradient is not bf16 Winograd's (larger planes, where that beats fp32's: the 150x150
+// network trained at 0.86x with its backward on fp32's, 2 threads)
+bool fp32_sparse_backward(const Conv2dShape& s, const float* gy, const ConvGradSource* source) {
+    return winograd_mode() == WinogradMode::automatic && !winograd_input_grad_wanted(s, true) &&
+           sparse_wgrad_takes(s, gy, source);
+}
 
 // Images per backward group: about 512 columns (the reduction of the weight-gradient product)
 // while the group's fp32 columns stay within 1 MiB (L2).
@@ -187,7 +203,7 @@ void conv2d_forward_relu_bf16(const Conv2dShape& s, const float* x, const float*
 void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x, const float* w,
                           float* gx, float* gw, float* gb) {
     require_bf16();
-    if (no_products(s))
+    if (no_products(s) || fp32_sparse_backward(s, gy, nullptr))
         conv2d_backward(s, gy, x, w, gx, gw, gb);
     else
         backward_impl(s, gy, nullptr, x, w, gx, gw, gb);
@@ -196,7 +212,7 @@ void conv2d_backward_bf16(const Conv2dShape& s, const float* gy, const float* x,
 void conv2d_backward_bf16(const Conv2dShape& s, const ConvGradSource& gy_source, const float* x, const float* w,
                           float* gx, float* gw, float* gb) {
     require_bf16();
-    if (no_products(s))
+    if (no_products(s) || fp32_sparse_backward(s, nullptr, &gy_source))
         conv2d_backward(s, gy_source, x, w, gx, gw, gb);
     else
         backward_impl(s, nullptr, &gy_source, x, w, gx, gw, gb);

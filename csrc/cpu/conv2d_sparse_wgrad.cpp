@@ -208,6 +208,10 @@ bool sparse_wgrad_wanted(const Conv2dShape& s) {
     return s.C >= 8 && s.N > 0 && s.OC > 0 && s.OH > 0 && s.OW > 0 && xt_size < (int64_t{1} << 31);
 }
 
+bool sparse_wgrad_takes(const Conv2dShape& s, const float* gy, const ConvGradSource* source) {
+    return sparse_wgrad_wanted(s) && mostly_zero(s, gy, source);
+}
+
 bool conv2d_sparse_wgrad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* x,
                          float* gw, float* gb) {
     if (!mostly_zero(s, gy, source)) return false;

@@ -25,6 +25,11 @@ namespace deepkern::cpu {
 // the Winograd weight gradient onto the layer. conv2d_sparse_wgrad still declines dense gradients.
 bool sparse_wgrad_wanted(const Conv2dShape& s);
 
+// Whether conv2d_sparse_wgrad would take this gradient by its count: wanted, and at most a third of
+// the gradients not zero (always so behind a 2x2 pool, without counting). bf16 precision runs the
+// whole backward in fp32 there (conv2d_bf16.cpp).
+bool sparse_wgrad_takes(const Conv2dShape& s, const float* gy, const ConvGradSource* source);
+
 // gw (OC, C, KH, KW) and gb (OC,) or null, overwritten, from gy (N, OC, OH, OW) or (gy null) the
 // source, and x (N, C, H, W). Returns false, leaving gw and gb unspecified, when more than a third
 // of the gradients are not zero (the dense paths are faster) or a value is not finite: a skipped

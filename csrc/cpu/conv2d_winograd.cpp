@@ -368,9 +368,18 @@ bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, cons
     return run(p, pack_weights(U.get(), p.nxi, s.OC, s.C, bf16, Up), bias, relu, Input{x, nullptr}, y, sink);
 }
 
+namespace {
+// The input gradient's tile size (0: not Winograd) under the mode and auto's rule
+int input_grad_tile(const Conv2dShape& s, bool bf16) {
+    return winograd_wanted(s, s.OC, s.C, int64_t{s.H} * s.W, 16 * 16, bf16);
+}
+}  // namespace
+
+bool winograd_input_grad_wanted(const Conv2dShape& s, bool bf16) { return input_grad_tile(s, bf16) != 0; }
+
 bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
                          float* gx, bool bf16) {
-    const int tile = winograd_wanted(s, s.OC, s.C, int64_t{s.H} * s.W, 16 * 16, bf16);
+    const int tile = input_grad_tile(s, bf16);
     if (tile == 0) return false;
     // gx (C, H, W) = full correlation of gy (OC, OH, OW), padded by 2 - P, with the turned weights
     const Plan p(s.N, s.OC, s.OH, s.OW, 2 - s.PH, 2 - s.PW, s.C, s.H, s.W, s.H, s.W, tile);

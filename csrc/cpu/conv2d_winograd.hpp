@@ -36,6 +36,8 @@ bool winograd_forward(const Conv2dShape& s, const float* x, const float* w, cons
 // Winograd kernel. Returns false (gx then holds nothing useful) as winograd_forward.
 bool winograd_input_grad(const Conv2dShape& s, const float* gy, const ConvGradSource* source, const float* w,
                          float* gx, bool bf16 = false);
+// Whether winograd_input_grad runs this layer (mode and shape; it may still decline on non-finite data)
+bool winograd_input_grad_wanted(const Conv2dShape& s, bool bf16 = false);
 
 namespace wino {
 
