@@ -16,6 +16,11 @@ namespace {
 
 constexpr int kMaxTaps = 32;  // beyond this the GEMM form is efficient (its K fills the pipeline)
 constexpr int kLanes = 16;
+// The routed weight gradient up to this many taps (one pass of the kernel's tap block): with more,
+// every pass rebuilds the gradients from the routes, and the dense kernel on the built conv output
+// gradient is faster (150x150 network's 3 -> 32 layer, 27 taps, 1 thread: 19.8 vs 17.1 ms; the seed
+// CNN's 1 -> 32, 9 taps: 0.97 vs 1.17 ms)
+constexpr int kRoutedMostTaps = 9;  // = kTapBlock of conv2d_small_avx512.cpp (its row-pair order)
 
 // The parity planes of one image's padded columns that the kernel reads
 struct PlaneGeometry {
@@ -82,7 +87,7 @@ void conv2d_small_weight_grad(const Conv2dShape& s, const float* gy, const ConvG
             for (int j = 0; j < s.KW; ++j) offsets.push_back((c * Hp + i) * Wp + j);
     // Behind a 2x2 max-pool: the pooled gradient and routes read directly (conv2d_small.hpp), while x is finite
     const ConvGradSource::Pooled pooled = source ? source->pooled() : ConvGradSource::Pooled{nullptr, nullptr};
-    const bool routed = pooled.gy && conv2d_parts::all_finite(x, s.N * x_img);
+    const bool routed = pooled.gy && taps <= kRoutedMostTaps && conv2d_parts::all_finite(x, s.N * x_img);
     const int64_t pooled_img = static_cast<int64_t>(s.OC) * (s.OH / 2) * (s.OW / 2);
     // Chunks of consecutive images, a count that depends on N only, each with its own lane sums
     constexpr int64_t kMostChunks = 16;
