@@ -608,6 +608,18 @@ int conv2d_parts::PooledNonzeros::operator()(int n, int o, int32_t* pixel, float
     return max2x2_route_nonzeros(pooled_.gy + at, pooled_.route + at, base_.data(), PH_ * PW_, OW_, pixel, value);
 }
 
+void conv2d_parts::sum_partials(float* partials, int64_t chunks, int64_t size) {
+    constexpr int64_t kSumBlock = 4096;
+    if (chunks <= 1) return;
+    parallel_for(0, (size + kSumBlock - 1) / kSumBlock, 1, [&](int64_t b0, int64_t b1) {
+        const int64_t lo = b0 * kSumBlock, hi = std::min(size, b1 * kSumBlock);
+        for (int64_t k = 1; k < chunks; ++k) {
+            const float* part = partials + k * size;
+            for (int64_t i = lo; i < hi; ++i) partials[i] += part[i];
+        }
+    });
+}
+
 void conv2d_parts::row_sums(const float* rows, int OC, int n, int64_t ld, float* sums, bool add) {
     for (int o = 0; o < OC; ++o) {
         const float part = sum(rows + o * ld, n);

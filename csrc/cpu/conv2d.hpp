@@ -81,6 +81,9 @@ void from_columns(const Conv2dShape& s, const float* cols, int64_t ld, float* x)
 void row_sums(const float* rows, int OC, int n, int64_t ld, float* sums, bool add);
 // no infinity or NaN among x's n floats
 bool all_finite(const float* x, int64_t n);
+// partials (chunks, size): the first overwritten with the sum over the chunks, added in chunk order
+// (the same bits with any thread count), in parallel blocks of contiguous entries
+void sum_partials(float* partials, int64_t chunks, int64_t size);
 }  // namespace conv2d_parts
 
 namespace conv2d_isa {

@@ -149,19 +149,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
             for (int64_t g = 0; g < G; ++g) conv2d_parts::from_columns(s, cols.get() + g * P, ld, gx + (n0 + g) * x_img);
         }
     });
-    // the partials summed in chunk order into the first, in blocks of contiguous entries
-    constexpr int64_t kSumBlock = 4096;
-    if (chunks > 1)
-        parallel_for(0, (w_size + kSumBlock - 1) / kSumBlock, 1, [&](int64_t b0, int64_t b1) {
-            float* first = partial.get();
-            for (int64_t i0 = b0 * kSumBlock; i0 < std::min(w_size, b1 * kSumBlock); i0 += kSumBlock) {
-                const int64_t i1 = std::min(w_size, i0 + kSumBlock);
-                for (int64_t c = 1; c < chunks; ++c) {
-                    const float* part = partial.get() + c * w_size;
-                    for (int64_t i = i0; i < i1; ++i) first[i] += part[i];
-                }
-            }
-        });
+    conv2d_parts::sum_partials(partial.get(), chunks, w_size);
     // gw (OC, CKK) from gW^T; gb from its partials in chunk order
     parallel_ranges(s.OC, w_size, 1, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o) {

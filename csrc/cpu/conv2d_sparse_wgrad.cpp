@@ -225,17 +225,7 @@ bool conv2d_sparse_wgrad(const Conv2dShape& s, const float* gy, const ConvGradSo
                               gb ? partial_b.get() + k * s.OC : nullptr);
     });
     if (!std::all_of(finite.begin(), finite.end(), [](unsigned char f) { return f != 0; })) return false;
-    // the partials added in chunk order into the first, in blocks of contiguous entries
-    constexpr int64_t kSumBlock = 4096;
-    if (p.chunks > 1)
-        parallel_for(0, (p.w_size + kSumBlock - 1) / kSumBlock, 1, [&](int64_t b0, int64_t b1) {
-            float* first = partial_w.get();
-            const int64_t lo = b0 * kSumBlock, hi = std::min(p.w_size, b1 * kSumBlock);
-            for (int k = 1; k < p.chunks; ++k) {
-                const float* part = partial_w.get() + k * p.w_size;
-                for (int64_t i = lo; i < hi; ++i) first[i] += part[i];
-            }
-        });
+    conv2d_parts::sum_partials(partial_w.get(), p.chunks, p.w_size);
     // gw[o, c, i, j] = gw'[o, i, j, c]
     const int khw = s.KH * s.KW;
     for (int o = 0; o < s.OC; ++o)

@@ -242,17 +242,7 @@ bool conv2d_winograd_wgrad(const Conv2dShape& s, const float* gy, const ConvGrad
         run_chunk(s, p, gy, source, x, lo, hi, partial_m.get() + k * p.m_size,
                   gb ? partial_b.get() + k * s.OC : nullptr, bf16);
     });
-    // the partials added in chunk order into the first, in blocks of contiguous entries
-    constexpr int64_t kSumBlock = 4096;
-    if (p.chunks > 1)
-        parallel_for(0, (p.m_size + kSumBlock - 1) / kSumBlock, 1, [&](int64_t b0, int64_t b1) {
-            float* first = partial_m.get();
-            const int64_t lo = b0 * kSumBlock, hi = std::min(p.m_size, b1 * kSumBlock);
-            for (int k = 1; k < p.chunks; ++k) {
-                const float* part = partial_m.get() + k * p.m_size;
-                for (int64_t i = lo; i < hi; ++i) first[i] += part[i];
-            }
-        });
+    conv2d_parts::sum_partials(partial_m.get(), p.chunks, p.m_size);
     std::vector<unsigned char> finite(static_cast<size_t>(s.OC), 1);
     parallel_ranges(s.OC, p.m_size, 1, [&](int64_t o0, int64_t o1) {
         if (!output_transform(s, p, partial_m.get(), gw, static_cast<int>(o0), static_cast<int>(o1)))
