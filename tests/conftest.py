@@ -1,6 +1,7 @@
 """Shared fixtures: random inputs, backend parametrisation, tolerances."""
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 
@@ -52,6 +53,20 @@ def write_idx(path, array: np.ndarray) -> None:
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     with open(path, "wb") as f:
         f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+@contextlib.contextmanager
+def simd_variant(variant: str):
+    """Forces the C++ module's SIMD variant for the block (skips the test where the CPU lacks it)."""
+    from deepkern import _cpu
+    try:
+        _cpu.set_simd_variant(variant)
+    except ValueError:
+        pytest.skip(f"this CPU has no {variant}")
+    try:
+        yield
+    finally:
+        _cpu.set_simd_variant("auto")
 
 
 def randn(rng: np.random.Generator, *shape: int) -> np.ndarray:

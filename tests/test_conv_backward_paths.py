@@ -10,7 +10,6 @@ vector and strides above 1 (the generic im2col/col2im), under each SIMD variant.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, List, Tuple
 
 import numpy as np
@@ -20,7 +19,7 @@ import deepkern as dk
 from deepkern import backends
 from deepkern.backends import numpy as ref
 
-from .conftest import CPU_BACKENDS_UNDER_TEST, assert_close, gpu_available, randn
+from .conftest import CPU_BACKENDS_UNDER_TEST, assert_close, gpu_available, randn, simd_variant
 
 # (x shape, w shape, stride, padding): awkward sizes, a 1x1 layer, the seed CNN's second layer
 GEOMETRIES = [
@@ -99,18 +98,6 @@ if backends.available("cpu"):
 needs_cpu = pytest.mark.skipif(_cpu is None, reason="the C++ CPU backend is not built")
 
 
-@contextlib.contextmanager
-def _simd(variant: str):
-    try:
-        _cpu.set_simd_variant(variant)
-    except ValueError:
-        pytest.skip(f"this CPU has no {variant}")
-    try:
-        yield
-    finally:
-        _cpu.set_simd_variant("auto")
-
-
 # batches 1..37 of the seed layer cover partial groups and more chunks than threads; the rest
 # cover padding, tiny outputs (OW 1-2), rows wider than 16 floats, stride 2 and a 1x1 layer
 PATH_SHAPES = [
@@ -136,7 +123,7 @@ def test_cpu_backward_paths_match_reference(variant, geometry, rng):
     g = randn(rng, *ref.conv2d(x, w, None, stride, padding).shape)
     want = ref.conv2d_backward(g, x, w, stride, padding, True)
     n_terms = xs[0] * g.shape[2] * g.shape[3]
-    with _simd(variant):
+    with simd_variant(variant):
         got = dk.ops.conv2d_backward(g, x, w, stride, padding, bias=True)
         again = dk.ops.conv2d_backward(g, x, w, stride, padding, bias=True)
         y = dk.ops.conv2d(x, w, None, stride, padding)
@@ -156,7 +143,7 @@ def test_cpu_backward_variants_agree_bitwise(rng):
     g = randn(rng, *ref.conv2d(x, w, None, (1, 1), (1, 1)).shape)
     results = []
     for variant in ("avx512", "generic"):
-        with _simd(variant):
+        with simd_variant(variant):
             results.append(dk.ops.conv2d_backward(g, x, w, 1, 1, bias=True))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)

@@ -18,7 +18,7 @@ import deepkern as dk
 from deepkern import backends, ops
 from deepkern.backends import numpy as ref
 
-from .conftest import assert_close, randn
+from .conftest import assert_close, randn, simd_variant
 
 needs_cpu = pytest.mark.skipif(not backends.available("cpu"), reason="the C++ backend is not built")
 
@@ -44,19 +44,6 @@ def cpu():
     backends.set_backend("cpu")
     yield
     backends.set_backend(None)
-
-
-@contextlib.contextmanager
-def _simd(variant: str):
-    from deepkern import _cpu
-    try:
-        _cpu.set_simd_variant(variant)
-    except ValueError:
-        pytest.skip(f"this CPU has no {variant}")
-    try:
-        yield
-    finally:
-        _cpu.set_simd_variant("auto")
 
 
 @contextlib.contextmanager
@@ -206,7 +193,7 @@ def test_every_simd_variant_and_thread_count_gives_the_same_bits(cpu, rng, case)
     want_w, want_b = _emulated(_dense_gradient(g, x, w, b, s, p), x, w.shape[2], s, p)
     for variant in ("generic", "avx2", "avx512"):
         for threads in (1, 2, 3):
-            with _simd(variant), _threads(threads):
+            with simd_variant(variant), _threads(threads):
                 got = ops.conv2d_relu_backward(g, x, w, out, route, s, p, bias=True)
             np.testing.assert_array_equal(got[1], want_w, err_msg=f"{variant}, {threads} threads")
             np.testing.assert_array_equal(got[2], want_b, err_msg=f"{variant}, {threads} threads")

@@ -22,7 +22,7 @@ import deepkern as dk
 from deepkern import backends, nn, ops
 from deepkern.backends import numpy as ref
 
-from .conftest import assert_close, randn
+from .conftest import assert_close, randn, simd_variant
 
 pytestmark = pytest.mark.skipif(not backends.available("cpu"), reason="the C++ backend is not built")
 
@@ -59,19 +59,6 @@ def _mode(mode: str):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DEEPKERN_WINOGRAD", mode)
         yield
-
-
-@contextlib.contextmanager
-def _simd(variant: str):
-    from deepkern import _cpu
-    try:
-        _cpu.set_simd_variant(variant)
-    except ValueError:
-        pytest.skip(f"this CPU has no {variant}")
-    try:
-        yield
-    finally:
-        _cpu.set_simd_variant("auto")
 
 
 def _inputs(rng, shape):
@@ -127,7 +114,7 @@ def test_every_simd_variant_and_thread_count_gives_the_same_bits(cpu, rng, shape
         for variant in ("generic", "avx2", "avx512"):
             for threads in (1, 2, 3):
                 dk.set_num_threads(threads)
-                with _simd(variant):
+                with simd_variant(variant):
                     got = _backward("on", g, x, w, p)
                 for a, e in zip(got, want):
                     np.testing.assert_array_equal(a, e, err_msg=f"{variant}, {threads} threads")
