@@ -28,11 +28,15 @@ from .test_gemm_variants import _tol, variant  # noqa: E402,F401  (variant: the 
 THREADS = (2, 3, 4)
 
 # (m, k, n, trans_a, trans_b): what each reaches in the threaded driver (avx512: MR 14, NR 32,
-# KC 384, NC 384; B packed when transposed or above 512 KiB, row-major A read in place when n <= 64)
+# KC 384, NC 384; B packed when transposed or above 512 KiB, row-major A read in place when n <= 64
+# or, with at most 16 slivers of rows, when its rows spread over the L1 sets)
 SHAPES = [
     (512, 512, 512, False, False),     # B packed in groups: two column blocks, two K blocks, one A band
     (100, 784, 256, False, True),      # the seed MLP's first layer: few rows, B^T packed by column chunks
-    (100, 256, 256, False, True),      # its second layer: B^T in one group, A packed per chunk
+    (100, 256, 256, False, True),      # its second layer: B^T by column chunks, A read by rows (1 KiB apart)
+    (100, 1024, 256, False, True),     # rows 4 KiB apart (one L1 set): A packed first, B^T by column chunks
+    (60, 1000, 200, False, True),      # rows off line boundaries: A by rows, 7 column tiles for 2-4 threads
+    (100, 300, 40, False, True),       # B^T of 2 column tiles: column chunks on 2 threads, row chunks on 3 or 4
     (256, 100, 784, True, False),      # its first weight gradient: B in place, A^T per chunk
     (100, 256, 256, False, False),     # its second input gradient: B in place, A per chunk
     (1, 3000, 1000, False, False),     # one row: column chunks, A read in place

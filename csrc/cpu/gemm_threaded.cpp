@@ -17,8 +17,10 @@
 //
 // Two shapes take a shortcut (one call, or one after packing A): when all of op(B) fits in one
 // group and no chunk shares an A sliver, each chunk packs its own slivers of A (a_per_chunk);
-// when C has few rows and B needs several groups, each chunk takes a segment of the columns over
-// all rows and packs its segment of B itself (b_per_chunk). Either way nothing is packed twice.
+// when C has few rows and B needs packing, each chunk takes a segment of the columns over all
+// rows and packs its segment of B itself (b_per_chunk). Either way nothing is packed twice. With
+// b_per_chunk a row-major A is read in place where its rows fall in enough L1 sets
+// (a_rows_spread), so a linear layer's forward (100 x 256 x 256: 1.16x) is one parallel call.
 //
 // The calling thread keeps its buffers for its next GEMM (at most a band of 6 MiB and two
 // groups of 640 KiB; each of the pool's workers keeps one (KC, MR) sliver of A and up to
@@ -28,6 +30,7 @@
 // the serial driver: the result does not depend on the thread count.
 #include <algorithm>
 #include <cstdlib>
+#include <numeric>
 
 #include "common/parallel.hpp"
 #include "cpu/gemm_driver.hpp"
@@ -72,6 +75,18 @@ struct Plan {
     int64_t group_floats;    // one half of the B double buffer
 };
 
+// Whether a row-major A can be read in place by rows (Operands::a_rows) without its sliver's rows
+// evicting each other from L1: rows lda * 4 bytes apart land in 64 / gcd(lda / 16, 64) of the 64
+// sets of a 32 KiB 8-way L1 (a 4 KiB stride puts all of them in one set: 100 x 1024 x 256 ran
+// 1.2x slower in place). At most 4 rows per set leave half the ways for B's and C's lines.
+bool a_rows_spread(const KernelSet& ks, const Problem& p) {
+    if (p.ta || p.b_offsets) return false;
+    constexpr int64_t kLineFloats = 16, kSets = 64, kMostRowsPerSet = 4;
+    if (p.lda % kLineFloats != 0) return true;  // rows start at different offsets within lines
+    const int64_t sets = kSets / std::gcd(p.lda / kLineFloats, kSets);
+    return ceil_div(ks.MR, static_cast<int>(sets)) <= kMostRowsPerSet;
+}
+
 Plan make_plan(const KernelSet& ks, const Problem& p, int nt) {
     const int MR = ks.MR, NR = ks.NR;
     Plan pl{};
@@ -97,13 +112,17 @@ Plan make_plan(const KernelSet& ks, const Problem& p, int nt) {
 
     const Slivers sl(p.M, MR);
     const int want = kChunksPerThread * nt;
-    // Few A slivers (a C of at most a few hundred rows, all of A in one band) and B in several
-    // groups: one call per group would cost more than the product saves. Instead each chunk takes
-    // a segment of the columns over all rows and packs that segment of B itself (each B tile is
-    // still packed once), after one call that packs A.
+    // Few A slivers (a C of at most a few hundred rows, all of A in one band) and a B to pack:
+    // one call per B group, or a call that packs a B all chunks share, would cost more than the
+    // product saves. Instead each chunk takes a segment of the columns over all rows and packs
+    // that segment of B itself (each B tile is still packed once, into the L2 of the core that
+    // reads it), after one call that packs A unless A is read in place.
     const bool a_one_band = pl.lay.a_in_place || int64_t{MR} * p.K * kFloatBytes * sl.count <= kBandBytes;
-    if (!pl.lay.b_in_place && pl.groups > 1 && sl.count <= kFewSlivers && a_one_band) {
+    // (B in one group with fewer column tiles than threads keeps the row chunks below.)
+    const bool columns_for_all = pl.groups > 1 || ceil_div(p.N, NR) >= nt;
+    if (!pl.lay.b_in_place && sl.count <= kFewSlivers && a_one_band && columns_for_all) {
         pl.b_per_chunk = true;
+        if (!pl.lay.a_in_place && a_rows_spread(ks, p)) pl.lay.a_in_place = true;
         pl.nc = pl.ncp = p.N;
         pl.j_blocks = pl.groups_per_jb = pl.groups = 1;
         pl.kb_per_group = pl.k_blocks;
