@@ -99,6 +99,28 @@ def test_threaded_backward_matches_serial_bits(restore_threads, rng, trans_a, tr
         assert np.array_equal(got, exp)
 
 
+@pytest.mark.parametrize("m,n", [(150, 390), (1, 7), (3000, 17), (40, 1000)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_backward_bias_is_the_row_order_sum_on_any_thread_count(restore_threads, rng, m, n, relu):
+    # the bias gradient sums each column over the rows in order (float32, one add at a time),
+    # the ReLU's mask applied first; threads split the columns, never a column's rows
+    k = 5
+    a, b, _ = _inputs(rng, m, k, n, False, True)
+    g = randn(rng, m, n)
+    g[0, 0], g[-1, -1] = np.inf, np.nan
+    out = ref.matmul(a, b, None, True, False, True) if relu else None
+    reaching = np.where(out > 0, g, np.float32(0)) if relu else g
+    want = np.cumsum(reaching, axis=0, dtype=np.float32)[-1]
+    for threads in (1, 2, 3):
+        dk.set_num_threads(threads)
+        ga, gb, gbias = _cpu.matmul_backward(g, a, b, out, False, True, True)
+        np.testing.assert_array_equal(gbias, want)
+        ga0, gb0, none = _cpu.matmul_backward(g, a, b, out, False, True, False)
+        assert none is None
+        np.testing.assert_array_equal(ga0, ga)
+        np.testing.assert_array_equal(gb0, gb)
+
+
 def test_offset_buffers(restore_threads, rng):
     """Operands and bias starting 4 bytes past an aligned address (unaligned loads throughout)."""
     m, k, n = 131, 517, 263
