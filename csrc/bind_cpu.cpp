@@ -89,7 +89,8 @@ py::array matmul(py::handle a_obj, py::handle b_obj, std::optional<py::handle> b
 }
 
 py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
-                          std::optional<py::handle> out_obj, bool trans_a, bool trans_b, bool want_bias) {
+                          std::optional<py::handle> out_obj, bool trans_a, bool trans_b, bool want_bias,
+                          bool want_a) {
     py::array g = checked(g_obj, "grad_out", 2), a = checked(a_obj, "a", 2), b = checked(b_obj, "b", 2);
     int M = trans_a ? dim(a, 1) : dim(a, 0), K = trans_a ? dim(a, 0) : dim(a, 1);
     int KB = trans_b ? dim(b, 1) : dim(b, 0), N = trans_b ? dim(b, 0) : dim(b, 1);
@@ -102,8 +103,14 @@ py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
         same_shape(g, "grad_out", out_arr, "out");
         out = cptr(out_arr);
     }
-    FloatArray da = new_output(Shape{a.shape(0), a.shape(1)}), db = new_output(Shape{b.shape(0), b.shape(1)});
-    py::object dbias = py::none();
+    FloatArray db = new_output(Shape{b.shape(0), b.shape(1)});
+    py::object da_obj = py::none(), dbias = py::none();
+    float* pda = nullptr;  // null: the gradient of a is not computed
+    if (want_a) {
+        FloatArray arr = new_output(Shape{a.shape(0), a.shape(1)});
+        pda = arr.mutable_data();
+        da_obj = std::move(arr);
+    }
     float* pdbias = nullptr;
     if (want_bias) {
         FloatArray arr = new_output(Shape{N});
@@ -111,12 +118,12 @@ py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
         dbias = std::move(arr);
     }
     const float *pg = cptr(g), *pa = cptr(a), *pb = cptr(b);
-    float *pda = da.mutable_data(), *pdb = db.mutable_data();
+    float* pdb = db.mutable_data();
     {
         py::gil_scoped_release nogil;
         k::matmul_backward(pg, pa, pb, out, pda, pdb, pdbias, M, N, K, trans_a, trans_b);
     }
-    return py::make_tuple(da, db, dbias);
+    return py::make_tuple(da_obj, db, dbias);
 }
 
 // ------------------------------------------------------------------------ conv2d
@@ -524,11 +531,12 @@ void bind_optim(py::module_& m);  // bind_optim.cpp
 }
 
 PYBIND11_MODULE(_cpu, m) {
-    m.doc() = "deepkern C++ CPU kernels (OpenMP, AVX-512/AVX2 dispatched at run time)";
+    m.doc() = "deepkern C++ CPU kernels (own thread pool, AVX-512/AVX2 dispatched at run time)";
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("bias").none(true), py::arg("relu"),
           py::arg("trans_a"), py::arg("trans_b"));
     m.def("matmul_backward", &matmul_backward, py::arg("grad_out"), py::arg("a"), py::arg("b"),
-          py::arg("out").none(true), py::arg("trans_a"), py::arg("trans_b"), py::arg("want_bias"));
+          py::arg("out").none(true), py::arg("trans_a"), py::arg("trans_b"), py::arg("want_bias"),
+          py::arg("want_a") = true);
     m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
           py::arg("padding"), py::arg("bf16") = false);
     m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),

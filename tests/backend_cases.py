@@ -31,6 +31,8 @@ def matmul_cases(rng: np.random.Generator, sizes) -> List[Case]:
         g = randn(rng, m, n)
         cases.append(("matmul_backward", (g, a, b), dict(trans_a=ta, trans_b=tb, bias=True)))
         cases.append(("matmul_backward", (g, a, b), dict(out=out, activation="relu", trans_a=ta, trans_b=tb)))
+        cases.append(("matmul_backward", (g, a, b), dict(out=out, activation="relu", trans_a=ta, trans_b=tb,
+                                                         bias=True, a_grad=False)))
     return cases
 
 

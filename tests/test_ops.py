@@ -48,6 +48,44 @@ def test_matmul_matches_reference(cpu_backend, m, n, k, trans_a, trans_b, with_b
         assert got[2] is None
 
 
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (100, 784, 256), (17, 5, 3), (150, 31, 400)])
+def test_matmul_backward_without_the_gradient_of_a(cpu_backend, rng, m, k, n, trans_a, relu):
+    # a_grad=False: the gradient of a is None, the others are the bits of the full call
+    a = randn(rng, k, m) if trans_a else randn(rng, m, k)
+    b, g = randn(rng, n, k), randn(rng, m, n)
+    g[0, 0] = np.nan
+    act = "relu" if relu else None
+    out = dk.ops.matmul(a, b, None, act, trans_a, True) if relu else None
+    full = dk.ops.matmul_backward(g, a, b, out, act, trans_a, True, bias=True)
+    part = dk.ops.matmul_backward(g, a, b, out, act, trans_a, True, bias=True, a_grad=False)
+    assert part[0] is None and full[0] is not None
+    np.testing.assert_array_equal(part[1], full[1])
+    np.testing.assert_array_equal(part[2], full[2])
+
+
+def test_first_linear_layer_backward_is_one_call_without_the_input_gradient(monkeypatch, rng):
+    # the first layer (input without requires_grad) asks for gw and gb only, in one kernel call
+    from deepkern import backends
+    from deepkern.autograd import Tensor
+    x = Tensor(randn(rng, 5, 6))
+    kernels = backends.for_array(x.data)   # the backend in use (DEEPKERN_BACKEND may pick another)
+    calls = []
+    real = kernels.matmul_backward
+
+    def spy(*args):
+        calls.append(args[7:])
+        return real(*args)
+    monkeypatch.setattr(kernels, "matmul_backward", spy)
+    layer = dk.nn.Linear(6, 4)
+    layer(x).sum().backward()
+    assert calls == [(False,)]
+    assert x.grad is None
+    np.testing.assert_array_equal(layer.bias.grad, np.full(4, 5.0, np.float32))
+    np.testing.assert_allclose(layer.weight.grad, np.tile(x.data.sum(axis=0), (4, 1)), rtol=1e-5)
+
+
 @pytest.mark.parametrize("m,k,n", [(100, 784, 256), (128, 1600, 64), (64, 3000, 33), (257, 129, 255)])
 def test_matmul_large_shapes(cpu_backend, rng, m, k, n):
     a, b, bias = randn(rng, m, k), randn(rng, k, n), randn(rng, n)

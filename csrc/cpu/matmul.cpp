@@ -56,10 +56,13 @@ void matmul_backward(const float* G, const float* A, const float* B, const float
     const int lda = trans_a ? M : K;
     const int ldb = trans_b ? K : N;
     // d op(A) = G op(B)^T (M, K);  d op(B) = op(A)^T G (K, N)
-    if (!trans_a)
+    if (dA == nullptr) {
+        // not wanted
+    } else if (!trans_a) {
         sgemm(false, !trans_b, M, K, N, G, N, B, ldb, 0.0f, dA, lda, nullptr, false);
-    else  // dA (K, M) = op(B) G^T
+    } else {  // dA (K, M) = op(B) G^T
         sgemm(trans_b, true, K, M, N, B, ldb, G, N, 0.0f, dA, lda, nullptr, false);
+    }
     if (!trans_b)
         sgemm(!trans_a, false, K, N, M, A, lda, G, N, 0.0f, dB, ldb, nullptr, false);
     else  // dB (N, K) = G^T op(A)

@@ -45,7 +45,8 @@ void matmul_forward(const float* A, const float* B, const float* bias, float* C,
                     int M, int N, int K, bool trans_a, bool trans_b, bool relu);
 
 // Gradients of matmul_forward. G is (M, N); out (M, N) is the forward result when the
-// forward fused a ReLU (else nullptr). dA/dB have A's/B's stored shapes; dbias (N,) may be null.
+// forward fused a ReLU (else nullptr). dA/dB have A's/B's stored shapes; dA null skips that
+// product (a first layer's input needs no gradient); dbias (N,) may be null.
 void matmul_backward(const float* G, const float* A, const float* B, const float* out,
                      float* dA, float* dB, float* dbias,
                      int M, int N, int K, bool trans_a, bool trans_b);

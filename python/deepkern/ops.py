@@ -68,11 +68,13 @@ def matmul(a: Array, b: Array, bias: Optional[Array] = None, activation: Optiona
 
 def matmul_backward(grad_out: Array, a: Array, b: Array, out: Optional[Array] = None,
                     activation: Optional[str] = None, trans_a: bool = False, trans_b: bool = False,
-                    bias: bool = False) -> Tuple[Array, Array, Optional[Array]]:
+                    bias: bool = False, a_grad: bool = True) -> Tuple[Optional[Array], Array, Optional[Array]]:
     """Gradients of ``matmul`` for (a, b, bias), each shaped like its input.
 
     grad_out is (M, N). With activation="relu", ``out`` (the forward result) masks the
     gradient. ``bias=True`` also returns the bias gradient (sum of grad over rows), else None.
+    With ``a_grad=False`` the gradient of ``a`` is not computed and is None (a network's first
+    layer, whose input needs no gradient); the others are unchanged.
     """
     m, n, k = _matmul_dims(a, b, trans_a, trans_b)
     relu_ = _activation(activation)
@@ -87,7 +89,7 @@ def matmul_backward(grad_out: Array, a: Array, b: Array, out: Optional[Array] = 
         if out.shape != (m, n):
             raise ValueError(f"out: expected shape {(m, n)}, got {tuple(out.shape)}")
     return backends.for_array(a).matmul_backward(grad_out, a, b, out if relu_ else None,
-                                                 bool(trans_a), bool(trans_b), bool(bias))
+                                                 bool(trans_a), bool(trans_b), bool(bias), bool(a_grad))
 
 
 # ---------------------------------------------------------------------------- conv2d

@@ -91,26 +91,23 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     def _linear_backward(g: Array) -> None:
         g = _c(g).reshape(out.shape)
         kernels = backends.for_array(xd)   # xd, wd, out: checked by ops.matmul in the forward
-        if x.requires_grad and weight.requires_grad:
-            # one kernel call: the ReLU's mask (where the fused ReLU was positive), both products, the bias sum
+        if weight.requires_grad:
+            # one kernel call: the ReLU's mask (where the fused ReLU was positive), the products wanted
+            # (not gx for a first layer, whose input needs no gradient), the bias sum
             want_bias = bias is not None and bias.requires_grad
-            gx, gw, gb = kernels.matmul_backward(g, xd, wd, out if relu_ else None, False, True, want_bias)
-        else:
+            gx, gw, gb = kernels.matmul_backward(g, xd, wd, out if relu_ else None, False, True, want_bias,
+                                                 x.requires_grad)
+        else:  # a frozen weight: only x (and maybe the bias) need gradients
             if relu_:
                 g = kernels.relu_backward(g, out)  # gradient passes where the fused ReLU was positive
-            # (N, out) @ (out, in) and (out, N) @ (N, in)
-            gx = kernels.matmul(g, wd, None, False, False, False) if x.requires_grad else None
-            gw = kernels.matmul(g, xd, None, False, True, False) if weight.requires_grad else None
-            gb = None
-            if bias is not None and bias.requires_grad:
-                gb = g.sum(axis=0)
+            gx = kernels.matmul(g, wd, None, False, False, False) if x.requires_grad else None  # (N, out) @ (out, in)
+            gw = None
+            gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
         if gx is not None and x.requires_grad:
             x._accumulate(gx.reshape(x.shape))
         if gw is not None and weight.requires_grad:
             weight._accumulate(gw)
-        if bias is not None and bias.requires_grad:
-            if gb is None:
-                gb = g.sum(axis=0)
+        if gb is not None:
             bias._accumulate(gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)

@@ -42,7 +42,7 @@ def _op(name: str, params: str) -> OpSpec:
 #: Every op a backend runs (the forward ops, their ``_backward`` and the optimizer updates).
 OPS: Tuple[OpSpec, ...] = (
     _op("matmul", "a, b, bias, relu, trans_a, trans_b"),
-    _op("matmul_backward", "grad_out, a, b, out, trans_a, trans_b, want_bias"),
+    _op("matmul_backward", "grad_out, a, b, out, trans_a, trans_b, want_bias, want_a"),
     _op("conv2d", "x, w, bias, stride, padding"),
     _op("conv2d_backward", "grad_out, x, w, stride, padding, want_bias, want_input"),
     _op("conv2d_relu", "x, w, bias, stride, padding, pool"),

@@ -36,12 +36,14 @@ def matmul(a, b, bias, relu, trans_a, trans_b):
     return _cpu.gemm_bf16(a, b, trans_a, trans_b, bias, relu)   # bf16 products, fp32 sums (deepkern._precision)
 
 
-def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
+def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, want_a=True):
     if get_precision() != "bf16":
-        return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias)
+        return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, want_a)
     g = grad_out if out is None else _cpu.relu_backward(grad_out, out)   # out is passed only for a fused relu
     # forward C = op(a) @ op(b): d op(a) = g @ op(b)^T, d op(b) = op(a)^T @ g, each shaped like its input
-    if trans_a:   # a (K, M): da = op(b) @ g^T
+    if not want_a:
+        da = None
+    elif trans_a:   # a (K, M): da = op(b) @ g^T
         da = _cpu.gemm_bf16(b, g, trans_b, True)
     else:         # a (M, K): da = g @ op(b)^T
         da = _cpu.gemm_bf16(g, b, False, not trans_b)

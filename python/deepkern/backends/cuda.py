@@ -66,14 +66,15 @@ def matmul(a, b, bias, relu: bool, trans_a: bool, trans_b: bool):
     return out
 
 
-def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool):
+def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool, want_a: bool = True):
+    # the CUDA kernel always writes grad_a; unwanted, it is dropped (the product is not skipped on GPUs)
     with a.device:
         grad_a = _empty(a.shape)
         grad_b = _empty(b.shape)
         grad_bias = _empty((grad_out.shape[1],)) if want_bias else None
         gmask = _empty(grad_out.shape) if out is not None else None
         _cuda.matmul_backward(grad_out, a, b, out, trans_a, trans_b, grad_a, grad_b, grad_bias, gmask, _stream())
-    return grad_a, grad_b, grad_bias
+    return (grad_a if want_a else None), grad_b, grad_bias
 
 
 # ---------------------------------------------------------------------------- conv2d

@@ -78,16 +78,18 @@ def matmul(a, b, bias, relu: bool, trans_a: bool, trans_b: bool):
     return out
 
 
-def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool):
+def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool, want_a: bool = True):
     xp = _xp(a)
     g = grad_out if out is None else xp.where(out > 0, grad_out, xp.float32(0))
     op_a = a.T if trans_a else a                     # (M, K)
     op_b = b.T if trans_b else b                     # (K, N)
     # d op(A) = g @ op(B)^T, d op(B) = op(A)^T @ g; transposed back to the stored layouts
-    grad_a = xp.matmul(op_b, g.T) if trans_a else xp.matmul(g, op_b.T)
+    grad_a = None
+    if want_a:
+        grad_a = xp.ascontiguousarray(xp.matmul(op_b, g.T) if trans_a else xp.matmul(g, op_b.T))
     grad_b = xp.matmul(g.T, op_a) if trans_b else xp.matmul(op_a.T, g)
     grad_bias = g.sum(axis=0) if want_bias else None
-    return xp.ascontiguousarray(grad_a), xp.ascontiguousarray(grad_b), grad_bias
+    return grad_a, xp.ascontiguousarray(grad_b), grad_bias
 
 
 # ---------------------------------------------------------------------------- conv2d

@@ -377,14 +377,14 @@ def matmul(a, b, bias, relu: bool, trans_a: bool, trans_b: bool):
     return _gemm(a.T if trans_a else a, b.T if trans_b else b, bias, relu)
 
 
-def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool):
+def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool, want_a: bool = True):
     g = grad_out
     if out is not None:  # fused relu: the gradient flows where the output was positive
         g = np.empty_like(grad_out)
         _relu_mask_kernel(grad_out.reshape(-1), out.reshape(-1), g.reshape(-1))
     op_a = a.T if trans_a else a
     op_b = b.T if trans_b else b
-    grad_a = _gemm(op_b, g.T) if trans_a else _gemm(g, op_b.T)
+    grad_a = None if not want_a else _gemm(op_b, g.T) if trans_a else _gemm(g, op_b.T)
     grad_b = _gemm(g.T, op_a) if trans_b else _gemm(op_a.T, g)
     grad_bias = None
     if want_bias:

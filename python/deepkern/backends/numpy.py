@@ -34,19 +34,21 @@ def matmul(a, b, bias, relu: bool, trans_a: bool, trans_b: bool):
     return out.astype(out_dtype)
 
 
-def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool):
+def matmul_backward(grad_out, a, b, out, trans_a: bool, trans_b: bool, want_bias: bool, want_a: bool = True):
     out_dtype = grad_out.dtype
     g = _f64(grad_out)
     if out is not None:  # fused relu: gradient flows where the output was positive
         g = np.where(_f64(out) > 0, g, 0.0)
     A = _f64(a).T if trans_a else _f64(a)   # op(a), (M, K)
     B = _f64(b).T if trans_b else _f64(b)   # op(b), (K, N)
-    d_opa = g @ B.T                          # (M, K)
     d_opb = A.T @ g                          # (K, N)
-    grad_a = d_opa.T if trans_a else d_opa
     grad_b = d_opb.T if trans_b else d_opb
     grad_bias = g.sum(axis=0).astype(out_dtype) if want_bias else None
-    return (np.ascontiguousarray(grad_a, dtype=out_dtype), np.ascontiguousarray(grad_b, dtype=out_dtype), grad_bias)
+    grad_a = None
+    if want_a:
+        d_opa = g @ B.T                      # (M, K)
+        grad_a = np.ascontiguousarray(d_opa.T if trans_a else d_opa, dtype=out_dtype)
+    return grad_a, np.ascontiguousarray(grad_b, dtype=out_dtype), grad_bias
 
 
 # ---------------------------------------------------------------------------- conv2d
