@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "common/parallel.hpp"
+#include "cpu/activation.hpp"
 
 namespace deepkern::cpu {
 
@@ -17,30 +18,15 @@ void matmul_forward(const float* A, const float* B, const float* bias, float* C,
     sgemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, C, N, bias, relu);
 }
 
-// The gradient that reaches the product and the bias: G where the fused ReLU's output is
-// positive (out non-null), and dbias[j] = sum over rows i in order of that gradient (dbias
-// non-null), in one pass over G. Threads take ranges of columns, so each column's sum runs
-// over the rows in the same order on any thread count.
-// G, out (M, N); masked (M, N) written when out is non-null; dbias (N,)
-static void mask_and_bias(const float* G, const float* out, float* masked, float* dbias, int M, int N) {
-    const int64_t total = static_cast<int64_t>(M) * N;
-    if (dbias == nullptr) {  // the mask alone: any split
-        parallel_ranges(total, total, 16, [&](int64_t b, int64_t e) {
-            for (int64_t i = b; i < e; ++i) masked[i] = out[i] > 0.0f ? G[i] : 0.0f;
-        });
-        return;
-    }
-    parallel_ranges(N, total, 16, [&](int64_t j0, int64_t j1) {
+// dbias[j] = the sum over rows i, in order, of G[i][j]. Threads take ranges of columns, so each
+// column's sum runs over the rows in the same order on any thread count.
+// G (M, N); dbias (N,)
+static void column_sums(const float* __restrict G, float* __restrict dbias, int M, int N) {
+    parallel_ranges(N, static_cast<int64_t>(M) * N, 16, [&](int64_t j0, int64_t j1) {
         std::fill(dbias + j0, dbias + j1, 0.0f);
         for (int64_t i = 0; i < M; ++i) {
-            const float* g = G + i * N;
-            if (out) {
-                const float* o = out + i * N;
-                float* m = masked + i * N;
-                for (int64_t j = j0; j < j1; ++j) m[j] = o[j] > 0.0f ? g[j] : 0.0f;
-                g = m;
-            }
-            for (int64_t j = j0; j < j1; ++j) dbias[j] += g[j];
+            const float* __restrict row = G + i * N;
+            for (int64_t j = j0; j < j1; ++j) dbias[j] += row[j];
         }
     });
 }
@@ -49,10 +35,14 @@ static void mask_and_bias(const float* G, const float* out, float* masked, float
 void matmul_backward(const float* G, const float* A, const float* B, const float* out,
                      float* dA, float* dB, float* dbias,
                      int M, int N, int K, bool trans_a, bool trans_b) {
-    std::unique_ptr<float[]> masked;  // uninitialised: mask_and_bias writes every element
-    if (out != nullptr) masked.reset(new float[std::max<int64_t>(1, static_cast<int64_t>(M) * N)]);
-    if (out != nullptr || dbias != nullptr) mask_and_bias(G, out, masked.get(), dbias, M, N);
-    if (out != nullptr) G = masked.get();
+    std::unique_ptr<float[]> masked;  // uninitialised: relu_backward writes every element
+    if (out != nullptr) {  // the forward fused a ReLU: gradient flows only where out > 0
+        const int64_t total = static_cast<int64_t>(M) * N;
+        masked.reset(new float[std::max<int64_t>(1, total)]);
+        relu_backward(G, out, masked.get(), total);
+        G = masked.get();
+    }
+    if (dbias != nullptr) column_sums(G, dbias, M, N);
     const int lda = trans_a ? M : K;
     const int ldb = trans_b ? K : N;
     // d op(A) = G op(B)^T (M, K);  d op(B) = op(A)^T G (K, N)
