@@ -21,14 +21,7 @@ void matmul_backward(const float* G, const float* A, const float* B, const float
                      float* dA, float* dB, float* dbias,
                      int M, int N, int K, bool trans_a, bool trans_b) {
     std::vector<float> masked;
-    if (out != nullptr) {  // the forward fused a ReLU: gradient flows only where out > 0
-        masked.resize(static_cast<size_t>(M) * N);
-        const int64_t total = static_cast<int64_t>(M) * N;
-        parallel_ranges(total, total, 16, [&](int64_t b, int64_t e) {
-            for (int64_t i = b; i < e; ++i) masked[i] = out[i] > 0.0f ? G[i] : 0.0f;
-        });
-        G = masked.data();
-    }
+    G = matmul_parts::relu_masked(G, out, M, N, masked);
     const int lda = trans_a ? M : K;
     const int ldb = trans_b ? K : N;
     // d op(A) = G op(B)^T (M, K);  d op(B) = op(A)^T G (K, N)
@@ -40,13 +33,29 @@ void matmul_backward(const float* G, const float* A, const float* B, const float
         sgemm(!trans_a, false, K, N, M, A, lda, G, N, 0.0f, dB, ldb, nullptr, false);
     else  // dB (N, K) = G^T op(A)
         sgemm(true, trans_a, N, K, M, G, N, A, lda, 0.0f, dB, ldb, nullptr, false);
-    if (dbias != nullptr) {
-        std::fill(dbias, dbias + N, 0.0f);
-        for (int i = 0; i < M; ++i) {
-            const float* row = G + static_cast<int64_t>(i) * N;
-            for (int j = 0; j < N; ++j) dbias[j] += row[j];
-        }
+    if (dbias != nullptr) matmul_parts::column_sums(G, M, N, dbias);
+}
+
+namespace matmul_parts {
+
+const float* relu_masked(const float* G, const float* out, int64_t M, int64_t N, std::vector<float>& masked) {
+    if (out == nullptr) return G;
+    masked.resize(static_cast<size_t>(M * N));
+    const int64_t total = M * N;
+    parallel_ranges(total, total, 16, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) masked[i] = out[i] > 0.0f ? G[i] : 0.0f;
+    });
+    return masked.data();
+}
+
+void column_sums(const float* G, int64_t M, int64_t N, float* dbias) {
+    std::fill(dbias, dbias + N, 0.0f);
+    for (int64_t i = 0; i < M; ++i) {
+        const float* row = G + i * N;
+        for (int64_t j = 0; j < N; ++j) dbias[j] += row[j];
     }
 }
+
+}  // namespace matmul_parts
 
 }  // namespace deepkern::cpu

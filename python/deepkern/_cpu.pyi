@@ -191,6 +191,7 @@ def matmul_backward(
     trans_a: bool,
     trans_b: bool,
     want_bias: bool,
+    bf16: bool = False,
 ) -> tuple:
     ...
 

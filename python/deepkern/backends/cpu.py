@@ -37,19 +37,8 @@ def matmul(a, b, bias, relu, trans_a, trans_b):
 
 
 def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
-    if get_precision() != "bf16":
-        return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias)
-    g = grad_out if out is None else _cpu.relu_backward(grad_out, out)   # out is passed only for a fused relu
-    # forward C = op(a) @ op(b): d op(a) = g @ op(b)^T, d op(b) = op(a)^T @ g, each shaped like its input
-    if trans_a:   # a (K, M): da = op(b) @ g^T
-        da = _cpu.gemm_bf16(b, g, trans_b, True)
-    else:         # a (M, K): da = g @ op(b)^T
-        da = _cpu.gemm_bf16(g, b, False, not trans_b)
-    if trans_b:   # b (N, K): db = g^T @ op(a)
-        db = _cpu.gemm_bf16(g, a, True, trans_a)
-    else:         # b (K, N): db = op(a)^T @ g
-        db = _cpu.gemm_bf16(a, g, not trans_a, False)
-    return da, db, (g.sum(axis=0) if want_bias else None)
+    # bf16: one call for both products (bf16-rounded operands, fp32 sums) and the fp32 bias sum
+    return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, bf16=get_precision() == "bf16")
 
 
 # conv2d and the fused conv layers: with precision "bf16" the products of bf16-rounded operands,
