@@ -67,7 +67,7 @@ int dim(const py::array& a, int i) { return static_cast<int>(a.shape(i)); }
 
 // ------------------------------------------------------------------------ matmul
 py::array matmul(py::handle a_obj, py::handle b_obj, std::optional<py::handle> bias_obj,
-                 bool relu, bool trans_a, bool trans_b) {
+                 bool relu, bool trans_a, bool trans_b, bool bf16) {
     py::array a = checked(a_obj, "a", 2), b = checked(b_obj, "b", 2);
     int M = trans_a ? dim(a, 1) : dim(a, 0), K = trans_a ? dim(a, 0) : dim(a, 1);
     int KB = trans_b ? dim(b, 1) : dim(b, 0), N = trans_b ? dim(b, 0) : dim(b, 1);
@@ -84,7 +84,11 @@ py::array matmul(py::handle a_obj, py::handle b_obj, std::optional<py::handle> b
     float* pc = c.mutable_data();
     {
         py::gil_scoped_release nogil;
-        k::matmul_forward(pa, pb, bias, pc, M, N, K, trans_a, trans_b, relu);
+        if (bf16)  // bf16 products, fp32 sums (gemm_bf16.hpp): A(i, k), B(k, j) at these element strides
+            k::gemm_bf16(M, N, K, pa, trans_a ? 1 : K, trans_a ? M : 1, pb, trans_b ? 1 : N, trans_b ? K : 1, pc, N,
+                         bias, relu);
+        else
+            k::matmul_forward(pa, pb, bias, pc, M, N, K, trans_a, trans_b, relu);
     }
     return std::move(c);
 }
@@ -530,7 +534,7 @@ void bind_optim(py::module_& m);  // bind_optim.cpp
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "deepkern C++ CPU kernels (OpenMP, AVX-512/AVX2 dispatched at run time)";
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("bias").none(true), py::arg("relu"),
-          py::arg("trans_a"), py::arg("trans_b"));
+          py::arg("trans_a"), py::arg("trans_b"), py::arg("bf16") = false);
     m.def("matmul_backward", &matmul_backward, py::arg("grad_out"), py::arg("a"), py::arg("b"),
           py::arg("out").none(true), py::arg("trans_a"), py::arg("trans_b"), py::arg("want_bias"),
           py::arg("bf16") = false);

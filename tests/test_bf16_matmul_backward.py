@@ -1,5 +1,6 @@
 """The bf16 matmul backward in one call (``_cpu.matmul_backward(..., bf16=True)``, csrc/cpu/matmul_bf16.cpp):
-d op(A), d op(B) and the bias gradient as fp32's matmul_backward gives them, with bf16 products.
+d op(A), d op(B) and the bias gradient as fp32's matmul_backward gives them, with bf16 products; and
+the forward's binding (``_cpu.matmul(..., bf16=True)``), gemm_bf16's bits.
 
 Its bits are pinned three ways: the two products equal the two ``gemm_bf16`` calls their formulas
 name bit for bit (the same packing, the same tile sums; gemm_bf16 itself is checked against the
@@ -135,8 +136,22 @@ def test_linear_layer_uses_it(rng):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("trans_a,trans_b", TRANS)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (128, 64, 1600), (13, 33, 7), (4, 5, 0)])
+def test_forward_binding_is_gemm_bf16(rng, m, n, k, trans_a, trans_b):
+    """``_cpu.matmul(..., bf16=True)`` (the backend's forward: checked arrays, outputs from the host
+    cache) gives gemm_bf16's bits, with the bias and ReLU in its store."""
+    a, b, _, _ = _operands(rng, m, n, k, trans_a, trans_b, False)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for with_bias, relu in ((None, False), (bias, True)):
+        got = _cpu.matmul(a, b, with_bias, relu, trans_a, trans_b, bf16=True)
+        np.testing.assert_array_equal(got, _cpu.gemm_bf16(a, b, trans_a, trans_b, with_bias, relu))
+
+
 def test_refused_without_bf16():
     one = np.ones((2, 2), np.float32)
     with bf16_switched_off():
+        with pytest.raises(RuntimeError, match="switched off|AVX512-BF16"):
+            _cpu.matmul(one, one, None, False, False, False, bf16=True)
         with pytest.raises(RuntimeError, match="switched off|AVX512-BF16"):
             _cpu.matmul_backward(one, one, one, None, False, True, True, bf16=True)

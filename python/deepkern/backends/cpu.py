@@ -30,14 +30,13 @@ batch_norm = _cpu.batch_norm
 batch_norm_backward = _cpu.batch_norm_backward
 
 
+# matmul and its backward: with precision "bf16" the products of bf16-rounded operands, fp32 sums
+# (deepkern._precision); the backward in one call, its bias gradient an fp32 sum
 def matmul(a, b, bias, relu, trans_a, trans_b):
-    if get_precision() != "bf16":
-        return _cpu.matmul(a, b, bias, relu, trans_a, trans_b)
-    return _cpu.gemm_bf16(a, b, trans_a, trans_b, bias, relu)   # bf16 products, fp32 sums (deepkern._precision)
+    return _cpu.matmul(a, b, bias, relu, trans_a, trans_b, bf16=get_precision() == "bf16")
 
 
 def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias):
-    # bf16: one call for both products (bf16-rounded operands, fp32 sums) and the fp32 bias sum
     return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, bf16=get_precision() == "bf16")
 
 
