@@ -119,8 +119,11 @@ def test_nan_and_inf():
             np.testing.assert_array_equal(np.isposinf(x), np.isposinf(y))
             np.testing.assert_array_equal(np.isneginf(x), np.isneginf(y))
         assert np.isnan(got[0]).any() and np.isnan(got[2]).any()
-    masked = _cpu.matmul_backward(np.ones_like(g), np.ones_like(a), np.ones_like(b), out, False, True, True, bf16=True)
-    assert not masked[0][5].any() and masked[0][:5].all()
+    for bf16 in (True, False):   # the mask is shared with fp32's (matmul_parts::relu_masked)
+        masked = _cpu.matmul_backward(np.ones_like(g), np.ones_like(a), np.ones_like(b), out, False, True, True,
+                                      bf16=bf16)
+        assert not masked[0][5].any() and masked[0][:5].all()
+        np.testing.assert_array_equal(masked[2], np.full(5, 5, np.float32))
 
 
 def test_linear_layer_uses_it(rng):

@@ -2,9 +2,9 @@
 #include "cpu/matmul.hpp"
 
 #include <algorithm>
-#include <vector>
+#include <memory>
 
-#include "common/parallel.hpp"
+#include "cpu/activation.hpp"
 
 namespace deepkern::cpu {
 
@@ -20,7 +20,7 @@ void matmul_forward(const float* A, const float* B, const float* bias, float* C,
 void matmul_backward(const float* G, const float* A, const float* B, const float* out,
                      float* dA, float* dB, float* dbias,
                      int M, int N, int K, bool trans_a, bool trans_b) {
-    std::vector<float> masked;
+    std::unique_ptr<float[]> masked;
     G = matmul_parts::relu_masked(G, out, M, N, masked);
     const int lda = trans_a ? M : K;
     const int ldb = trans_b ? K : N;
@@ -38,14 +38,11 @@ void matmul_backward(const float* G, const float* A, const float* B, const float
 
 namespace matmul_parts {
 
-const float* relu_masked(const float* G, const float* out, int64_t M, int64_t N, std::vector<float>& masked) {
+const float* relu_masked(const float* G, const float* out, int64_t M, int64_t N, std::unique_ptr<float[]>& masked) {
     if (out == nullptr) return G;
-    masked.resize(static_cast<size_t>(M * N));
-    const int64_t total = M * N;
-    parallel_ranges(total, total, 16, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) masked[i] = out[i] > 0.0f ? G[i] : 0.0f;
-    });
-    return masked.data();
+    masked.reset(new float[static_cast<size_t>(std::max<int64_t>(M * N, 1))]);  // written whole below
+    relu_backward(G, out, masked.get(), M * N);  // the AVX-512/AVX2 kernel: G where out > 0, else 0 (NaN too)
+    return masked.get();
 }
 
 void column_sums(const float* G, int64_t M, int64_t N, float* dbias) {

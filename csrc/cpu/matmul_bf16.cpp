@@ -12,7 +12,6 @@
 // formulas name (the same packing and the same tile sums), independent of the thread count.
 #include <algorithm>
 #include <memory>
-#include <vector>
 
 #include "cpu/gemm_bf16.hpp"
 #include "cpu/matmul.hpp"
@@ -40,7 +39,7 @@ struct Product {
 void matmul_backward_bf16(const float* G, const float* A, const float* B, const float* out, float* dA, float* dB,
                           float* dbias, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b) {
     require_bf16();
-    std::vector<float> masked;
+    std::unique_ptr<float[]> masked;
     G = matmul_parts::relu_masked(G, out, M, N, masked);
     const int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
     const Product products[2] = {
