@@ -25,10 +25,10 @@
 // weight gradient: a reduction of 9 leaves bf16 nothing to win (5 pairs for 9 products, the packing
 // and the stored conv output dominate), and fp32 has direct kernels for it (conv2d_small.hpp: the
 // fused conv + ReLU + pool in registers, the routed weight gradient). The input gradient, whose
-// reduction is OC*KH*KW, stays bf16. Seed CNN conv1 (128x1x28x28 -> 32), 2 threads, fp32 / bf16 ms:
-// fused forward 0.56 / 0.64, fused weight gradient 0.68 / 0.84 (the plain forward alone loses:
-// 0.67 / 0.47, kept with the fused layer for equal bits); at 18 and 27 taps bf16 is even or ahead
-// (150x150 network's 3 -> 32: forward 9.8 / 9.3, weight gradient 10.4 / 10.4), so they stay bf16.
+// reduction is OC*KH*KW, stays bf16. Seed CNN conv1 (128x1x28x28 -> 32), fp32 / bf16 ms, 1 thread
+// CPU time, medians: fused forward 1.19 / 1.46, fused weight gradient 1.28 / 1.88, plain forward
+// 1.59 / 2.58 (2 threads, quiet: fused 0.56 / 0.64 and 0.68 / 0.84); at 27 taps they are even
+// (150x150 network's 3 -> 32: fused forward 19.7 / 19.8, weight gradient 21.4 / 20.4), so it stays bf16.
 // Again only in DEEPKERN_WINOGRAD's automatic mode; the fused layer and the plain ops both follow it.
 #include "cpu/conv2d_bf16.hpp"
 
