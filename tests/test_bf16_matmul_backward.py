@@ -20,6 +20,7 @@ import pytest
 import deepkern as dk
 from deepkern import backends
 
+from .conftest import simd_variant
 from .test_bf16 import bf16_switched_off, check_close, needs_bf16
 
 _cpu = pytest.importorskip("deepkern._cpu") if backends.available("cpu") else None
@@ -100,6 +101,18 @@ def test_same_bits_for_any_thread_count(rng):
     for run in runs[1:]:
         for x, y in zip(run, runs[0]):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
+def test_same_bits_on_every_simd_variant(rng, variant):
+    """The ReLU mask runs the SIMD variant's relu_backward; the products are the one bf16 kernel."""
+    a, b, g, out = _operands(rng, 37, 45, 29, False, True, True)
+    out[::3] = -out[::3]
+    want = _cpu.matmul_backward(g, a, b, out, False, True, True, bf16=True)
+    with simd_variant(variant):
+        got = _cpu.matmul_backward(g, a, b, out, False, True, True, bf16=True)
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_nan_and_inf():
