@@ -11,8 +11,9 @@ optimizer state stay fp32 (the "master weights"); only the products are narrower
 gradient is a plain fp32 sum). Two kinds of work stay fp32 where bf16 cannot win (in
 ``DEEPKERN_WINOGRAD``'s automatic mode; bit for bit fp32's): the backward of a convolution whose
 output gradient is mostly zero (behind a 2x2 max-pool, on small planes), and the forward and weight
-gradient of a few-tap convolution (C*KH*KW <= 9, e.g. a 3x3 first layer on one-channel images). Pooling, normalisation and the elementwise kernels stay fp32,
-and so do the other backends. A layer's backward runs in the precision its forward ran in.
+gradient of a few-tap convolution (C*KH*KW <= 9, e.g. a 3x3 first layer on one-channel images).
+Pooling, normalisation and the elementwise kernels stay fp32, and so do the other backends. A
+layer's backward runs in the precision its forward ran in.
 
 ``"bf16"`` needs a CPU with AVX512-BF16 (``avx512_bf16`` in /proc/cpuinfo; AMD Zen 4 and later,
 Intel Cooper Lake / Sapphire Rapids and later): elsewhere :func:`set_precision` raises
