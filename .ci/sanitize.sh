@@ -37,6 +37,7 @@ python -m pytest -q -x -p no:cacheprovider \
   tests/test_robustness.py tests/test_nan_rule.py tests/test_memory_kernels.py tests/test_host_cache.py \
   tests/test_gemm_variants.py tests/test_gemm_threaded.py tests/test_errors.py tests/test_conv_fused.py \
   tests/test_bf16.py tests/test_bf16_conv.py tests/test_bf16_winograd.py tests/test_optim_many.py \
+  tests/test_bf16_fewtap.py tests/test_bf16_matmul_backward.py \
   tests/test_conv_winograd_wgrad.py \
   tests/test_conv_winograd.py tests/test_conv_small.py tests/test_conv_sparse_grad.py tests/test_conv_sparse_wgrad.py \
   -k "not k_near_the_index_limit and not numba and not numpy"

@@ -21,6 +21,7 @@
 #include "cpu/conv2d.hpp"
 #include "cpu/conv2d_fused.hpp"
 #include "cpu/conv2d_bf16.hpp"
+#include "cpu/gemm_bf16.hpp"
 #include "cpu/loss.hpp"
 #include "cpu/matmul.hpp"
 #include "cpu/parallel_selftest.hpp"
@@ -66,7 +67,7 @@ int dim(const py::array& a, int i) { return static_cast<int>(a.shape(i)); }
 
 // ------------------------------------------------------------------------ matmul
 py::array matmul(py::handle a_obj, py::handle b_obj, std::optional<py::handle> bias_obj,
-                 bool relu, bool trans_a, bool trans_b) {
+                 bool relu, bool trans_a, bool trans_b, bool bf16) {
     py::array a = checked(a_obj, "a", 2), b = checked(b_obj, "b", 2);
     int M = trans_a ? dim(a, 1) : dim(a, 0), K = trans_a ? dim(a, 0) : dim(a, 1);
     int KB = trans_b ? dim(b, 1) : dim(b, 0), N = trans_b ? dim(b, 0) : dim(b, 1);
@@ -83,14 +84,18 @@ py::array matmul(py::handle a_obj, py::handle b_obj, std::optional<py::handle> b
     float* pc = c.mutable_data();
     {
         py::gil_scoped_release nogil;
-        k::matmul_forward(pa, pb, bias, pc, M, N, K, trans_a, trans_b, relu);
+        if (bf16)  // bf16 products, fp32 sums (gemm_bf16.hpp): A(i, k), B(k, j) at these element strides
+            k::gemm_bf16(M, N, K, pa, trans_a ? 1 : K, trans_a ? M : 1, pb, trans_b ? 1 : N, trans_b ? K : 1, pc, N,
+                         bias, relu);
+        else
+            k::matmul_forward(pa, pb, bias, pc, M, N, K, trans_a, trans_b, relu);
     }
     return std::move(c);
 }
 
 py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
                           std::optional<py::handle> out_obj, bool trans_a, bool trans_b, bool want_bias,
-                          bool want_a) {
+                          bool want_a, bool bf16) {
     py::array g = checked(g_obj, "grad_out", 2), a = checked(a_obj, "a", 2), b = checked(b_obj, "b", 2);
     int M = trans_a ? dim(a, 1) : dim(a, 0), K = trans_a ? dim(a, 0) : dim(a, 1);
     int KB = trans_b ? dim(b, 1) : dim(b, 0), N = trans_b ? dim(b, 0) : dim(b, 1);
@@ -121,7 +126,10 @@ py::tuple matmul_backward(py::handle g_obj, py::handle a_obj, py::handle b_obj,
     float* pdb = db.mutable_data();
     {
         py::gil_scoped_release nogil;
-        k::matmul_backward(pg, pa, pb, out, pda, pdb, pdbias, M, N, K, trans_a, trans_b);
+        if (bf16)  // bf16 products, fp32 sums (gemm_bf16.hpp); refused without AVX512-BF16
+            k::matmul_backward_bf16(pg, pa, pb, out, pda, pdb, pdbias, M, N, K, trans_a, trans_b);
+        else
+            k::matmul_backward(pg, pa, pb, out, pda, pdb, pdbias, M, N, K, trans_a, trans_b);
     }
     return py::make_tuple(da_obj, db, dbias);
 }
@@ -533,10 +541,10 @@ void bind_optim(py::module_& m);  // bind_optim.cpp
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "deepkern C++ CPU kernels (own thread pool, AVX-512/AVX2 dispatched at run time)";
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("bias").none(true), py::arg("relu"),
-          py::arg("trans_a"), py::arg("trans_b"));
+          py::arg("trans_a"), py::arg("trans_b"), py::arg("bf16") = false);
     m.def("matmul_backward", &matmul_backward, py::arg("grad_out"), py::arg("a"), py::arg("b"),
           py::arg("out").none(true), py::arg("trans_a"), py::arg("trans_b"), py::arg("want_bias"),
-          py::arg("want_a") = true);
+          py::arg("want_a") = true, py::arg("bf16") = false);
     m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias").none(true), py::arg("stride"),
           py::arg("padding"), py::arg("bf16") = false);
     m.def("conv2d_backward", &conv2d_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),

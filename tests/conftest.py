@@ -69,6 +69,18 @@ def simd_variant(variant: str):
         _cpu.set_simd_variant("auto")
 
 
+@contextlib.contextmanager
+def num_threads(n: int):
+    """The kernels run on n threads for the block, then on as many as before."""
+    import deepkern as dk
+    before = dk.get_num_threads()
+    dk.set_num_threads(n)
+    try:
+        yield
+    finally:
+        dk.set_num_threads(before)
+
+
 def randn(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 

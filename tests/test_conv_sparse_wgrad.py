@@ -9,16 +9,14 @@ the path ran) bit for bit, on every SIMD variant and thread count, for the fused
 source lists the non-zeros without the dense gradient) and for the plain op on a dense array."""
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
 
-import deepkern as dk
 from deepkern import backends, ops
 from deepkern.backends import numpy as ref
 
-from .conftest import assert_close, randn, simd_variant
+from .conftest import assert_close, num_threads, randn, simd_variant
 
 needs_cpu = pytest.mark.skipif(not backends.available("cpu"), reason="the C++ backend is not built")
 
@@ -44,16 +42,6 @@ def cpu():
     backends.set_backend("cpu")
     yield
     backends.set_backend(None)
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    before = dk.get_num_threads()
-    dk.set_num_threads(n)
-    try:
-        yield
-    finally:
-        dk.set_num_threads(before)
 
 
 def _layer(rng, case):
@@ -193,7 +181,7 @@ def test_every_simd_variant_and_thread_count_gives_the_same_bits(cpu, rng, case)
     want_w, want_b = _emulated(_dense_gradient(g, x, w, b, s, p), x, w.shape[2], s, p)
     for variant in ("generic", "avx2", "avx512"):
         for threads in (1, 2, 3):
-            with simd_variant(variant), _threads(threads):
+            with simd_variant(variant), num_threads(threads):
                 got = ops.conv2d_relu_backward(g, x, w, out, route, s, p, bias=True)
             np.testing.assert_array_equal(got[1], want_w, err_msg=f"{variant}, {threads} threads")
             np.testing.assert_array_equal(got[2], want_b, err_msg=f"{variant}, {threads} threads")

@@ -21,6 +21,15 @@
 // (seed CNN conv2: ~3x fewer), in fp32 at that. The same rule for a dense gradient with that many
 // zeros keeps the fused layer equal to the plain ops. Not where bf16 Winograd takes the input
 // gradient (larger planes), nor with DEEPKERN_WINOGRAD=off (the bf16 GEMMs, as before).
+// A few-tap layer (C*KH*KW <= 9: a 3x3 first layer on one-channel images) runs fp32's forward and
+// weight gradient: a reduction of 9 leaves bf16 nothing to win (5 pairs for 9 products, the packing
+// and the stored conv output dominate), and fp32 has direct kernels for it (conv2d_small.hpp: the
+// fused conv + ReLU + pool in registers, the routed weight gradient). The input gradient, whose
+// reduction is OC*KH*KW, stays bf16. Seed CNN conv1 (128x1x28x28 -> 32), fp32 / bf16 ms, 1 thread
+// CPU time, medians: fused forward 1.19 / 1.46, fused weight gradient 1.28 / 1.88, plain forward
+// 1.59 / 2.58 (2 threads, quiet: fused 0.56 / 0.64 and 0.68 / 0.84); at 27 taps they are even
+// (150x150 network's 3 -> 32: fused forward 19.7 / 19.8, weight gradient 21.4 / 20.4), so it stays bf16.
+// Again only in DEEPKERN_WINOGRAD's automatic mode; the fused layer and the plain ops both follow it.
 #include "cpu/conv2d_bf16.hpp"
 
 #include <algorithm>
@@ -54,6 +63,9 @@ bool fp32_sparse_backward(const Conv2dShape& s, const float* gy, const ConvGradS
     return winograd_mode() == WinogradMode::automatic && !winograd_input_grad_wanted(s, true) &&
            sparse_wgrad_takes(s, gy, source);
 }
+
+// Whether the weight gradient runs fp32's (few taps, see the top; the forward's rule is the same)
+bool fp32_weight_grad(const Conv2dShape& s) { return conv2d_bf16_forward_runs_fp32(s); }
 
 // Images per backward group: about 512 columns (the reduction of the weight-gradient product)
 // while the group's fp32 columns stay within 1 MiB (L2).
@@ -101,6 +113,14 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     // by im2col 8.95 with a Winograd gw, 8.42 without).
     if (gx && winograd_input_grad(s, gy, source, w, gx, true)) gx = nullptr;
     if (gw && !gx && winograd_wgrad_applies(s) && conv2d_winograd_wgrad(s, gy, source, x, gw, gb, true)) return;
+    if (gw && fp32_weight_grad(s)) {  // few taps: fp32's weight gradient; the input gradient below
+        if (source)
+            conv2d_backward(s, *source, x, w, nullptr, gw, gb);
+        else
+            conv2d_backward(s, gy, x, w, nullptr, gw, gb);
+        if (!gx) return;
+        gw = gb = nullptr;
+    }
     const int64_t ckk = static_cast<int64_t>(s.C) * s.KH * s.KW, P = static_cast<int64_t>(s.OH) * s.OW;
     const int64_t x_img = static_cast<int64_t>(s.C) * s.H * s.W, y_img = s.OC * P, w_size = s.OC * ckk;
     const int group = images_per_group(s, ckk);
@@ -114,14 +134,14 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
         wtp = scratch<uint32_t>(bf16::packed_a_pairs(ckk, s.OC));
         bf16::pack_a_all(ckk, s.OC, w, 1, ckk, wtp.get());
     }
-    auto partial = scratch<float>(chunks * w_size);  // (chunks, CKK, OC), each written by its first group
+    auto partial = scratch<float>(gw ? chunks * w_size : 0);  // (chunks, CKK, OC), each written by its first group
     auto partial_b = scratch<float>(gb ? chunks * s.OC : 0);   // (chunks, OC)
 
     parallel_chunks(chunks, [&](int64_t k) {  // a chunk's products run serially on its thread
         auto cols = scratch<float>(ckk * widest);                              // (CKK, G*P), then dcols
         auto gy_group = scratch<float>(group > 1 || source ? s.OC * widest : 0);  // (OC, G*P)
-        auto colp = scratch<uint32_t>(bf16::packed_a_pairs(ckk, widest));      // cols as A panels
-        auto gyt = scratch<uint32_t>(bf16::packed_b_pairs(widest, s.OC));      // gy^T as B panels
+        auto colp = scratch<uint32_t>(gw ? bf16::packed_a_pairs(ckk, widest) : 0);  // cols as A panels
+        auto gyt = scratch<uint32_t>(gw ? bf16::packed_b_pairs(widest, s.OC) : 0);  // gy^T as B panels
         auto gyp = scratch<uint32_t>(gx ? bf16::packed_b_pairs(s.OC, widest) : 0);  // gy as B panels
         float* part = partial.get() + k * w_size;
         const int64_t g_lo = groups * k / chunks, g_hi = groups * (k + 1) / chunks;
@@ -136,11 +156,13 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
                         std::memcpy(gy_group.get() + o * ld + g * P, gyb + g * y_img + o * P, sizeof(float) * P);
                 gyb = gy_group.get();
             }
-            for (int64_t g = 0; g < G; ++g) conv2d_parts::to_columns(s, x + (n0 + g) * x_img, cols.get() + g * P, ld);
-            // gW^T (CKK, OC) (+)= cols (CKK, G*P) @ gyb^T (G*P, OC)
-            bf16::pack_a_all(ckk, ld, cols.get(), ld, 1, colp.get());
-            bf16::pack_b_all(ld, s.OC, gyb, 1, ld, gyt.get());
-            bf16::gemm_packed(ckk, s.OC, ld, colp.get(), gyt.get(), part, s.OC, gi > g_lo);
+            if (gw) {  // gW^T (CKK, OC) (+)= cols (CKK, G*P) @ gyb^T (G*P, OC)
+                for (int64_t g = 0; g < G; ++g)
+                    conv2d_parts::to_columns(s, x + (n0 + g) * x_img, cols.get() + g * P, ld);
+                bf16::pack_a_all(ckk, ld, cols.get(), ld, 1, colp.get());
+                bf16::pack_b_all(ld, s.OC, gyb, 1, ld, gyt.get());
+                bf16::gemm_packed(ckk, s.OC, ld, colp.get(), gyt.get(), part, s.OC, gi > g_lo);
+            }
             if (gb) conv2d_parts::row_sums(gyb, s.OC, static_cast<int>(ld), ld, partial_b.get() + k * s.OC, gi > g_lo);
             if (!gx) continue;  // no input gradient wanted
             // dcols (CKK, G*P) = W^T (CKK, OC) @ gyb (OC, G*P), into cols (already packed), then col2im
@@ -149,11 +171,13 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
             for (int64_t g = 0; g < G; ++g) conv2d_parts::from_columns(s, cols.get() + g * P, ld, gx + (n0 + g) * x_img);
         }
     });
-    conv2d_parts::sum_partials(partial.get(), chunks, w_size);
+    if (!gw && !gb) return;  // fp32's few-tap weight gradient made them
+    if (gw) conv2d_parts::sum_partials(partial.get(), chunks, w_size);
     // gw (OC, CKK) from gW^T; gb from its partials in chunk order
     parallel_ranges(s.OC, w_size, 1, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o) {
-            for (int64_t kk = 0; kk < ckk; ++kk) gw[o * ckk + kk] = partial[kk * s.OC + o];
+            if (gw)
+                for (int64_t kk = 0; kk < ckk; ++kk) gw[o * ckk + kk] = partial[kk * s.OC + o];
             if (!gb) continue;
             gb[o] = partial_b[o];
             for (int64_t c = 1; c < chunks; ++c) gb[o] += partial_b[c * s.OC + o];
@@ -163,9 +187,15 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
 
 }  // namespace
 
+bool conv2d_bf16_forward_runs_fp32(const Conv2dShape& s) {
+    constexpr int64_t kFp32MostTaps = 9;  // see the top
+    return winograd_mode() == WinogradMode::automatic &&
+           static_cast<int64_t>(s.C) * s.KH * s.KW <= kFp32MostTaps;
+}
+
 void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
     require_bf16();
-    if (no_products(s))
+    if (no_products(s) || conv2d_bf16_forward_runs_fp32(s))
         conv2d_forward(s, x, w, bias, y);
     else
         forward_impl(s, x, w, bias, false, y, nullptr);
@@ -174,7 +204,7 @@ void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, c
 void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias,
                          const ConvOutputSink& sink) {
     require_bf16();
-    if (no_products(s))
+    if (no_products(s) || conv2d_bf16_forward_runs_fp32(s))
         conv2d_forward(s, x, w, bias, sink);
     else
         forward_impl(s, x, w, bias, false, nullptr, &sink);
@@ -182,7 +212,7 @@ void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, c
 
 void conv2d_forward_relu_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
     require_bf16();
-    if (no_products(s))
+    if (no_products(s) || conv2d_bf16_forward_runs_fp32(s))
         conv2d_forward_relu(s, x, w, bias, y);
     else
         forward_impl(s, x, w, bias, true, y, nullptr);

@@ -9,6 +9,11 @@
 
 namespace deepkern::cpu {
 
+// Whether the bf16 forward and weight gradient of this layer run fp32's kernels (few taps:
+// C*KH*KW <= 9, in DEEPKERN_WINOGRAD's automatic mode; conv2d_bf16.cpp). The fused layers ask it
+// first, so that they run fp32's fused kernels (conv2d_small.hpp) with the plain ops' bits.
+bool conv2d_bf16_forward_runs_fp32(const Conv2dShape& s);
+
 // x is (N, C, H, W), w is (OC, C, KH, KW), bias (OC,) or null, y is (N, OC, OH, OW)
 void conv2d_forward_bf16(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y);
 

@@ -14,6 +14,7 @@
 #include "cpu/conv2d_bf16.hpp"
 #include "cpu/conv2d_small.hpp"
 #include "cpu/conv2d_winograd.hpp"
+#include "cpu/gemm_bf16.hpp"
 #include "cpu/pool.hpp"
 
 namespace deepkern::cpu {
@@ -89,6 +90,10 @@ private:
 
 void conv2d_relu_forward(const Conv2dShape& s, bool pool, const float* x, const float* w, const float* bias,
                          float* y, uint8_t* route, bool bf16) {
+    if (bf16 && conv2d_bf16_forward_runs_fp32(s)) {  // few taps: fp32's kernels (conv2d_bf16.hpp)
+        require_bf16();  // still refused where bf16 is not available, as every bf16 entry point
+        bf16 = false;
+    }
     if (!pool) {
         if (bf16)
             conv2d_forward_relu_bf16(s, x, w, bias, y);

@@ -28,6 +28,13 @@ void gemm_bf16_buffered(int64_t M, int64_t N, int64_t K, const float* A, int64_t
                         int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, uint32_t* ap,
                         uint32_t* bp);
 
+// The matmul op's gradients with bf16 products (matmul_bf16.cpp): arguments and results as
+// matmul_backward (matmul.hpp): G (M, N), out (M, N) the forward's output when it fused a ReLU (else
+// null), dA / dB shaped as A / B are stored, dbias (N,) or null (an fp32 sum of G's rows).
+// Throws std::runtime_error when bf16_available() is false.
+void matmul_backward_bf16(const float* G, const float* A, const float* B, const float* out, float* dA, float* dB,
+                          float* dbias, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b);
+
 namespace bf16 {
 // Defined in gemm_bf16_avx512bf16.cpp (built with -mavx512bf16); call only when the CPU has it.
 constexpr int MR = 14, NR = 32;   // register tile: 14 rows x 32 columns = 28 zmm accumulators

@@ -1,6 +1,7 @@
 // Single-precision GEMM and the matmul op family.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace deepkern::cpu {
@@ -50,6 +51,14 @@ void matmul_forward(const float* A, const float* B, const float* bias, float* C,
 void matmul_backward(const float* G, const float* A, const float* B, const float* out,
                      float* dA, float* dB, float* dbias,
                      int M, int N, int K, bool trans_a, bool trans_b);
+
+// Pieces of matmul_backward shared with the bf16 one (matmul_bf16.cpp)
+namespace matmul_parts {
+// G (M, N) where out > 0, else 0 (into masked; NaN in out blocks the gradient), or G itself when out is null
+const float* relu_masked(const float* G, const float* out, int64_t M, int64_t N, std::unique_ptr<float[]>& masked);
+// dbias (N,) = the sum of G's rows (M, N), added in row order, in fp32
+void column_sums(const float* G, int64_t M, int64_t N, float* dbias);
+}  // namespace matmul_parts
 
 // Micro-kernel variant in use: "avx512", "avx2" or "scalar"; settable for tests/benchmarks.
 std::string gemm_variant();

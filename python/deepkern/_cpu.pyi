@@ -179,7 +179,15 @@ def log_softmax_backward(grad_out: object, y: object, axis: int) -> numpy.ndarra
     ...
 
 
-def matmul(a: object, b: object, bias: object | None, relu: bool, trans_a: bool, trans_b: bool) -> numpy.ndarray:
+def matmul(
+    a: object,
+    b: object,
+    bias: object | None,
+    relu: bool,
+    trans_a: bool,
+    trans_b: bool,
+    bf16: bool = False,
+) -> numpy.ndarray:
     ...
 
 
@@ -192,6 +200,7 @@ def matmul_backward(
     trans_b: bool,
     want_bias: bool,
     want_a: bool = True,
+    bf16: bool = False,
 ) -> tuple:
     ...
 

@@ -8,8 +8,12 @@ bfloat16 (round to nearest even) and sums the products in fp32 with the AVX512-B
 and weights for the 3x3 stride-1 convolutions that run Winograd (``DEEPKERN_WINOGRAD``, as in
 fp32; ``off`` keeps every convolution on im2col). Weights, gradients, biases and
 optimizer state stay fp32 (the "master weights"); only the products are narrower (a bias
-gradient is a plain fp32 sum). Pooling, normalisation and the elementwise kernels stay fp32,
-and so do the other backends. A layer's backward runs in the precision its forward ran in.
+gradient is a plain fp32 sum). Two kinds of work stay fp32 where bf16 cannot win (in
+``DEEPKERN_WINOGRAD``'s automatic mode; bit for bit fp32's): the backward of a convolution whose
+output gradient is mostly zero (behind a 2x2 max-pool, on small planes), and the forward and weight
+gradient of a few-tap convolution (C*KH*KW <= 9, e.g. a 3x3 first layer on one-channel images).
+Pooling, normalisation and the elementwise kernels stay fp32, and so do the other backends. A
+layer's backward runs in the precision its forward ran in.
 
 ``"bf16"`` needs a CPU with AVX512-BF16 (``avx512_bf16`` in /proc/cpuinfo; AMD Zen 4 and later,
 Intel Cooper Lake / Sapphire Rapids and later): elsewhere :func:`set_precision` raises

@@ -30,28 +30,15 @@ batch_norm = _cpu.batch_norm
 batch_norm_backward = _cpu.batch_norm_backward
 
 
+# matmul and its backward: with precision "bf16" the products of bf16-rounded operands, fp32 sums
+# (deepkern._precision); the backward in one call, its bias gradient an fp32 sum
 def matmul(a, b, bias, relu, trans_a, trans_b):
-    if get_precision() != "bf16":
-        return _cpu.matmul(a, b, bias, relu, trans_a, trans_b)
-    return _cpu.gemm_bf16(a, b, trans_a, trans_b, bias, relu)   # bf16 products, fp32 sums (deepkern._precision)
+    return _cpu.matmul(a, b, bias, relu, trans_a, trans_b, bf16=get_precision() == "bf16")
 
 
 def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, want_a=True):
-    if get_precision() != "bf16":
-        return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, want_a)
-    g = grad_out if out is None else _cpu.relu_backward(grad_out, out)   # out is passed only for a fused relu
-    # forward C = op(a) @ op(b): d op(a) = g @ op(b)^T, d op(b) = op(a)^T @ g, each shaped like its input
-    if not want_a:
-        da = None
-    elif trans_a:   # a (K, M): da = op(b) @ g^T
-        da = _cpu.gemm_bf16(b, g, trans_b, True)
-    else:         # a (M, K): da = g @ op(b)^T
-        da = _cpu.gemm_bf16(g, b, False, not trans_b)
-    if trans_b:   # b (N, K): db = g^T @ op(a)
-        db = _cpu.gemm_bf16(g, a, True, trans_a)
-    else:         # b (K, N): db = op(a)^T @ g
-        db = _cpu.gemm_bf16(a, g, not trans_a, False)
-    return da, db, (g.sum(axis=0) if want_bias else None)
+    return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, want_a,
+                                bf16=get_precision() == "bf16")
 
 
 # conv2d and the fused conv layers: with precision "bf16" the products of bf16-rounded operands,
