@@ -9,9 +9,9 @@
 // then the output transform A^T M A (+ bias). Tiles are 2x2 blocks of the output (partial at an
 // odd edge: the extra row/column is computed on zero padding and dropped). A group is a few
 // whole images (a few hundred tiles, enough columns for the GEMMs), or for large images bands of
-// tile rows of one image; groups run in parallel (a fixed size from the shape, never the thread
-// count, and each tile's arithmetic does not depend on its group: results are bit-identical for
-// any thread count).
+// tile rows of one image; groups run in parallel (as many as the threads can share evenly; each
+// tile's arithmetic does not depend on its group, so results are bit-identical for any thread
+// count).
 //
 // The input gradient is the full correlation of gy (padded by 2 - P) with the weights turned
 // 180 degrees and their channel axes swapped: the same kernel with U built from that.
@@ -124,6 +124,7 @@ int winograd_wanted(const Conv2dShape& s, int k_in, int m_out, int64_t out_plane
 }
 
 int round_up(int v, int to) { return (v + to - 1) / to * to; }
+int ceil_div(int v, int by) { return (v + by - 1) / by; }
 
 // U (a*a, R, K) = G g G^T for every (row, col) pair, a = m + 2, g the 3x3 kernel w[o, c]
 // (forward: row o, col c) or, for the input gradient (flip), w[o, c] turned 180 degrees at row c,
@@ -178,7 +179,8 @@ struct Plan {
     int Cout, OH, OW;
     int m, nxi;       // output tile size (2 or 4), points per tile ((m + 2)^2)
     int TH, TW, TWv;  // tiles computed; TW rounded up to whole vector blocks
-    int G, band;      // images per group; tile rows per GEMM batch
+    int groups, G;    // groups of whole images, the most images in one (sizes differ by at most 1)
+    int band;         // tile rows per GEMM batch
     int64_t ld;       // row stride of V and M: a batch's tiles plus slack for the last block's spill
     int OHb, OWb;     // an output plane as computed (whole tiles)
 
@@ -189,7 +191,14 @@ struct Plan {
         TW = (owc + m - 1) / m;
         TWv = round_up(TW, kLanes);
         const int group_tiles = m == 2 ? kGroupTiles : kGroupTiles4, per_image = TH * TW;
-        G = std::clamp(group_tiles / per_image, 1, N);
+        // The groups the tile count asks for, rounded up to a multiple of the threads, of nearly
+        // equal sizes: the seed's 32 pooled images of 25 tiles went in groups of 15, 15 and 2, so
+        // one of two threads did 17 images while the other did 15 (now 4 groups of 8). A tile's
+        // arithmetic does not depend on its group, so the bits do not depend on the threads.
+        const int threads = can_parallel() ? max_threads() : 1;
+        groups = ceil_div(N, std::clamp(group_tiles / per_image, 1, std::max(N, 1)));
+        groups = std::min(N, ceil_div(groups, threads) * threads);
+        G = std::max(1, ceil_div(N, std::max(groups, 1)));
         band = G > 1 ? TH : std::clamp(group_tiles / TW, 1, TH);
         ld = G * band * TW + kLanes;
         OHb = m * TH;
@@ -199,6 +208,7 @@ struct Plan {
     // are placed after the channels after them, so the room is per channel); an image's block
     int64_t chan() const { return static_cast<int64_t>(OHb) * OWb + m * (TWv - TW); }
     int64_t block() const { return Cout * chan(); }
+    int group_start(int gi) const { return static_cast<int>(int64_t{gi} * N / groups); }
     int64_t work() const { return m == 2 ? wino::input_work(band, TW, TWv) : wino::input_work4(band, TW, TWv); }
 };
 
@@ -310,11 +320,11 @@ bool run(const Plan& p, const Weights& U, const float* bias, bool relu, Input in
     gemm_variant();  // a bad DEEPKERN_GEMM (and below DEEPKERN_SIMD) throws here, not inside the parallel region
     const wino::TileKernels& k = tiles();
     const int64_t plane = static_cast<int64_t>(p.H) * p.W;
-    const int groups = (p.N + p.G - 1) / p.G;
+    const int groups = p.groups;
     std::atomic<bool> bad{false};
     auto group = [&](int gi, Buffers& b) {
         if (bad.load(std::memory_order_relaxed)) return;
-        const int n0 = gi * p.G, G = std::min(p.G, p.N - n0);
+        const int n0 = p.group_start(gi), G = p.group_start(gi + 1) - n0;
         const float* src = in.x ? in.x + static_cast<int64_t>(n0) * p.Cin * plane : b.gy;
         int64_t in_img = p.Cin * plane, in_chan = plane;
         if (in.source) {  // (Cin, G*H*W): plane (g, c) at c * G*H*W + g * H*W
