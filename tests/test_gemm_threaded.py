@@ -46,7 +46,7 @@ SHAPES = [
     (300, 1000, 50, False, False),     # narrow C: A read by rows, B in place, three K blocks
     (97, 1031, 389, True, False),      # primes: edge tiles everywhere, B packed (1.6 MB) by column chunks
     (385, 385, 383, False, True),      # one past KC and NC / one under: B groups
-    (100, 20000, 100, False, False),   # deep K: A in two bands (of up to 6 MiB), column segments, B groups
+    (100, 45000, 100, False, False),   # deep K: A in two bands (of up to 16 MiB), column segments, B groups
 ]
 
 
