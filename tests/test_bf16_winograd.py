@@ -30,7 +30,7 @@ import deepkern as dk
 from deepkern import backends, ops
 from deepkern.backends import numpy as ref
 
-from .conftest import randn
+from .conftest import num_threads, randn
 from . import test_conv_winograd as fp32_tests
 from .test_bf16 import bf16_switched_off, needs_bf16, round_bf16
 from .test_conv_winograd import EPS32, IDS, SHAPES, _assert_within, _forward_scale, _input_grad_scale, _inputs, mode
@@ -128,9 +128,7 @@ def test_auto_picks_f2_where_fp32_picks_winograd(rng, monkeypatch):
     """auto in bf16: F(2x2) (never F(4x4)) on the layers fp32's auto runs by Winograd; the input gradient
     off below 16x16 planes; off for 3 input channels. The weight gradient by Winograd (on fp32's rule) only
     where the input gradient is not left to the im2col GEMMs, which make gw beside it for less."""
-    before = dk.get_num_threads()
-    dk.set_num_threads(2)
-    try:
+    with num_threads(2):
         for c, size, expect, expect_dx in ((32, 13, "f2", "off"), (16, 36, "f2", "f2"), (3, 13, "off", "off")):
             x, w = randn(rng, 4, c, size, size), randn(rng, 32, c, 3, 3)
             g = randn(rng, 4, 32, size - 2, size - 2)
@@ -147,8 +145,6 @@ def test_auto_picks_f2_where_fp32_picks_winograd(rng, monkeypatch):
             for a, b in (("f2", "off"), ("f4", "off"), ("f2", "f4")):  # the paths round differently
                 assert not np.array_equal(results[a][0], results[b][0])
             assert not np.array_equal(results["on"][3], results["off"][3])
-    finally:
-        dk.set_num_threads(before)
 
 
 @pytest.mark.parametrize("tile", ["f2", "f4"])

@@ -26,7 +26,7 @@ from deepkern import backends, nn, ops
 from deepkern.backends import numpy as ref
 from deepkern.nn import functional as F
 
-from .conftest import randn
+from .conftest import num_threads, randn
 
 needs_cpu = pytest.mark.skipif(not backends.available("cpu"), reason="the C++ backend is not built")
 pytestmark = needs_cpu
@@ -262,9 +262,7 @@ def test_the_thread_count_does_not_change_a_bit(cpu, rng, monkeypatch, tile):
 def test_auto_picks_winograd_only_where_it_measured_faster(cpu, rng, monkeypatch):
     """auto: F(2x2) for the seed CNN's second layer, F(4x4) from 32x32 outputs, off for 3 input channels, and
     for the input gradient off below 16x16 (see winograd_wanted); on: F(2x2) everywhere."""
-    before = dk.get_num_threads()
-    dk.set_num_threads(2)
-    try:
+    with num_threads(2):
         for c, size, expect, expect_dx in ((32, 13, "f2", "off"), (16, 36, "f4", "f4"), (3, 13, "off", "off")):
             x, w = randn(rng, 4, c, size, size), randn(rng, 32, c, 3, 3)
             g = randn(rng, 4, 32, size - 2, size - 2)
@@ -277,8 +275,6 @@ def test_auto_picks_winograd_only_where_it_measured_faster(cpu, rng, monkeypatch
             np.testing.assert_array_equal(results["on"][0], results["f2"][0])
             for a, b in (("f2", "off"), ("f4", "off"), ("f2", "f4")):  # the paths round differently
                 assert not np.array_equal(results[a][0], results[b][0])
-    finally:
-        dk.set_num_threads(before)
 
 
 def test_a_bad_mode_is_a_clear_error(cpu, rng, monkeypatch):
