@@ -1,8 +1,9 @@
-"""The conv backward's column gradient with the zero gradients' products skipped
+"""The conv backward's input gradient with the zero gradients' products skipped
 (csrc/cpu/conv2d_sparse_grad_avx512.cpp: taken when at most a third of gy is not zero, as behind a
-2x2 max-pool). Its sums are the AVX-512 GEMM's chains with the zero terms left out, so the input
-gradient must equal the GEMM path's bit for bit; the AVX2 GEMM (the same chains) gives the
-reference bits here, since the sparse kernel only runs with the AVX-512 GEMM."""
+2x2 max-pool). Its columns are the AVX-512 GEMM's chains with the zero terms left out, added onto
+the image in col2im's tap order, so the input gradient must equal the GEMM path's bit for bit; the
+AVX2 GEMM (the same chains) gives the reference bits here, since the sparse kernel only runs with the
+AVX-512 GEMM."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,7 @@ IDS = [f"{n}x{c}x{h}x{w}-{oc}k{k}p{p}" for n, c, h, w, oc, k, p in CASES]
 def avx512_gemm():
     from deepkern import _cpu
     if _cpu.simd_variant() != "avx512" or _cpu.gemm_variant() != "avx512":
-        pytest.skip("the sparse column gradient runs with the AVX-512 variants only")
+        pytest.skip("the sparse input gradient runs with the AVX-512 variants only")
     backends.set_backend("cpu")
     yield _cpu
     backends.set_backend(None)
@@ -116,3 +117,55 @@ def test_the_thread_count_does_not_change_a_bit(avx512_gemm, rng):
         dk.set_num_threads(before)
     for other in runs[1:]:
         np.testing.assert_array_equal(other, runs[0])
+
+
+# (N, C, H, W, OC, K, stride, padding): strides and padding (taps on the padding are dropped, in
+# either the columns' scatter or col2im), channels that are not a multiple of 16 (padded lanes),
+# 130 channels (one tap's lanes split over two passes), 70 output channels (narrow passes of 5
+# vectors for the weights to stay in L1), a 5x5 and a strided 1x1 kernel
+GEOMETRIES = [
+    (3, 20, 11, 12, 6, 3, 2, 1),
+    (2, 130, 7, 7, 5, 3, 1, 1),
+    (2, 7, 9, 9, 3, 5, 1, 2),
+    (2, 16, 10, 10, 70, 3, 1, 0),
+    (2, 9, 8, 8, 4, 1, 2, 0),
+    (3, 12, 10, 9, 8, 3, 2, 0),
+]
+GEOMETRY_IDS = [f"{n}x{c}x{h}x{w}-{oc}k{k}s{st}p{p}" for n, c, h, w, oc, k, st, p in GEOMETRIES]
+
+
+def _sparse_gradient(rng, shape, keep=0.2):
+    g = (randn(rng, *shape) * (rng.random(shape) < keep)).astype(np.float32)
+    flat = g.reshape(-1)
+    flat[1::11] = -0.0                        # signed zeros are zeros
+    flat[5] = np.nan                          # a NaN gradient reaches every tap of its window
+    flat[-2] = -np.inf
+    return g
+
+
+@needs_cpu
+@pytest.mark.parametrize("case", GEOMETRIES, ids=GEOMETRY_IDS)
+def test_any_geometry_has_the_gemm_and_col2im_bits(avx512_gemm, rng, case):
+    n, c, h, w_, oc, k, st, p = case
+    x, w = randn(rng, n, c, h, w_), randn(rng, oc, c, k, k) * 0.5
+    oh, ow = (h + 2 * p - k) // st + 1, (w_ + 2 * p - k) // st + 1
+    g = _sparse_gradient(rng, (n, oc, oh, ow))
+    got = ops.conv2d_backward(g, x, w, st, p, bias=True)
+    want = _gemm_path(avx512_gemm, lambda: ops.conv2d_backward(g, x, w, st, p, bias=True))
+    for a, e, what in zip(got, want, ("gx", "gw", "gb")):
+        np.testing.assert_array_equal(a, e, err_msg=what)
+    assert np.isnan(got[0]).any() and np.isinf(got[0]).any()
+
+
+@needs_cpu
+@pytest.mark.parametrize("case", GEOMETRIES[:4], ids=GEOMETRY_IDS[:4])
+def test_pooled_layers_of_any_geometry_have_the_gemm_bits(avx512_gemm, rng, case):
+    n, c, h, w_, oc, k, st, p = case
+    x, w, b = randn(rng, n, c, h, w_), randn(rng, oc, c, k, k) * 0.5, randn(rng, oc)
+    out, route = ops.conv2d_relu(x, w, b, st, p, True)
+    g = randn(rng, *out.shape)
+    g.flat[::5] = -0.0
+    got = ops.conv2d_relu_backward(g, x, w, out, route, st, p, bias=True)
+    want = _gemm_path(avx512_gemm, lambda: ops.conv2d_relu_backward(g, x, w, out, route, st, p, bias=True))
+    for a, e, what in zip(got, want, ("gx", "gw", "gb")):
+        np.testing.assert_array_equal(a, e, err_msg=what)

@@ -154,7 +154,7 @@ float sum(const float* x, int n) {
     return total;
 }
 
-// Whether at most a third of gy (OC rows of n, row stride n) is not zero: the column gradient's
+// Whether at most a third of gy (OC rows of n, row stride n) is not zero: the sparse input gradient's
 // products of zeros are then skipped (seed CNN conv2 behind its pool: ~20% not zero; its fused
 // backward at 2 threads, 128 images, medians: 8.37 -> 6.99 ms; the skipped work costs about twice
 // the dense product's per product, as each one reloads a row of w, so a third is well inside the gain)
@@ -165,7 +165,7 @@ bool mostly_zero(const float* gy, int OC, int n) {
     return 3 * nonzero <= total;
 }
 
-// The non-zero gradients of a group of images as per-pixel lists, for the sparse column gradient
+// The non-zero gradients of a group of images as per-pixel lists, for the sparse input gradient
 // behind a pool (a source with the pooled form): no dense gy to build and scan. Pixel q = g * P + p of the group has count[q] channels chan[q * OC + t], increasing, with
 // values grad[q * OC + t]: the lists a scan of the dense gy gives, so the sums have its bits.
 struct GroupLists {
@@ -417,14 +417,16 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     // With very few taps (the seed CNN's first layer: CKK = 9, OC = 32, P = 676) the transposed
     // form's packing of gy (OC x P per image) outweighs the product: 0.75 vs 1.0 ms, medians.
     const bool gw_transposed = (s.OC <= 64 || s.OC <= ckk) && ckk >= 16;
-    // Behind a 2x2 pool most of gy is zero: the column gradient then skips those products, with
-    // the AVX-512 GEMM's bits (so only when that GEMM is the one in use, and w is finite)
+    // Behind a 2x2 pool most of gy is zero: the input gradient then skips those products, with
+    // the AVX-512 GEMM's and col2im's bits (so only when that GEMM is the one in use, and w is finite)
     const bool sparse_ok = gx && !direct && gemm_variant() == "avx512" && simd_isa() == SimdIsa::avx512 &&
                            conv2d_parts::all_finite(w, static_cast<int64_t>(w_size));
     const int group = direct ? 1 : images_per_gemm(s, ckk);
     const bool rows512 = avx512_rows(s);
     std::unique_ptr<conv2d_parts::PooledNonzeros> pooled_nonzeros;  // behind a pool: the routes' non-zeros
     if (source && source->pooled().gy) pooled_nonzeros.reset(new conv2d_parts::PooledNonzeros(s, source->pooled()));
+    std::unique_ptr<conv2d_isa::SparseInputGrad> sparse_gx;  // w in tap-major order, for the sparse input gradient
+    if (sparse_ok) sparse_gx.reset(new conv2d_isa::SparseInputGrad(s, w));
     gemm_variant();  // surfaces a bad DEEPKERN_GEMM here, not from inside the parallel region
 
     // Work items are chunks: runs of consecutive groups of `group` images, each accumulating
@@ -454,7 +456,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     struct Scratch {
         std::unique_ptr<float[]> cols;      // the group's im2col; then (once gW has read it) its dcols
         std::unique_ptr<float[]> gy_group;  // gy of the group's images side by side
-        GroupLists lists;                   // or, for the sparse column gradient, the source's non-zeros
+        GroupLists lists;                   // or, for the sparse input gradient, the source's non-zeros
     };
     auto chunk = [&](int k, Scratch& sc) {
         const int g_lo = static_cast<int>(static_cast<int64_t>(groups) * k / chunks);
@@ -467,10 +469,11 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
             const float beta = gi == g_lo ? 0.0f : 1.0f;
             // only the input gradient left: straight from a source's non-zero lists where it has them
             if (pooled_nonzeros && sparse_ok && !gw_part && !gb_part && sc.lists.build(*pooled_nonzeros, s, n0, G)) {
-                conv2d_isa::column_grad_lists_avx512(ckk, ld, w, sc.lists.chan.get(), sc.lists.grad.get(),
-                                                     sc.lists.count.data(), s.OC, sc.cols.get(), ld);
-                for (int g = 0; g < G; ++g)
-                    from_columns(s, rows512, sc.cols.get() + g * ohw, ld, gx + (n0 + g) * x_img);
+                for (int g = 0; g < G; ++g) {
+                    const int64_t at = static_cast<int64_t>(g) * ohw;  // the image's first pixel in the lists
+                    sparse_gx->from_lists(sc.lists.chan.get() + at * s.OC, sc.lists.grad.get() + at * s.OC,
+                                          sc.lists.count.data() + at, s.OC, gx + (n0 + g) * x_img);
+                }
                 continue;
             }
             // gyb (OC, G*P)
@@ -508,11 +511,12 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
                 sgemm(true, false, ckk, ohw, s.OC, w, ckk, gyb, ohw, 0.0f, gx + n0 * x_img, ohw, nullptr, false);
                 continue;
             }
+            if (sparse_ok && mostly_zero(gyb, s.OC, ld)) {  // each gx_n from its non-zero gradients alone
+                for (int g = 0; g < G; ++g) sparse_gx->from_dense(gyb + g * ohw, ld, gx + (n0 + g) * x_img);
+                continue;
+            }
             // dcols (CKK, G*P) = W^T (CKK, OC) @ gyb (OC, G*P), then col2im onto each gx_n
-            if (sparse_ok && mostly_zero(gyb, s.OC, ld))
-                conv2d_isa::column_grad_sparse_avx512(ckk, ld, s.OC, w, gyb, ld, sc.cols.get(), ld);
-            else
-                sgemm(true, false, ckk, ld, s.OC, w, ckk, gyb, ld, 0.0f, sc.cols.get(), ld, nullptr, false);
+            sgemm(true, false, ckk, ld, s.OC, w, ckk, gyb, ld, 0.0f, sc.cols.get(), ld, nullptr, false);
             for (int g = 0; g < G; ++g)
                 from_columns(s, rows512, sc.cols.get() + g * ohw, ld, gx + (n0 + g) * x_img);
         }

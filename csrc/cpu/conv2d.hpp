@@ -55,7 +55,7 @@ void conv2d_backward(const Conv2dShape& s, const ConvGradSource& gy_source, cons
 
 namespace conv2d_parts {
 // A pooled source's non-zero gradients (ConvGradSource::pooled), channel by channel, for the
-// kernels that skip the zeros (conv2d_sparse_wgrad.cpp, the column gradient's lists in conv2d.cpp)
+// kernels that skip the zeros (conv2d_sparse_wgrad.cpp, the sparse input gradient's lists in conv2d.cpp)
 class PooledNonzeros {
 public:
     PooledNonzeros(const Conv2dShape& s, ConvGradSource::Pooled pooled);
@@ -92,15 +92,23 @@ namespace conv2d_isa {
 void im2col_s1_avx512(const Conv2dShape& s, const float* x, float* cols, int64_t ld);
 // x is overwritten (no zero fill needed)
 void col2im_s1_avx512(const Conv2dShape& s, const float* cols, int64_t ld, float* x);
-// dcols (CKK, n), row stride ldc, = w^T (CKK, OC) @ gy (OC, n), row stride ldg, for w (OC, CKK):
-// the products of gradients that are 0 skipped (conv2d_sparse_grad_avx512.cpp). The same bits as
-// the AVX-512 GEMM's product for a finite w.
-void column_grad_sparse_avx512(int CKK, int n, int OC, const float* w, const float* gy, int64_t ldg, float* dcols,
-                               int64_t ldc);
-// The same product, the gradient given as per-pixel lists: pixel p (< n) has count[p] non-zero
-// channels chan[p * stride + t], in increasing order, with values grad[p * stride + t]
-void column_grad_lists_avx512(int CKK, int n, const float* w, const int32_t* chan, const float* grad,
-                              const int32_t* count, int64_t stride, float* dcols, int64_t ldc);
+// The input gradient of one image when most of its output gradient is zero: the products of the
+// zero gradients skipped, the columns added straight onto the image (conv2d_sparse_grad_avx512.cpp).
+// The same bits as the AVX-512 GEMM's column product w^T @ gy followed by col2im, for a finite w.
+// Built once per backward (w in tap-major order); its calls may run on several threads at once.
+struct SparseInputGrad {
+    SparseInputGrad(const Conv2dShape& shape, const float* w);  // w (OC, C, KH, KW)
+    // gx (C, H, W) from the image's output gradient gy (OC rows of OH*OW, row stride ldg)
+    void from_dense(const float* gy, int64_t ldg, float* gx) const;
+    // gx (C, H, W) from per-pixel lists: pixel p (< OH*OW) has count[p] non-zero channels
+    // chan[p * stride + t], in increasing order, with values grad[p * stride + t]
+    void from_lists(const int32_t* chan, const float* grad, const int32_t* count, int64_t stride, float* gx) const;
+
+    Conv2dShape s;
+    int cp;                 // C rounded up to 16: the lanes of a tap
+    int64_t wt_row;         // KH * KW * cp
+    std::vector<float> wt;  // (OC, KH, KW, cp): w[o, c, i, j] at wt[o, i, j, c], lanes c >= C zero
+};
 }  // namespace conv2d_isa
 
 }  // namespace deepkern::cpu

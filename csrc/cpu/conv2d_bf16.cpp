@@ -17,7 +17,7 @@
 // where its rule picks it); what it declines (mode, shape, non-finite data) runs here.
 // A backward whose output gradient is mostly zero (behind a 2x2 max-pool: at most one conv output
 // in four gets a gradient) runs fp32's instead, whose sparse paths leave the zeros' products out
-// (conv2d_sparse_wgrad.hpp, the column gradient's lists): fewer products than any bf16 path here
+// (conv2d_sparse_wgrad.hpp, the sparse input gradient): fewer products than any bf16 path here
 // (seed CNN conv2: ~3x fewer), in fp32 at that. The same rule for a dense gradient with that many
 // zeros keeps the fused layer equal to the plain ops. Not where bf16 Winograd takes the input
 // gradient (larger planes), nor with DEEPKERN_WINOGRAD=off (the bf16 GEMMs, as before).
