@@ -457,6 +457,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
         std::unique_ptr<float[]> cols;      // the group's im2col; then (once gW has read it) its dcols
         std::unique_ptr<float[]> gy_group;  // gy of the group's images side by side
         GroupLists lists;                   // or, for the sparse input gradient, the source's non-zeros
+        conv2d_isa::SparseInputGrad::Scratch sparse;  // the sparse input gradient's working memory
     };
     auto chunk = [&](int k, Scratch& sc) {
         const int g_lo = static_cast<int>(static_cast<int64_t>(groups) * k / chunks);
@@ -472,7 +473,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
                 for (int g = 0; g < G; ++g) {
                     const int64_t at = static_cast<int64_t>(g) * ohw;  // the image's first pixel in the lists
                     sparse_gx->from_lists(sc.lists.chan.get() + at * s.OC, sc.lists.grad.get() + at * s.OC,
-                                          sc.lists.count.data() + at, s.OC, gx + (n0 + g) * x_img);
+                                          sc.lists.count.data() + at, s.OC, gx + (n0 + g) * x_img, sc.sparse);
                 }
                 continue;
             }
@@ -512,7 +513,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
                 continue;
             }
             if (sparse_ok && mostly_zero(gyb, s.OC, ld)) {  // each gx_n from its non-zero gradients alone
-                for (int g = 0; g < G; ++g) sparse_gx->from_dense(gyb + g * ohw, ld, gx + (n0 + g) * x_img);
+                for (int g = 0; g < G; ++g) sparse_gx->from_dense(gyb + g * ohw, ld, gx + (n0 + g) * x_img, sc.sparse);
                 continue;
             }
             // dcols (CKK, G*P) = W^T (CKK, OC) @ gyb (OC, G*P), then col2im onto each gx_n
@@ -551,7 +552,7 @@ void backward_impl(const Conv2dShape& s, const float* gy, const ConvGradSource* 
     const size_t cols_size = direct ? 0 : static_cast<size_t>(ckk) * group * ohw;
     const size_t gy_size = group > 1 || source ? static_cast<size_t>(s.OC) * group * ohw : 0;
     parallel_chunks(chunks, [&](int64_t k) {  // each chunk's GEMMs run serially on its thread
-        Scratch sc{scratch(cols_size), scratch(gy_size), GroupLists{}};
+        Scratch sc{scratch(cols_size), scratch(gy_size), GroupLists{}, {}};
         chunk(static_cast<int>(k), sc);
     });
     if (!gw) return;  // only the input gradient was wanted

@@ -98,11 +98,17 @@ void col2im_s1_avx512(const Conv2dShape& s, const float* cols, int64_t ld, float
 // Built once per backward (w in tap-major order); its calls may run on several threads at once.
 struct SparseInputGrad {
     SparseInputGrad(const Conv2dShape& shape, const float* w);  // w (OC, C, KH, KW)
+    // One thread's working memory: the channels-last image and a dense gradient's lists
+    struct Scratch {
+        std::vector<float> hwc, g_t, grad;
+        std::vector<int32_t> chan, count;
+    };
     // gx (C, H, W) from the image's output gradient gy (OC rows of OH*OW, row stride ldg)
-    void from_dense(const float* gy, int64_t ldg, float* gx) const;
+    void from_dense(const float* gy, int64_t ldg, float* gx, Scratch& scratch) const;
     // gx (C, H, W) from per-pixel lists: pixel p (< OH*OW) has count[p] non-zero channels
     // chan[p * stride + t], in increasing order, with values grad[p * stride + t]
-    void from_lists(const int32_t* chan, const float* grad, const int32_t* count, int64_t stride, float* gx) const;
+    void from_lists(const int32_t* chan, const float* grad, const int32_t* count, int64_t stride, float* gx,
+                    Scratch& scratch) const;
 
     Conv2dShape s;
     int cp;                 // C rounded up to 16: the lanes of a tap

@@ -84,7 +84,7 @@ void run_pass(const SparseInputGrad& g, const ListsView& lists, const Pass& pass
         column<V>(g, lists, p, pass.v0, acc);
         const int oh = p / s.OW, ow = p % s.OW;
         const int h0 = oh * s.SH - s.PH, w0 = ow * s.SW - s.PW;  // the window's corner in the image
-        float* corner = hwc + (static_cast<int64_t>(h0) * s.W + w0) * g.cp;
+        const int64_t corner = (static_cast<int64_t>(h0) * s.W + w0) * g.cp;  // (may lie outside: padding)
         const bool inside = h0 >= 0 && w0 >= 0 && h0 + s.KH <= s.H && w0 + s.KW <= s.W;
 #pragma GCC unroll 24
         for (int v = 0; v < V; ++v) {
@@ -92,7 +92,7 @@ void run_pass(const SparseInputGrad& g, const ListsView& lists, const Pass& pass
                 const int h = h0 + pass.ti[v], w = w0 + pass.tj[v];
                 if (h < 0 || h >= s.H || w < 0 || w >= s.W) continue;  // a tap on the padding
             }
-            float* d = corner + pass.at[v];
+            float* d = hwc + (corner + pass.at[v]);
             _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[v]));
         }
     }
@@ -105,17 +105,12 @@ constexpr std::array<PassFn, sizeof...(V)> pass_table(std::integer_sequence<int,
     return {&run_pass<V + 1>...};
 }
 
-// Scratch of the calling thread: the channels-last image and, for a dense gradient, its lists
-thread_local std::vector<float> tl_hwc;
-thread_local std::vector<float> tl_g_t, tl_grad;
-thread_local std::vector<int32_t> tl_chan, tl_count;
-
-// gx (C, H, W) of one image from its lists
-void image_from_lists(const SparseInputGrad& g, const ListsView& lists, float* gx) {
+// gx (C, H, W) of one image from its lists; hwc: scratch for the channels-last image
+void image_from_lists(const SparseInputGrad& g, const ListsView& lists, float* gx, std::vector<float>& hwc_buffer) {
     const Conv2dShape& s = g.s;
     const int64_t hw = static_cast<int64_t>(s.H) * s.W;
-    tl_hwc.assign(static_cast<size_t>(hw * g.cp), 0.0f);  // every element's sum starts at +0, as col2im's
-    float* hwc = tl_hwc.data();
+    hwc_buffer.assign(static_cast<size_t>(hw * g.cp), 0.0f);  // every element's sum starts at +0, as col2im's
+    float* hwc = hwc_buffer.data();
     static constexpr auto passes = pass_table(std::make_integer_sequence<int, kMostVectors>{});
     const int cv = g.cp / kLanes, vectors = s.KH * s.KW * cv;
     const int64_t vector_bytes = static_cast<int64_t>(s.OC) * kLanes * static_cast<int64_t>(sizeof(float));
@@ -151,41 +146,45 @@ SparseInputGrad::SparseInputGrad(const Conv2dShape& shape, const float* w)
 }
 
 void SparseInputGrad::from_lists(const int32_t* chan, const float* grad, const int32_t* count, int64_t stride,
-                                 float* gx) const {
-    image_from_lists(*this, ListsView{chan, grad, count, stride}, gx);
+                                 float* gx, Scratch& scratch) const {
+    image_from_lists(*this, ListsView{chan, grad, count, stride}, gx, scratch.hwc);
 }
 
-void SparseInputGrad::from_dense(const float* gy, int64_t ldg, float* gx) const {
+void SparseInputGrad::from_dense(const float* gy, int64_t ldg, float* gx, Scratch& scratch) const {
     const int P = s.OH * s.OW, OC = s.OC;
     const int stride = (OC + kLanes - 1) / kLanes * kLanes;  // the lists have room for whole-vector stores
-    tl_g_t.resize(static_cast<size_t>(kLanes) * stride);
-    tl_chan.resize(static_cast<size_t>(P) * stride);
-    tl_grad.resize(static_cast<size_t>(P) * stride);
-    tl_count.resize(static_cast<size_t>(P));
+    std::vector<float>& g_t = scratch.g_t;
+    std::vector<float>& grad = scratch.grad;
+    std::vector<int32_t>& chan = scratch.chan;
+    std::vector<int32_t>& count = scratch.count;
+    g_t.resize(static_cast<size_t>(kLanes) * stride);
+    chan.resize(static_cast<size_t>(P) * stride);
+    grad.resize(static_cast<size_t>(P) * stride);
+    count.resize(static_cast<size_t>(P));
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512 zero = _mm512_setzero_ps();
     for (int p0 = 0; p0 < P; p0 += kLanes) {
         const int np = std::min(kLanes, P - p0);
         for (int o0 = 0; o0 < OC; o0 += kLanes)  // g_t[l, o] = gy[o, p0 + l]
-            simd::transpose16(gy + o0 * ldg + p0, ldg, np, std::min(kLanes, OC - o0), tl_g_t.data() + o0, stride);
+            simd::transpose16(gy + o0 * ldg + p0, ldg, np, std::min(kLanes, OC - o0), g_t.data() + o0, stride);
         for (int l = 0; l < np; ++l) {
             const int64_t at = static_cast<int64_t>(p0 + l) * stride;
             int n = 0;
             for (int o0 = 0; o0 < OC; o0 += kLanes) {
                 const int left = OC - o0;
                 const __mmask16 valid = static_cast<__mmask16>(left >= kLanes ? 0xFFFFu : (1u << left) - 1u);
-                const __m512 gv = _mm512_maskz_loadu_ps(valid, tl_g_t.data() + l * stride + o0);
+                const __m512 gv = _mm512_maskz_loadu_ps(valid, g_t.data() + l * stride + o0);
                 const __mmask16 nz = _mm512_mask_cmp_ps_mask(valid, gv, zero, _CMP_NEQ_UQ);  // a NaN is not zero
                 // packed to the front in channel order; whole-vector stores (the lists have room)
-                _mm512_storeu_ps(tl_grad.data() + at + n, _mm512_maskz_compress_ps(nz, gv));
-                _mm512_storeu_si512(tl_chan.data() + at + n,
+                _mm512_storeu_ps(grad.data() + at + n, _mm512_maskz_compress_ps(nz, gv));
+                _mm512_storeu_si512(chan.data() + at + n,
                                     _mm512_maskz_compress_epi32(nz, _mm512_add_epi32(lane, _mm512_set1_epi32(o0))));
                 n += __builtin_popcount(nz);
             }
-            tl_count[p0 + l] = n;
+            count[p0 + l] = n;
         }
     }
-    image_from_lists(*this, ListsView{tl_chan.data(), tl_grad.data(), tl_count.data(), stride}, gx);
+    image_from_lists(*this, ListsView{chan.data(), grad.data(), count.data(), stride}, gx, scratch.hwc);
 }
 
 }  // namespace deepkern::cpu::conv2d_isa
