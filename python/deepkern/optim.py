@@ -90,7 +90,7 @@ class _StepPlan:
     counts. ``run`` takes the short way only when everything else is what the full step checked:
     the same parameter list, state list and dicts and hyperparameter values; each parameter's
     array the very object that ``ops``' rules passed; every parameter with a float32 NumPy
-    gradient and the same step count; the same backend kernel. The rest the kernel's own
+    gradient and the same step count; a backend with the one-call kernel. The rest the kernel's own
     checks cover, for every parameter before it updates any: each gradient and state buffer
     float32, C-contiguous, aligned, of its parameter's shape (so of the sizes ``ops`` allows) and
     sharing memory with none of the group; param and buffers writable (a flag or a shape set in
@@ -99,12 +99,11 @@ class _StepPlan:
     and raises ``ops``' error naming the argument otherwise.
     """
 
-    __slots__ = ("params", "state", "states", "arrays", "step", "hyper", "many")
+    __slots__ = ("params", "state", "states", "arrays", "step", "hyper")
 
     @classmethod
-    def after(cls, opt: "Optimizer", many: Any, ready: List[Tuple[int, Any, Any, Dict[str, Any]]]
-              ) -> Optional["_StepPlan"]:
-        """The plan after a full step that updated ``ready`` through ``many``; None unless every
+    def after(cls, opt: "Optimizer", ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> Optional["_StepPlan"]:
+        """The plan after a full step that updated ``ready`` in one call; None unless every
         parameter took part at one step count (the usual loop; other steps stay the full way)."""
         states = [item[3] for item in ready]
         step = states[0]["step"]
@@ -114,7 +113,7 @@ class _StepPlan:
         plan.params = list(opt.params)
         plan.state, plan.states = opt.state, states
         plan.arrays = [item[1] for item in ready]
-        plan.step, plan.hyper, plan.many = step, dict(opt.hyper), many
+        plan.step, plan.hyper = step, dict(opt.hyper)
         return plan
 
     def run(self, opt: "Optimizer") -> bool:
@@ -131,7 +130,7 @@ class _StepPlan:
                 return False
             grads.append(g)
         many = getattr(backends.for_array(arrays[0]), opt.kernel + "_many", None)
-        if many is not self.many:   # another backend was set since
+        if many is None:   # a backend without it was set since: one checked call per parameter
             return False
         for s in states:
             s["step"] = step + 1
@@ -221,7 +220,7 @@ class Optimizer:
                     self._update(param, g, state)
             else:
                 self._step_many(many, ready)
-                self._plan = _StepPlan.after(self, many, ready)
+                self._plan = _StepPlan.after(self, ready)
 
     def _many_kernel(self, ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> Any:
         """The backend's ``<kernel>_many`` when every parameter is a NumPy array and the class
