@@ -202,3 +202,13 @@ def test_a_backward_runs_in_its_forwards_precision_either_way(rng):
     assert not np.array_equal(fp32, bf16)
     assert np.array_equal(weight_grad("fp32", "bf16"), fp32)
     assert np.array_equal(weight_grad("bf16", "fp32"), bf16)
+
+
+def test_tensor_wraps_a_plain_float32_array_and_converts_the_rest():
+    a = np.ones((2, 3), np.float32)
+    assert Tensor(a).data is a
+    for other in (a.T, a.astype(np.float64), a.astype(">f4"), [[1.0, 2.0]]):
+        data = Tensor(other).data
+        assert data.dtype == np.float32 and data.dtype.isnative and data.flags.c_contiguous
+        assert np.array_equal(data, np.asarray(other, np.float32))
+    assert Tensor(a, dtype=np.float64).data.dtype == np.float64

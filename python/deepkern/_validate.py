@@ -25,7 +25,9 @@ def is_gpu_array(x: Any) -> bool:
     return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
 
 
-_F32 = np.dtype(np.float32)
+# float32's dtype object: the fast paths test ``x.dtype is FLOAT32`` (NumPy keeps one object per
+# native dtype; any other object, even an equal one, takes the full comparison)
+FLOAT32 = np.dtype(np.float32)
 
 
 def check_array(x: Any, name: str, ndim: int | Tuple[int, ...] | None = None,
@@ -35,7 +37,7 @@ def check_array(x: Any, name: str, ndim: int | Tuple[int, ...] | None = None,
     # wanted rank, non-empty, at most INDEX_LIMIT elements (so no dimension exceeds it), C-contiguous
     # and aligned -- passes in one test. Anything else (another dtype object equal to float32, a
     # rank tuple, a subclass) takes the full checks below, which raise naming the argument.
-    if (type(x) is np.ndarray and x.dtype is _F32 and dtype is np.float32 and (ndim is None or x.ndim == ndim)
+    if (type(x) is np.ndarray and x.dtype is FLOAT32 and dtype is np.float32 and (ndim is None or x.ndim == ndim)
             and 0 < x.size <= INDEX_LIMIT and x.flags.c_contiguous and x.flags.aligned):
         return
     if not (isinstance(x, np.ndarray) or is_gpu_array(x)):

@@ -35,6 +35,7 @@ import numpy as np
 from . import backends, ops
 from ._device import move as _move
 from ._device import to_host
+from ._validate import FLOAT32
 from .autograd import Tensor, no_grad, xp_of
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "l1_penalty", "l2_penalty"]
@@ -81,9 +82,6 @@ def _updates_in_one_call(cls: type) -> bool:
     return cls.kernel is not None and owner is not Optimizer and cls._update is owner.__dict__["_update"]
 
 
-_F32 = np.dtype(np.float32)
-
-
 class _StepPlan:
     """What the last full step of the one-call path checked, so that the next ones go straight to
     the kernel.
@@ -128,7 +126,7 @@ class _StepPlan:
         arrays, grads = self.arrays, []
         for p, array, s in zip(params, arrays, states):
             g = p._grad   # None (a skipped parameter), another type or dtype: the full way takes it
-            if p.data is not array or type(g) is not np.ndarray or g.dtype is not _F32 or s.get("step") != step:
+            if p.data is not array or type(g) is not np.ndarray or g.dtype is not FLOAT32 or s.get("step") != step:
                 return False
             grads.append(g)
         many = getattr(backends.for_array(arrays[0]), opt.kernel + "_many", None)

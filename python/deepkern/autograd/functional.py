@@ -17,7 +17,7 @@ import numpy as np
 from .. import backends, ops
 from .._device import device_name, is_gpu_array, move
 from .._precision import get_precision, precision
-from .._validate import LABEL_DTYPES
+from .._validate import FLOAT32, LABEL_DTYPES
 from .rng import get_generator
 from .tensor import Array, Tensor, as_array, xp_of
 
@@ -37,13 +37,10 @@ def _tensor(x: Any, name: str) -> Tensor:
         raise TypeError(f"{name}: expected a Tensor or array, got {type(x).__name__}") from exc
 
 
-_F32 = np.dtype(np.float32)
-
-
 def _f32(x: Tensor, name: str) -> Array:
     """x.data as a float32 C-contiguous array (no copy when it already is)."""
     a = x.data
-    if a.dtype is _F32 and a.flags.c_contiguous:   # the usual case, in one test
+    if a.dtype is FLOAT32 and a.flags.c_contiguous:   # the usual case, in one test
         return a
     if a.dtype != np.float32:
         if a.dtype.kind not in "iufb":

@@ -28,7 +28,7 @@ from .._device import is_gpu_array
 from .._device import move as _move
 from .._device import xp_of
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
-from .._validate import scalar_value
+from .._validate import FLOAT32, scalar_value
 
 __all__ = ["Tensor", "tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
 
@@ -57,6 +57,8 @@ def as_array(data: Any, dtype: Any = None) -> Array:
     """
     if isinstance(data, Tensor):
         data = data.data
+    if type(data) is np.ndarray and dtype is None and data.dtype is FLOAT32 and data.flags.c_contiguous:
+        return data   # the usual batch: already what the rest of this function would return
     if is_gpu_array(data):
         if dtype is not None:
             data = data.astype(dtype, copy=False)
