@@ -212,3 +212,42 @@ def test_tensor_wraps_a_plain_float32_array_and_converts_the_rest():
         assert data.dtype == np.float32 and data.dtype.isnative and data.flags.c_contiguous
         assert np.array_equal(data, np.asarray(other, np.float32))
     assert Tensor(a, dtype=np.float64).data.dtype == np.float64
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_labels_out_of_range_are_refused_in_ops_words_on_every_backend(rng, backend, dtype):
+    """The C++ backend reads the labels itself (ops then skips its own pass); the error is ops' all
+    the same: the smallest label when one is negative, else the largest, for the loss and its
+    backward alike."""
+    if not dk.backends.available(backend):
+        pytest.skip(f"{backend} backend not built")
+    logits = randn(rng, 4, 3)
+    dk.set_backend(backend)
+    try:
+        for labels, bad in (([0, 5, 2, 3], 5), ([0, 5, -2, -1], -2)):
+            labels = np.array(labels, dtype=dtype)
+            message = rf"^labels: label {bad} is out of range for 3 classes \(expected 0 <= label < 3\)$"
+            with pytest.raises(ValueError, match=message):
+                dk.ops.cross_entropy(logits, labels)
+            with pytest.raises(ValueError, match=message):
+                dk.ops.cross_entropy_backward(logits, labels, 1.0)
+        good = np.array([0, 2, 2, 1], dtype=dtype)
+        assert np.isfinite(dk.ops.cross_entropy(logits, good))
+    finally:
+        dk.set_backend(None)
+
+
+def test_the_cpu_backend_is_left_the_label_range(rng, monkeypatch):
+    if not dk.backends.available("cpu"):
+        pytest.skip("cpu backend not built")
+    from deepkern import ops
+    asked = []
+    check = ops.check_labels
+    monkeypatch.setattr(ops, "check_labels", lambda *a, **k: asked.append(k.get("check_range", True)) or check(*a, **k))
+    dk.set_backend("cpu")
+    try:
+        ops.cross_entropy(randn(rng, 4, 3), np.array([0, 1, 2, 1]))
+    finally:
+        dk.set_backend(None)
+    assert asked == [False]

@@ -87,11 +87,13 @@ def real(value: Any, name: str) -> float:
 LABEL_DTYPES = {np.dtype(np.int64): np.dtype(np.uint64), np.dtype(np.int32): np.dtype(np.uint32)}
 
 
-def check_labels(labels: Any, name: str, n: int, classes: int) -> None:
+def check_labels(labels: Any, name: str, n: int, classes: int, check_range: bool = True) -> None:
     """Integer class labels of shape (n,), each in [0, classes).
 
     On the GPU the range is not read here (``labels.min()`` would make the host wait for the GPU
     on every call): the backends count bad labels on the device, see ``device_checked_loss``.
+    ``check_range=False`` leaves the range on the CPU too to a backend that checks it itself
+    (``ops._cross_entropy_call``).
     """
     if not (isinstance(labels, np.ndarray) or is_gpu_array(labels)):
         raise TypeError(f"{name}: expected an integer numpy.ndarray or cupy.ndarray, got {type(labels).__name__}")
@@ -102,7 +104,7 @@ def check_labels(labels: Any, name: str, n: int, classes: int) -> None:
         raise ValueError(f"{name}: expected shape ({n},) to match the batch of logits, got {tuple(labels.shape)}")
     if not labels.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array")
-    if is_gpu_array(labels):
+    if not check_range or is_gpu_array(labels):
         return
     # one pass: read as unsigned, a negative label is above every class count, so the largest
     # value is < classes exactly when every label is in range (the message then names the culprit)

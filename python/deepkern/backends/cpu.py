@@ -63,6 +63,11 @@ def conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias,
                                      get_precision() == "bf16")
 
 
+# cross_entropy and its backward read every label before the kernel and refuse one outside [0, C)
+# with ValueError (the binding's checked_labels): ops leaves that pass to them
+CHECKS_LABELS = True
+
+
 def _labels64(labels: np.ndarray) -> np.ndarray:
     # The kernels read int64 labels; int32 ones (a few KB) are widened explicitly.
     return labels if labels.dtype == np.int64 else labels.astype(np.int64)
