@@ -241,3 +241,189 @@ def test_the_cpu_backend_updates_all_parameters_in_one_call(rng, monkeypatch):
         p.grad = randn(rng, *p.shape)
     opt.step()
     assert calls == [2, 2]
+
+
+# ---------------------------------------------------------------------------- the short way
+# After a full step, the next ones go straight to the kernel while nothing but the gradients and
+# the step counts changed (optim._StepPlan). Each test changes one thing the full step checked
+# and expects what a full step gives: the reference's bits, or ops' error with nothing updated.
+class _Reference:
+    """Adam over copies of the parameters, one checked ``ops.adam_update`` per parameter."""
+
+    def __init__(self, params, lr=0.1):
+        self.arrays = [p.numpy().copy() for p in params]
+        self.m = [np.zeros_like(a) for a in self.arrays]
+        self.v = [np.zeros_like(a) for a in self.arrays]
+        self.t = [0] * len(params)
+        self.lr = lr
+
+    def step(self, grads):
+        for i, g in enumerate(grads):
+            self.t[i] += 1
+            ops.adam_update(self.arrays[i], np.ascontiguousarray(g, np.float32), self.m[i], self.v[i], self.t[i],
+                            self.lr)
+
+
+def _train(rng, params, opt, ref, steps=2, grads=None):
+    """``steps`` steps of opt and ref with the same fresh gradients; checks the bits after each."""
+    for _ in range(steps):
+        gs = grads or [randn(rng, *p.shape) for p in params]
+        for p, g in zip(params, gs):
+            p.grad = g
+        ref.step(gs)
+        opt.step()
+        for p, a in zip(params, ref.arrays):
+            assert np.array_equal(p.numpy(), a)
+
+
+@pytest.fixture
+def short(rng):
+    """Three parameters after two steps (the second one the short way), and their reference."""
+    params = [Tensor(randn(rng, 3, 5), requires_grad=True), Tensor(randn(rng, 5), requires_grad=True),
+              Tensor(randn(rng, 1), requires_grad=True)]
+    opt, ref = optim.Adam(params, lr=0.1), _Reference(params)
+    _train(rng, params, opt, ref)
+    return params, opt, ref
+
+
+def test_steps_after_the_first_skip_the_full_checks(rng, short, monkeypatch):
+    params, opt, ref = short
+    full = []
+    monkeypatch.setattr(optim.Optimizer, "_step_many", lambda self, *a: full.append(a))
+    _train(rng, params, opt, ref, steps=3)   # the bits of the reference, without a full step
+    assert full == []
+
+
+def test_a_parameter_given_a_new_array_is_updated_there(rng, short):
+    params, opt, ref = short
+    old = params[0].data
+    kept = old.copy()
+    params[0].data = randn(rng, 3, 5)
+    ref.arrays[0] = params[0].numpy().copy()
+    _train(rng, params, opt, ref)
+    assert np.array_equal(old, kept)
+
+
+def test_a_parameter_reshaped_in_place_is_refused_like_ops(rng, short):
+    params, opt, _ = short
+    params[0].data.shape = (5, 3)
+    params[0].grad = randn(rng, 5, 3)
+    kind, message = _same_error_as_ops(opt, params, 0)
+    assert kind is ValueError and "m: expected shape (5, 3) like param, got (3, 5)" in message
+
+
+@pytest.mark.parametrize("make", [lambda g: g.astype(np.float64), lambda g: np.asfortranarray(g),
+                                  lambda g: np.repeat(g, 2, axis=-1)[..., ::2]],
+                         ids=["float64", "fortran", "strided"])
+def test_a_gradient_of_another_dtype_or_layout_is_converted_as_in_a_full_step(rng, short, make):
+    params, opt, ref = short
+    grads = [make(randn(rng, *p.shape)) for p in params]
+    assert not all(g.dtype == np.float32 and g.flags.c_contiguous for g in grads)
+    _train(rng, params, opt, ref, steps=1, grads=grads)
+
+
+def test_a_gradient_sharing_memory_with_a_state_buffer_is_refused_like_ops(rng, short):
+    params, opt, _ = short
+    params[1].grad = opt.state[1]["m"]
+    kind, message = _same_error_as_ops(opt, params, 1)
+    assert kind is ValueError and "m: shares memory with grad" in message
+
+
+def test_a_hyperparameter_changed_between_steps_is_used(rng, short):
+    params, opt, ref = short
+    opt.lr = ref.lr = 0.003
+    _train(rng, params, opt, ref)
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = -1.0
+
+
+def test_state_buffers_replaced_or_removed_between_steps(rng, short):
+    params, opt, ref = short
+    opt.state[0]["m"] = np.zeros((3, 5), np.float32)   # a reset buffer is used
+    ref.m[0][...] = 0
+    del opt.state[2]["v"]                               # a missing one starts again from zeros
+    ref.v[2][...] = 0
+    _train(rng, params, opt, ref)
+    opt.state[1]["v"] = np.zeros(4, np.float32)
+    params[1].grad = randn(rng, 5)
+    kind, message = _same_error_as_ops(opt, params, 1)
+    assert kind is ValueError and "v: expected shape (5,) like param, got (4,)" in message
+
+
+def test_step_counts_set_between_steps_are_used(rng, short):
+    params, opt, ref = short
+    for state in opt.state:
+        state["step"] = 40
+    ref.t = [40] * len(params)
+    _train(rng, params, opt, ref)
+
+
+def test_a_restored_checkpoint_is_continued_from(rng, short):
+    params, opt, ref = short
+    saved = opt.state_dict()
+    saved_arrays = [p.numpy().copy() for p in params]
+    saved_ref = ([a.copy() for a in ref.arrays], [m.copy() for m in ref.m], [v.copy() for v in ref.v], list(ref.t))
+    _train(rng, params, opt, ref)
+    for p, a in zip(params, saved_arrays):
+        p.data[...] = a
+    opt.load_state_dict(saved)
+    ref.arrays, ref.m, ref.v, ref.t = saved_ref
+    _train(rng, params, opt, ref)
+
+
+def test_a_parameter_without_gradient_in_a_later_step_is_skipped(rng, short):
+    params, opt, ref = short
+    grads = [randn(rng, 3, 5), None, randn(rng, 1)]
+    for i, (p, g) in enumerate(zip(params, grads)):
+        p.grad = g
+        if g is not None:
+            ref.t[i] += 1
+            ops.adam_update(ref.arrays[i], g.copy(), ref.m[i], ref.v[i], ref.t[i], ref.lr)
+    opt.step()
+    assert all(np.array_equal(p.numpy(), a) for p, a in zip(params, ref.arrays))
+    _train(rng, params, opt, ref)   # then at different step counts
+
+
+def test_a_parameter_list_changed_between_steps_is_followed(rng, short):
+    params, opt, ref = short
+    params[1] = opt.params[1] = Tensor(randn(rng, 5), requires_grad=True)   # its state (index 1) stays
+    ref.arrays[1] = params[1].numpy().copy()
+    _train(rng, params, opt, ref)
+
+
+def test_another_backend_set_between_steps_is_used(rng, short, monkeypatch):
+    params, opt, ref = short
+    numpy_backend = backends.load("numpy")
+    calls = []
+    update = numpy_backend.adam_update
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return update(*args)
+
+    monkeypatch.setattr(numpy_backend, "adam_update", counted)
+    dk.set_backend("numpy")
+    try:
+        _train(rng, params, opt, ref, steps=1)   # the reference's ops calls run there too
+    finally:
+        dk.set_backend(None)
+    assert calls == [(3, 5), (5,), (1,)] * 2
+    _train(rng, params, opt, ref)   # and back
+
+
+def test_sgd_momentum_switched_on_between_steps(rng):
+    params = [Tensor(randn(rng, 4, 3), requires_grad=True), Tensor(randn(rng, 3), requires_grad=True)]
+    expected = [p.numpy().copy() for p in params]
+    velocity = [np.zeros_like(e) for e in expected]
+    opt = optim.SGD(params, lr=0.1)
+    for t in range(4):
+        if t == 2:
+            opt.momentum = 0.9
+        for i, p in enumerate(params):
+            p.grad = randn(rng, *p.shape)
+            if t < 2:
+                ops.sgd_update(expected[i], p.grad.copy(), None, 0.1)
+            else:
+                ops.sgd_update(expected[i], p.grad.copy(), velocity[i], 0.1, 0.9)
+        opt.step()
+        assert all(np.array_equal(p.numpy(), e) for p, e in zip(params, expected))

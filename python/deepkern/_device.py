@@ -131,9 +131,10 @@ def to_device(array: Any, device: str) -> Any:
 
 def move(array: Any, device: str) -> Any:
     """:func:`to_device`, C-contiguous (what ``ops`` requires of every array it is given)."""
-    if device == "cpu" and isinstance(array, np.ndarray):   # the common case, without parsing the name
+    # the common case first, without parsing the name
+    if device == "cpu" and isinstance(array, np.ndarray) and array.flags.c_contiguous:
         return array
     out = to_device(array, device)
-    if out is array or out.flags.c_contiguous:
+    if out.flags.c_contiguous:
         return out
     return xp_of(out).ascontiguousarray(out)

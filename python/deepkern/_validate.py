@@ -25,9 +25,21 @@ def is_gpu_array(x: Any) -> bool:
     return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
 
 
+# float32's dtype object: the fast paths test ``x.dtype is FLOAT32`` (NumPy keeps one object per
+# native dtype; any other object, even an equal one, takes the full comparison)
+FLOAT32 = np.dtype(np.float32)
+
+
 def check_array(x: Any, name: str, ndim: int | Tuple[int, ...] | None = None,
                 dtype: Any = np.float32) -> None:
     """Require a float32 (or given dtype), C-contiguous array of the given rank."""
+    # Every op checks its arrays each call: the usual case -- a plain NumPy float32 array of the
+    # wanted rank, non-empty, at most INDEX_LIMIT elements (so no dimension exceeds it), C-contiguous
+    # and aligned -- passes in one test. Anything else (another dtype object equal to float32, a
+    # rank tuple, a subclass) takes the full checks below, which raise naming the argument.
+    if (type(x) is np.ndarray and x.dtype is FLOAT32 and dtype is np.float32 and (ndim is None or x.ndim == ndim)
+            and 0 < x.size <= INDEX_LIMIT and x.flags.c_contiguous and x.flags.aligned):
+        return
     if not (isinstance(x, np.ndarray) or is_gpu_array(x)):
         raise TypeError(f"{name}: expected a numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
     if dtype is not None and x.dtype != np.dtype(dtype):
@@ -71,24 +83,33 @@ def real(value: Any, name: str) -> float:
     return float(value)
 
 
-def check_labels(labels: Any, name: str, n: int, classes: int) -> None:
+# the integer dtypes class labels may have, each with the unsigned type of its width
+LABEL_DTYPES = {np.dtype(np.int64): np.dtype(np.uint64), np.dtype(np.int32): np.dtype(np.uint32)}
+
+
+def check_labels(labels: Any, name: str, n: int, classes: int, check_range: bool = True) -> None:
     """Integer class labels of shape (n,), each in [0, classes).
 
     On the GPU the range is not read here (``labels.min()`` would make the host wait for the GPU
     on every call): the backends count bad labels on the device, see ``device_checked_loss``.
+    ``check_range=False`` leaves the range on the CPU too to a backend that checks it itself
+    (``ops._cross_entropy_call``).
     """
     if not (isinstance(labels, np.ndarray) or is_gpu_array(labels)):
         raise TypeError(f"{name}: expected an integer numpy.ndarray or cupy.ndarray, got {type(labels).__name__}")
-    if labels.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
+    unsigned = LABEL_DTYPES.get(labels.dtype)
+    if unsigned is None:
         raise TypeError(f"{name}: expected dtype int64 or int32, got {labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{name}: expected shape ({n},) to match the batch of logits, got {tuple(labels.shape)}")
     if not labels.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array")
-    if is_gpu_array(labels):
+    if not check_range or is_gpu_array(labels):
         return
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= classes:
+    # one pass: read as unsigned, a negative label is above every class count, so the largest
+    # value is < classes exactly when every label is in range (the message then names the culprit)
+    if int(np.maximum.reduce(labels.view(unsigned))) >= classes:
+        lo, hi = int(labels.min()), int(labels.max())
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name}: label {bad} is out of range for {classes} classes (expected 0 <= label < {classes})")
 
@@ -126,6 +147,9 @@ def scalar_value(x: Any) -> float:
 
 
 def same_device(name_a: str, a: Any, name_b: str, b: Any) -> None:
+    """ValueError naming ``name_b`` unless a and b are on one device (both CPU, or one GPU)."""
+    if type(a) is np.ndarray and type(b) is np.ndarray:   # the usual case, in one test
+        return
     if is_gpu_array(a) != is_gpu_array(b):
         where = lambda x: "GPU" if is_gpu_array(x) else "CPU"  # noqa: E731
         raise ValueError(f"{name_b} is on the {where(b)} but {name_a} is on the {where(a)}; "

@@ -9,7 +9,9 @@ threads share all their elements). The arrays are checked by ``ops``' rules when
 first updated and again whenever its array or a state buffer is replaced or reshaped; in
 between, a step checks only that each gradient is a CPU array of its parameter's shape (the
 kernel's own checks still refuse overlapping or read-only arrays, and a refusal is reported with
-``ops``' message). Other backends and subclasses that only define ``_update`` take one
+``ops``' message). While nothing but the gradients and the step counts changes (the usual
+loop), a step goes straight to that kernel (``_StepPlan``: a few microseconds of Python for any
+number of parameters). Other backends and subclasses that only define ``_update`` take one
 ``ops.<name>_update`` call per parameter, fully checked each step.
 
 ``state_dict()`` is a flat ``{str: numpy.ndarray}`` so ``numpy.savez(path, **sd)`` works with
@@ -33,6 +35,7 @@ import numpy as np
 from . import backends, ops
 from ._device import move as _move
 from ._device import to_host
+from ._validate import FLOAT32
 from .autograd import Tensor, no_grad, xp_of
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "l1_penalty", "l2_penalty"]
@@ -79,6 +82,68 @@ def _updates_in_one_call(cls: type) -> bool:
     return cls.kernel is not None and owner is not Optimizer and cls._update is owner.__dict__["_update"]
 
 
+class _StepPlan:
+    """What the last full step of the one-call path checked, so that the next ones go straight to
+    the kernel.
+
+    A step of the usual training loop changes only the gradients (fresh arrays) and the step
+    counts. ``run`` takes the short way only when everything else is what the full step checked:
+    the same parameter list, state list and dicts and hyperparameter values; each parameter's
+    array the very object that ``ops``' rules passed; every parameter with a float32 NumPy
+    gradient and the same step count; a backend with the one-call kernel. The rest the kernel's own
+    checks cover, for every parameter before it updates any: each gradient and state buffer
+    float32, C-contiguous, aligned, of its parameter's shape (so of the sizes ``ops`` allows) and
+    sharing memory with none of the group; param and buffers writable (a flag or a shape set in
+    place on a known array is caught there). When it refuses, or anything above differs, the step
+    is taken again the full way, which converts what it may (a float64 gradient, a missing buffer)
+    and raises ``ops``' error naming the argument otherwise.
+    """
+
+    __slots__ = ("params", "state", "states", "arrays", "step", "hyper")
+
+    @classmethod
+    def after(cls, opt: "Optimizer", ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> Optional["_StepPlan"]:
+        """The plan after a full step that updated ``ready`` in one call; None unless every
+        parameter took part at one step count (the usual loop; other steps stay the full way)."""
+        states = [item[3] for item in ready]
+        step = states[0]["step"]
+        if len(ready) != len(opt.params) or any(s["step"] != step for s in states):
+            return None
+        plan = cls.__new__(cls)
+        plan.params = list(opt.params)
+        plan.state, plan.states = opt.state, states
+        plan.arrays = [item[1] for item in ready]
+        plan.step, plan.hyper = step, dict(opt.hyper)
+        return plan
+
+    def run(self, opt: "Optimizer") -> bool:
+        """One step the short way; False, with nothing changed, when the full way must take it."""
+        params, states, step = self.params, self.states, self.step
+        if (opt.hyper != self.hyper or opt.state is not self.state or len(opt.params) != len(params)
+                or not all(map(operator.is_, opt.params, params))
+                or not all(map(operator.is_, opt.state, states))):
+            return False
+        arrays, grads = self.arrays, []
+        for p, array, s in zip(params, arrays, states):
+            g = p._grad   # None (a skipped parameter), another type or dtype: the full way takes it
+            if p.data is not array or type(g) is not np.ndarray or g.dtype is not FLOAT32 or s.get("step") != step:
+                return False
+            grads.append(g)
+        many = getattr(backends.for_array(arrays[0]), opt.kernel + "_many", None)
+        if many is None:   # a backend without it was set since: one checked call per parameter
+            return False
+        for s in states:
+            s["step"] = step + 1
+        try:
+            opt._update_many(many, arrays, grads, states)
+        except (TypeError, ValueError, KeyError):   # refused before any update: the full way reports it
+            for s in states:
+                s["step"] = step
+            return False
+        self.step = step + 1
+        return True
+
+
 class Optimizer:
     """Base class: holds the parameters, hyperparameters and per-parameter state buffers.
 
@@ -115,6 +180,7 @@ class Optimizer:
         # parameter index -> (param's shape, [param array, state buffers...]) as last checked in full
         self._checked: Dict[int, Tuple[Tuple[int, ...], List[Any]]] = {}
         self._checked_hyper: Optional[Tuple[Any, ...]] = None   # hyperparameter values last checked
+        self._plan: Optional[_StepPlan] = None   # what the last full step checked (see _StepPlan)
 
     lr = _Hyper()
     weight_decay = _Hyper()
@@ -128,6 +194,10 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient."""
         self.step_count += 1
+        plan, self._plan = self._plan, None
+        if plan is not None and plan.run(self):
+            self._plan = plan
+            return
         with no_grad():
             ready: List[Tuple[int, Any, Any, Dict[str, Any]]] = []   # (index, param, grad, state)
             for i, (p, state) in enumerate(zip(self.params, self.state)):
@@ -150,6 +220,7 @@ class Optimizer:
                     self._update(param, g, state)
             else:
                 self._step_many(many, ready)
+                self._plan = _StepPlan.after(self, ready)
 
     def _many_kernel(self, ready: List[Tuple[int, Any, Any, Dict[str, Any]]]) -> Any:
         """The backend's ``<kernel>_many`` when every parameter is a NumPy array and the class

@@ -10,14 +10,14 @@ activations NCHW, linear weights (out_features, in_features), conv weights (OC, 
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, ContextManager, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import backends, ops
 from .._device import device_name, is_gpu_array, move
 from .._precision import get_precision, precision
+from .._validate import FLOAT32, LABEL_DTYPES
 from .rng import get_generator
 from .tensor import Array, Tensor, as_array, xp_of
 
@@ -40,6 +40,8 @@ def _tensor(x: Any, name: str) -> Tensor:
 def _f32(x: Tensor, name: str) -> Array:
     """x.data as a float32 C-contiguous array (no copy when it already is)."""
     a = x.data
+    if a.dtype is FLOAT32 and a.flags.c_contiguous:   # the usual case, in one test
+        return a
     if a.dtype != np.float32:
         if a.dtype.kind not in "iufb":
             raise TypeError(f"{name}: expected a float32 tensor, got dtype {a.dtype}")
@@ -53,10 +55,14 @@ def _c(g: Array) -> Array:
     return g if g.flags.c_contiguous else xp_of(g).ascontiguousarray(g)
 
 
-def _as_forward(name: str) -> ContextManager[None]:
-    """For a backward: the compute precision its forward ran in (``dk.set_precision``), so the
-    gradient products of a bf16 forward stay bf16 when ``backward()`` runs outside its block."""
-    return contextlib.nullcontext() if get_precision() == name else precision(name)
+def _as_forward(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """For a backward: ``fn(*args, **kwargs)`` in the compute precision its forward ran in
+    (``dk.set_precision``), so the gradient products of a bf16 forward stay bf16 when
+    ``backward()`` runs outside its block (the usual case, the same precision, enters no block)."""
+    if get_precision() == name:
+        return fn(*args, **kwargs)
+    with precision(name):
+        return fn(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- linear
@@ -68,14 +74,14 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     the backward computes only the gradients some input needs.
     """
     x = _tensor(x, "x")
-    if weight.ndim != 2:
+    w_shape, x_shape = weight.data.shape, x.data.shape   # (the Tensor properties copy them)
+    if len(w_shape) != 2:
         raise ValueError(f"weight: expected a 2-D (out_features, in_features) tensor, got shape {weight.shape}")
-    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"x: expected last dimension {weight.shape[1]} (in_features), got shape {x.shape}")
-    lead = x.shape[:-1]
+    if len(x_shape) < 1 or x_shape[-1] != w_shape[1]:
+        raise ValueError(f"x: expected last dimension {w_shape[1]} (in_features), got shape {x.shape}")
     xd = _f32(x, "x")
-    if xd.ndim != 2:
-        xd = xd.reshape(-1, weight.shape[1])
+    if len(x_shape) != 2:
+        xd = xd.reshape(-1, w_shape[1])
     wd = _f32(weight, "weight")
     bd = None if bias is None else _f32(bias, "bias")
     relu_ = activation == "relu"
@@ -85,11 +91,12 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     forward_precision = get_precision()
 
     def backward(g: Array) -> None:
-        with _as_forward(forward_precision):
-            _linear_backward(g)
+        _as_forward(forward_precision, _linear_backward, g)
 
     def _linear_backward(g: Array) -> None:
-        g = _c(g).reshape(out.shape)
+        g = _c(g)
+        if g.shape != out.shape:
+            g = g.reshape(out.shape)
         kernels = backends.for_array(xd)   # xd, wd, out: checked by ops.matmul in the forward
         if weight.requires_grad:
             # one kernel call: the ReLU's mask (where the fused ReLU was positive), the products wanted
@@ -104,15 +111,14 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
             gw = None
             gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
         if gx is not None and x.requires_grad:
-            x._accumulate(gx.reshape(x.shape))
+            x._accumulate(gx if len(x_shape) == 2 else gx.reshape(x_shape))
         if gw is not None and weight.requires_grad:
             weight._accumulate(gw)
         if gb is not None:
             bias._accumulate(gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
-    result = Tensor._make(out if len(lead) == 1 else out.reshape(lead + (weight.shape[0],)), parents, backward)
-    return result
+    return Tensor._make(out if len(x_shape) == 2 else out.reshape(x_shape[:-1] + (w_shape[0],)), parents, backward)
 
 
 # ---------------------------------------------------------------------------- conv / pool
@@ -140,9 +146,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: Int
     def backward(g: Array) -> None:
         want_bias = bias is not None and bias.requires_grad
         # an input that needs no gradient (the first layer's images) skips the dX work
-        with _as_forward(forward_precision):
-            gx, gw, gb = ops.conv2d_backward(_c(g), xd, wd, stride, padding, bias=want_bias,
-                                             input_grad=x.requires_grad)
+        gx, gw, gb = _as_forward(forward_precision, ops.conv2d_backward, _c(g), xd, wd, stride, padding,
+                                 bias=want_bias, input_grad=x.requires_grad)
         _accumulate_conv(x, weight, bias, gx, gw, gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -163,9 +168,8 @@ def conv2d_relu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride
 
     def backward(g: Array) -> None:
         want_bias = bias is not None and bias.requires_grad
-        with _as_forward(forward_precision):
-            gx, gw, gb = ops.conv2d_relu_backward(_c(g), xd, wd, out, route, stride, padding, bias=want_bias,
-                                                  input_grad=x.requires_grad)
+        gx, gw, gb = _as_forward(forward_precision, ops.conv2d_relu_backward, _c(g), xd, wd, out, route, stride,
+                                 padding, bias=want_bias, input_grad=x.requires_grad)
         _accumulate_conv(x, weight, bias, gx, gw, gb)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -260,6 +264,9 @@ def _labels(labels: Any, logits: Array) -> Array:
     """Class labels as a C-contiguous int64/int32 array on the logits' device."""
     if isinstance(labels, Tensor):
         labels = labels.data
+    if (type(labels) is np.ndarray and type(logits) is np.ndarray and labels.dtype in LABEL_DTYPES
+            and labels.flags.c_contiguous):
+        return labels   # the usual case: already what ops takes
     if not (isinstance(labels, np.ndarray) or is_gpu_array(labels)):
         labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
@@ -267,7 +274,7 @@ def _labels(labels: Any, logits: Array) -> Array:
             labels = labels.astype(np.int64)  # float labels holding whole numbers (e.g. from a float tensor)
         else:
             raise TypeError(f"labels: expected integer class labels, got dtype {labels.dtype}")
-    if labels.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
+    if labels.dtype not in LABEL_DTYPES:
         labels = labels.astype(np.int64)
     return move(labels, device_name(logits))  # onto the logits' device, C-contiguous
 

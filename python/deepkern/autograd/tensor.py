@@ -28,7 +28,7 @@ from .._device import is_gpu_array
 from .._device import move as _move
 from .._device import xp_of
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
-from .._validate import scalar_value
+from .._validate import FLOAT32, scalar_value
 
 __all__ = ["Tensor", "tensor", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled", "as_array", "xp_of"]
 
@@ -57,6 +57,8 @@ def as_array(data: Any, dtype: Any = None) -> Array:
     """
     if isinstance(data, Tensor):
         data = data.data
+    if type(data) is np.ndarray and dtype is None and data.dtype is FLOAT32 and data.flags.c_contiguous:
+        return data   # the usual batch: already what the rest of this function would return
     if is_gpu_array(data):
         if dtype is not None:
             data = data.astype(dtype, copy=False)
@@ -144,7 +146,7 @@ class Tensor:
         # First contribution: keep a reference (no copy). Later ones: add out of place once,
         # then in place into the buffer we own, never into an array someone else holds.
         if self._grad is None:
-            if g.dtype != self.data.dtype:
+            if g.dtype is not self.data.dtype and g.dtype != self.data.dtype:
                 g = g.astype(self.data.dtype)
             if self._backward is None and not (g.flags.c_contiguous and g.flags.writeable):
                 # a leaf's .grad is read by optimizers and users: give it a plain array,
@@ -195,10 +197,10 @@ class Tensor:
         """Output tensor of an op; records ``backward`` only when some parent needs a gradient."""
         out = Tensor._wrap(data)
         if is_grad_enabled():
-            needed = tuple(p for p in parents if p.requires_grad)
+            needed = [p for p in parents if p.requires_grad]
             if needed:
                 out.requires_grad = True
-                out._parents = needed
+                out._parents = tuple(needed)
                 out._backward = backward
         return out
 
@@ -216,7 +218,9 @@ class Tensor:
             if self.data.size != 1:
                 raise RuntimeError(f"backward: grad can be implied only for a single-element tensor, "
                                    f"this one has shape {self.shape}; pass grad=")
-            seed = xp.ones(self.data.shape, dtype=self.data.dtype)
+            seed = xp.array(1, dtype=self.data.dtype)   # (cheaper than ones for the usual 0-d loss)
+            if seed.shape != self.data.shape:
+                seed = seed.reshape(self.data.shape)
         else:
             seed = grad.data if isinstance(grad, Tensor) else grad
             seed = xp.asarray(seed, dtype=self.data.dtype)
@@ -248,10 +252,13 @@ class Tensor:
         while stack:
             node, parents = stack[-1]
             for p in parents:
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    stack.append((p, iter(p._parents)))
-                    break
+                key = id(p)
+                if key not in seen:
+                    seen.add(key)
+                    if p._parents:
+                        stack.append((p, iter(p._parents)))
+                        break
+                    order.append(p)   # a leaf is done at once: the same place a push and pop would give it
             else:
                 stack.pop()
                 order.append(node)

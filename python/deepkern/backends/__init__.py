@@ -16,6 +16,8 @@ import os
 from types import ModuleType
 from typing import Dict, Optional
 
+import numpy as np
+
 from .._validate import is_gpu_array
 from . import _contract
 
@@ -101,6 +103,10 @@ def _select(kind: str) -> ModuleType:
 
 def for_array(x) -> ModuleType:
     """The backend module for this array's device."""
+    if type(x) is np.ndarray and _forced["cpu"] is None:   # every op asks: the usual answer without calls
+        module = _auto_cache.get("cpu")
+        if module is not None:
+            return module
     return _select("gpu" if is_gpu_array(x) else "cpu")
 
 

@@ -9,6 +9,10 @@ fallback is ``None``, the op raises ``NotImplementedError`` on GPU arrays, namin
 Nothing else is filled in: ``tests/test_backend_contract.py`` fails when a backend neither
 provides an op nor has a fallback, or when a signature differs from this list.
 
+One optional flag: ``CHECKS_LABELS = True`` in a backend whose ``cross_entropy`` and
+``cross_entropy_backward`` refuse a label outside [0, C) with ``ValueError`` before computing
+(the C++ one); ``ops`` then leaves that range pass to it and reports a refusal in its own words.
+
 Adding an op therefore takes: its reference in ``backends/numpy.py``, a line here, its
 validation and dispatch in ``ops.py`` and the function that differentiates it; fast versions in
 the other backends are optional and replace the fallback where they exist.

@@ -31,34 +31,41 @@ batch_norm_backward = _cpu.batch_norm_backward
 
 
 # matmul and its backward: with precision "bf16" the products of bf16-rounded operands, fp32 sums
-# (deepkern._precision); the backward in one call, its bias gradient an fp32 sum
+# (deepkern._precision); the backward in one call, its bias gradient an fp32 sum. Every argument goes
+# by position, the last one ``bf16``: pybind11 matches a keyword argument in ~0.4 us, as much as a
+# small matmul's whole kernel time.
 def matmul(a, b, bias, relu, trans_a, trans_b):
-    return _cpu.matmul(a, b, bias, relu, trans_a, trans_b, bf16=get_precision() == "bf16")
+    return _cpu.matmul(a, b, bias, relu, trans_a, trans_b, get_precision() == "bf16")
 
 
 def matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, want_a=True):
     return _cpu.matmul_backward(grad_out, a, b, out, trans_a, trans_b, want_bias, want_a,
-                                bf16=get_precision() == "bf16")
+                                get_precision() == "bf16")
 
 
 # conv2d and the fused conv layers: with precision "bf16" the products of bf16-rounded operands,
 # fp32 sums (deepkern._precision)
 def conv2d(x, w, bias, stride, padding):
-    return _cpu.conv2d(x, w, bias, stride, padding, bf16=get_precision() == "bf16")
+    return _cpu.conv2d(x, w, bias, stride, padding, get_precision() == "bf16")
 
 
 def conv2d_backward(grad_out, x, w, stride, padding, want_bias, want_input=True):
     return _cpu.conv2d_backward(grad_out, x, w, stride, padding, want_bias, want_input,
-                                bf16=get_precision() == "bf16")
+                                get_precision() == "bf16")
 
 
 def conv2d_relu(x, w, bias, stride, padding, pool):
-    return _cpu.conv2d_relu(x, w, bias, stride, padding, pool, bf16=get_precision() == "bf16")
+    return _cpu.conv2d_relu(x, w, bias, stride, padding, pool, get_precision() == "bf16")
 
 
 def conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias, want_input):
     return _cpu.conv2d_relu_backward(grad_out, x, w, out, route, stride, padding, want_bias, want_input,
-                                     bf16=get_precision() == "bf16")
+                                     get_precision() == "bf16")
+
+
+# cross_entropy and its backward read every label before the kernel and refuse one outside [0, C)
+# with ValueError (the binding's checked_labels): ops leaves that pass to them
+CHECKS_LABELS = True
 
 
 def _labels64(labels: np.ndarray) -> np.ndarray:
