@@ -169,3 +169,36 @@ def test_pooled_layers_of_any_geometry_have_the_gemm_bits(avx512_gemm, rng, case
     want = _gemm_path(avx512_gemm, lambda: ops.conv2d_relu_backward(g, x, w, out, route, st, p, bias=True))
     for a, e, what in zip(got, want, ("gx", "gw", "gb")):
         np.testing.assert_array_equal(a, e, err_msg=what)
+
+
+def _gemm_then_col2im(g, x_shape, w, stride, padding):
+    """The dense input gradient in NumPy's float32 adds: each image's columns w^T @ gy from the AVX-512
+    GEMM (ops.matmul), then col2im adding the taps in (i, j) order from +0, as the C++ col2im does."""
+    n, c, h, wd = x_shape
+    oc, _, kh, kw = w.shape
+    oh, ow = g.shape[2:]
+    gx = np.empty(x_shape, np.float32)
+    for i in range(n):
+        cols = ops.matmul(w.reshape(oc, -1), np.ascontiguousarray(g[i].reshape(oc, -1)), trans_a=True)
+        cols = cols.reshape(c, kh, kw, oh, ow)
+        padded = np.zeros((c, h + 2 * padding, wd + 2 * padding), np.float32)
+        for a in range(kh):
+            for b in range(kw):
+                padded[:, a:a + stride * oh:stride, b:b + stride * ow:stride] += cols[:, a, b]
+        gx[i] = padded[:, padding:padding + h, padding:padding + wd]
+    return gx
+
+
+@needs_cpu
+@pytest.mark.parametrize("oc", [385, 500, 800])
+def test_more_channels_than_a_gemm_k_block_sum_in_its_blocks(avx512_gemm, rng, oc):
+    """The GEMM sums the OC channels of a column in K blocks of at most 384 (each from +0, then added
+    onto the blocks before it): the sparse input gradient sums in the same blocks, whatever channels
+    of a block are zero."""
+    x, w = randn(rng, 2, 8, 7, 7), randn(rng, oc, 8, 3, 3) * 0.5
+    for stride, padding in ((1, 0), (2, 1)):
+        oh = (7 + 2 * padding - 3) // stride + 1
+        g = _sparse_gradient(rng, (2, oc, oh, oh))
+        g[0, 390:500] = 0.0                  # whole blocks' worth of zero channels at some pixels
+        got = ops.conv2d_backward(g, x, w, stride, padding)[0]
+        np.testing.assert_array_equal(got, _gemm_then_col2im(g, x.shape, w, stride, padding))

@@ -113,6 +113,7 @@ struct SparseInputGrad {
     Conv2dShape s;
     int cp;                 // C rounded up to 16: the lanes of a tap
     int64_t wt_row;         // KH * KW * cp
+    int k_block;            // the AVX-512 GEMM's K blocks over the OC channels (gemm_driver.hpp's kc_step)
     std::vector<float> wt;  // (OC, KH, KW, cp): w[o, c, i, j] at wt[o, i, j, c], lanes c >= C zero
 };
 }  // namespace conv2d_isa

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cpu/conv2d.hpp"
+#include "cpu/gemm_driver.hpp"
 #include "cpu/transpose16_avx512.hpp"
 
 namespace deepkern::cpu::conv2d_isa {
@@ -59,19 +60,39 @@ struct Pass {
     std::array<int, kMostVectors> ti, tj;
 };
 
-// acc (V vectors) for pixel p: sum over its listed channels of wt[chan, v0:v0+V] * grad (fused, in order)
+// sum (V vectors) += wt[channel, v0:v0+V] * gradient: the GEMM's w * g + sum
+template <int V>
+inline void add_channel(const SparseInputGrad& g, int32_t channel, float gradient, int v0, __m512 (&sum)[V]) {
+    const __m512 gv = _mm512_set1_ps(gradient);
+    const float* wo = g.wt.data() + static_cast<int64_t>(channel) * g.wt_row + static_cast<int64_t>(v0) * kLanes;
+#pragma GCC unroll 24
+    for (int v = 0; v < V; ++v) sum[v] = _mm512_fmadd_ps(_mm512_loadu_ps(wo + kLanes * v), gv, sum[v]);
+}
+
+// acc (V vectors) for pixel p: sum over its listed channels of wt[chan, v0:v0+V] * grad, as the GEMM
+// sums them: fused multiply-adds in channel order within each K block of g.k_block channels, from
+// +0, and each block's sum then added onto the total of the blocks before it (its C tile)
 template <int V>
 inline void column(const SparseInputGrad& g, const ListsView& lists, int p, int v0, __m512 (&acc)[V]) {
-#pragma GCC unroll 24
-    for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
     const int32_t* chan = lists.chan + p * lists.stride;
     const float* grad = lists.grad + p * lists.stride;
     const int count = lists.count[p];
-    for (int t = 0; t < count; ++t) {
-        const __m512 gv = _mm512_set1_ps(grad[t]);
-        const float* wo = g.wt.data() + static_cast<int64_t>(chan[t]) * g.wt_row + static_cast<int64_t>(v0) * kLanes;
 #pragma GCC unroll 24
-        for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(_mm512_loadu_ps(wo + kLanes * v), gv, acc[v]);  // w * g + sum
+    for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
+    if (g.k_block >= g.s.OC) {  // one K block (at most 384 channels): one chain
+        for (int t = 0; t < count; ++t) add_channel<V>(g, chan[t], grad[t], v0, acc);
+        return;
+    }
+    int t = 0;
+    for (; t < count && chan[t] < g.k_block; ++t) add_channel<V>(g, chan[t], grad[t], v0, acc);
+    while (t < count) {  // the next block with a listed channel (one without adds +0)
+        const int end = (chan[t] / g.k_block + 1) * g.k_block;
+        __m512 part[V];
+#pragma GCC unroll 24
+        for (int v = 0; v < V; ++v) part[v] = _mm512_setzero_ps();
+        for (; t < count && chan[t] < end; ++t) add_channel<V>(g, chan[t], grad[t], v0, part);
+#pragma GCC unroll 24
+        for (int v = 0; v < V; ++v) acc[v] = _mm512_add_ps(part[v], acc[v]);  // the store's 1 * C + acc
     }
 }
 
@@ -138,6 +159,7 @@ void image_from_lists(const SparseInputGrad& g, const ListsView& lists, float* g
 
 SparseInputGrad::SparseInputGrad(const Conv2dShape& shape, const float* w)
     : s(shape), cp((shape.C + kLanes - 1) / kLanes * kLanes), wt_row(static_cast<int64_t>(shape.KH) * shape.KW * cp),
+      k_block(gemm::kc_step(gemm::avx512_kernels(), std::max(shape.OC, 1))),
       wt(static_cast<size_t>(shape.OC) * wt_row, 0.0f) {
     for (int o = 0; o < s.OC; ++o)  // wt[o, i, j, c] = w[o, c, i, j]; lanes c >= C stay 0
         for (int c = 0; c < s.C; ++c)
